@@ -1,0 +1,44 @@
+//! HetLoRA (Cho et al.) under a fixed budget: the leading rank components in full, the next one filled by
+//! magnitude so the count is exact; the pattern is the same every round.
+
+use super::topk::top_k_by_magnitude;
+use super::{SelectInput, Selection, Sparsifier, check_inputs};
+use crate::budget::module_budget;
+use crate::error::CoreError;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HetLora;
+
+impl Sparsifier for HetLora {
+    fn name(&self) -> &'static str {
+        "hetlora"
+    }
+    fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError> {
+        check_inputs(input)?;
+        let modules = input
+            .update
+            .shapes
+            .iter()
+            .zip(&input.update.modules)
+            .map(|(s, f)| {
+                let budget = module_budget(s, input.rho);
+                let full = (budget / s.component_len()).min(s.r);
+                let mut kept: Vec<u32> = (0..full)
+                    .flat_map(|j| s.component_indices(j))
+                    .map(|i| i as u32)
+                    .collect();
+                let rest = budget - full * s.component_len();
+                if rest > 0 && full < s.r {
+                    let cand = s
+                        .component_indices(full)
+                        .map(|i| (i as u32, f.get(i)))
+                        .collect();
+                    kept.extend(top_k_by_magnitude(cand, rest));
+                }
+                kept.sort_unstable();
+                kept
+            })
+            .collect();
+        Ok(Selection { modules })
+    }
+}

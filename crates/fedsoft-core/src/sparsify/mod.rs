@@ -1,0 +1,277 @@
+//! Sparsifiers: which LoRA entries a client uploads under a budget (SPEC §4.3 and §10).
+//!
+//! Every method answers the same question — given the error-compensated update `U` and the client's local
+//! factors, which flat entries of each module are sent — so the engine, the server and the benchmarks treat
+//! them alike. Adding a method is one file implementing [`Sparsifier`] plus one arm in [`build`].
+
+mod fedlodrop;
+mod flasc;
+mod hetlora;
+mod ilora;
+mod rlora;
+mod soft;
+pub mod svd;
+mod topk;
+
+pub use fedlodrop::{FedLoDrop, fedlodrop_components};
+pub use flasc::{Flasc, FlascScope};
+pub use hetlora::HetLora;
+pub use ilora::ILora;
+pub use rlora::RLora;
+pub use soft::{Soft, SoftSplit};
+pub use svd::ExactSvd;
+
+use crate::budget::{DropRatio, Rounding};
+use crate::error::CoreError;
+use crate::lora::{LoraState, ModuleFactors};
+use crate::rng::{Purpose, stream};
+use rand::rngs::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Everything a sparsifier may look at for one client in one round.
+pub struct SelectInput<'a> {
+    /// What will be sent: the error-compensated update (delta mode) or model (model mode).
+    pub update: &'a LoraState,
+    /// The client's factors after local training, which SOFT and the exact selector score.
+    pub local: &'a LoraState,
+    /// Fraction of entries to drop.
+    pub rho: DropRatio,
+    /// Run seed, round and client: the key of this upload's random mask stream.
+    pub seed: u64,
+    pub round: u64,
+    pub client: u64,
+}
+
+impl SelectInput<'_> {
+    /// The mask stream of module `m` for this client and round: independent of every other draw of the run.
+    pub fn mask_rng(&self, m: usize) -> ChaCha8Rng {
+        stream(
+            self.seed,
+            Purpose::Mask,
+            &[self.round, self.client, m as u64],
+        )
+    }
+}
+
+/// The entries kept from each module: strictly increasing flat indices (`B` then `A`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub modules: Vec<Vec<u32>>,
+}
+
+impl Selection {
+    /// Kept entries over all modules.
+    pub fn count(&self) -> usize {
+        self.modules.iter().map(Vec::len).sum()
+    }
+}
+
+/// A sparsification method.
+pub trait Sparsifier: Send + Sync {
+    /// The method's name in configs and reports.
+    fn name(&self) -> &'static str;
+    /// Entries to keep, per module.
+    fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError>;
+}
+
+/// One module's kept entries and their values.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SparseModule {
+    /// Strictly increasing flat indices.
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// One client's sparse upload for all modules.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SparseUpdate {
+    pub modules: Vec<SparseModule>,
+}
+
+impl SparseUpdate {
+    /// Reads the selected entries of `state`.
+    pub fn gather(state: &LoraState, sel: &Selection) -> Result<Self, CoreError> {
+        if sel.modules.len() != state.modules.len() {
+            return Err(CoreError::shape(
+                "selection module count",
+                state.modules.len(),
+                sel.modules.len(),
+            ));
+        }
+        let modules = state
+            .modules
+            .iter()
+            .zip(&sel.modules)
+            .map(|(f, idx)| SparseModule {
+                indices: idx.clone(),
+                values: idx.iter().map(|&i| f.get(i as usize)).collect(),
+            })
+            .collect();
+        Ok(SparseUpdate { modules })
+    }
+
+    /// Kept entries over all modules.
+    pub fn nnz(&self) -> usize {
+        self.modules.iter().map(|m| m.indices.len()).sum()
+    }
+
+    /// The dense state this update stands for (zeros where nothing was sent).
+    pub fn to_dense(&self, like: &LoraState) -> Result<LoraState, CoreError> {
+        let mut out = LoraState::zeros(&like.shapes)?;
+        self.add_into(&mut out, 1.0)?;
+        Ok(out)
+    }
+
+    /// `target += w * self`, entry by entry; checks every index against the module's size.
+    pub fn add_into(&self, target: &mut LoraState, w: f32) -> Result<(), CoreError> {
+        if self.modules.len() != target.modules.len() {
+            return Err(CoreError::shape(
+                "upload module count",
+                target.modules.len(),
+                self.modules.len(),
+            ));
+        }
+        for ((m, f), s) in self
+            .modules
+            .iter()
+            .zip(target.modules.iter_mut())
+            .zip(&target.shapes)
+        {
+            add_module(m, f, s.numel(), w, &s.name)?;
+        }
+        Ok(())
+    }
+}
+
+fn add_module(
+    m: &SparseModule,
+    f: &mut ModuleFactors,
+    numel: usize,
+    w: f32,
+    name: &str,
+) -> Result<(), CoreError> {
+    if m.indices.len() != m.values.len() {
+        return Err(CoreError::shape(
+            format!("{name}: values"),
+            m.indices.len(),
+            m.values.len(),
+        ));
+    }
+    for (&i, &v) in m.indices.iter().zip(&m.values) {
+        if i as usize >= numel {
+            return Err(CoreError::invalid(
+                name,
+                format!("entry index {i} beyond the module's {numel} entries"),
+            ));
+        }
+        *f.get_mut(i as usize) += w * v;
+    }
+    Ok(())
+}
+
+/// The methods fedsoft knows, by their config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodKind {
+    Soft,
+    Flasc,
+    Rlora,
+    Hetlora,
+    Fedlodrop,
+    Ilora,
+    Svd,
+}
+
+impl MethodKind {
+    pub const ALL: [MethodKind; 7] = [
+        MethodKind::Soft,
+        MethodKind::Flasc,
+        MethodKind::Rlora,
+        MethodKind::Hetlora,
+        MethodKind::Fedlodrop,
+        MethodKind::Ilora,
+        MethodKind::Svd,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Soft => "soft",
+            MethodKind::Flasc => "flasc",
+            MethodKind::Rlora => "rlora",
+            MethodKind::Hetlora => "hetlora",
+            MethodKind::Fedlodrop => "fedlodrop",
+            MethodKind::Ilora => "ilora",
+            MethodKind::Svd => "svd",
+        }
+    }
+    /// Error feedback by default (SPEC D10): on for SOFT, the exact selector and RLoRA.
+    pub fn default_error_feedback(self) -> bool {
+        matches!(self, MethodKind::Soft | MethodKind::Svd | MethodKind::Rlora)
+    }
+    /// Orthogonality weight by default: only SOFT trains with the regulariser (SPEC §4.1, §10).
+    pub fn default_orthogonality_weight(self) -> f64 {
+        if self == MethodKind::Soft { 1e-2 } else { 0.0 }
+    }
+}
+
+impl fmt::Display for MethodKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MethodKind {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MethodKind::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
+                CoreError::invalid(
+                    "method",
+                    format!("unknown method {s:?}; expected one of {}", names.join(", ")),
+                )
+            })
+    }
+}
+
+/// Method-specific switches, with the recommended defaults of SPEC §13.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SparsifierOptions {
+    /// SOFT / exact selector: rounding of the per-rank quotas (D8).
+    pub rounding: Rounding,
+    /// SOFT / exact selector: joint top-k over `[b_j; a_j]` or a proportional B/A split (D3).
+    pub soft_split: SoftSplit,
+    /// FLASC: one top-K over the whole upload or one per module (D7).
+    pub flasc_scope: FlascScope,
+}
+
+/// The registry: a method's config name to its implementation.
+pub fn build(kind: MethodKind, opts: SparsifierOptions) -> Box<dyn Sparsifier> {
+    match kind {
+        MethodKind::Soft => Box::new(Soft {
+            rounding: opts.rounding,
+            split: opts.soft_split,
+        }),
+        MethodKind::Flasc => Box::new(Flasc {
+            scope: opts.flasc_scope,
+        }),
+        MethodKind::Rlora => Box::new(RLora),
+        MethodKind::Hetlora => Box::new(HetLora),
+        MethodKind::Fedlodrop => Box::new(FedLoDrop),
+        MethodKind::Ilora => Box::new(ILora),
+        MethodKind::Svd => Box::new(ExactSvd {
+            rounding: opts.rounding,
+            split: opts.soft_split,
+        }),
+    }
+}
+
+pub(crate) fn check_inputs(input: &SelectInput<'_>) -> Result<(), CoreError> {
+    input
+        .update
+        .check_compatible(input.local, "update vs local factors")
+}

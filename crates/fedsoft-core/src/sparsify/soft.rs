@@ -1,0 +1,95 @@
+//! SOFT (SPEC §4.2–4.3): split each module's budget over rank components by `s_j = ||b_j|| ||a_j||`, then keep
+//! the largest entries inside each component.
+
+use super::topk::top_k_by_magnitude;
+use super::{SelectInput, Selection, Sparsifier, check_inputs};
+use crate::budget::{Rounding, allocate, module_budget};
+use crate::error::CoreError;
+use crate::lora::{ModuleFactors, ModuleShape};
+use serde::{Deserialize, Serialize};
+
+/// How a rank component's quota `k_j` is spent over its `b_j` and `a_j` parts (SPEC D3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SoftSplit {
+    /// One top-`k_j` over the concatenation `[b_j; a_j^T]` (recommended).
+    #[default]
+    Joint,
+    /// `round(k_j d / (d + k))` entries from `b_j`, the rest from `a_j`.
+    Proportional,
+}
+
+/// Sparsified orthogonal fine-tuning's selector.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Soft {
+    pub rounding: Rounding,
+    pub split: SoftSplit,
+}
+
+impl Sparsifier for Soft {
+    fn name(&self) -> &'static str {
+        "soft"
+    }
+    fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError> {
+        check_inputs(input)?;
+        let modules = (0..input.update.shapes.len())
+            .map(|m| {
+                let shape = &input.update.shapes[m];
+                let scores = input.local.rank_scores(m);
+                let budget = module_budget(shape, input.rho);
+                select_by_rank_scores(
+                    shape,
+                    &input.update.modules[m],
+                    &scores,
+                    budget,
+                    self.rounding,
+                    self.split,
+                )
+            })
+            .collect();
+        Ok(Selection { modules })
+    }
+}
+
+/// Allocates `budget` over rank components in proportion to `scores` and keeps the largest entries of `u`
+/// inside each component. Shared by SOFT (proxy scores) and the exact selector (SVD-attributed scores).
+pub(crate) fn select_by_rank_scores(
+    shape: &ModuleShape,
+    u: &ModuleFactors,
+    scores: &[f64],
+    budget: usize,
+    rounding: Rounding,
+    split: SoftSplit,
+) -> Vec<u32> {
+    let quotas = allocate(scores, budget, shape.component_len(), rounding);
+    let mut kept = Vec::with_capacity(budget);
+    let b_len = shape.b_len();
+    for (j, &kj) in quotas.iter().enumerate() {
+        if kj == 0 {
+            continue;
+        }
+        let candidates = |range: &mut dyn Iterator<Item = usize>| -> Vec<(u32, f32)> {
+            range.map(|i| (i as u32, u.get(i))).collect()
+        };
+        match split {
+            SoftSplit::Joint => {
+                kept.extend(top_k_by_magnitude(
+                    candidates(&mut shape.component_indices(j)),
+                    kj,
+                ));
+            }
+            SoftSplit::Proportional => {
+                let want_b =
+                    ((kj * shape.d) as f64 / shape.component_len() as f64).round() as usize;
+                let k_a = (kj - want_b.min(kj)).min(shape.k);
+                let k_b = kj - k_a;
+                let (b_part, a_part): (Vec<usize>, Vec<usize>) =
+                    shape.component_indices(j).partition(|&i| i < b_len);
+                kept.extend(top_k_by_magnitude(candidates(&mut b_part.into_iter()), k_b));
+                kept.extend(top_k_by_magnitude(candidates(&mut a_part.into_iter()), k_a));
+            }
+        }
+    }
+    kept.sort_unstable();
+    kept
+}
