@@ -11,10 +11,7 @@ use crate::sparsify::SparseUpdate;
 pub fn weights(samples: &[usize]) -> Result<Vec<f64>, CoreError> {
     let total: usize = samples.iter().sum();
     if total == 0 {
-        return Err(CoreError::invalid(
-            "aggregation weights",
-            "the scheduled clients hold no samples",
-        ));
+        return Err(CoreError::invalid("aggregation weights", "the scheduled clients hold no samples"));
     }
     Ok(samples.iter().map(|&n| n as f64 / total as f64).collect())
 }
@@ -24,10 +21,7 @@ fn check_weights(n: usize, w: &[f64]) -> Result<(), CoreError> {
         return Err(CoreError::shape("aggregation weights", n, w.len()));
     }
     if w.iter().any(|x| !x.is_finite() || *x < 0.0) {
-        return Err(CoreError::invalid(
-            "aggregation weights",
-            "weights must be finite and non-negative",
-        ));
+        return Err(CoreError::invalid("aggregation weights", "weights must be finite and non-negative"));
     }
     Ok(())
 }
@@ -37,34 +31,18 @@ fn accumulator(like: &LoraState) -> Vec<Vec<f64>> {
     like.shapes.iter().map(|s| vec![0.0; s.numel()]).collect()
 }
 
-fn accumulate_sparse(
-    acc: &mut [Vec<f64>],
-    like: &LoraState,
-    u: &SparseUpdate,
-    w: f64,
-) -> Result<(), CoreError> {
+fn accumulate_sparse(acc: &mut [Vec<f64>], like: &LoraState, u: &SparseUpdate, w: f64) -> Result<(), CoreError> {
     if u.modules.len() != acc.len() {
-        return Err(CoreError::shape(
-            "upload module count",
-            acc.len(),
-            u.modules.len(),
-        ));
+        return Err(CoreError::shape("upload module count", acc.len(), u.modules.len()));
     }
     for ((m, a), s) in u.modules.iter().zip(acc.iter_mut()).zip(&like.shapes) {
         if m.indices.len() != m.values.len() {
-            return Err(CoreError::shape(
-                format!("{}: upload values", s.name),
-                m.indices.len(),
-                m.values.len(),
-            ));
+            return Err(CoreError::shape(format!("{}: upload values", s.name), m.indices.len(), m.values.len()));
         }
         for (&i, &v) in m.indices.iter().zip(&m.values) {
-            let slot = a.get_mut(i as usize).ok_or_else(|| {
-                CoreError::invalid(
-                    &s.name,
-                    format!("entry index {i} beyond {} entries", s.numel()),
-                )
-            })?;
+            let slot = a
+                .get_mut(i as usize)
+                .ok_or_else(|| CoreError::invalid(&s.name, format!("entry index {i} beyond {} entries", s.numel())))?;
             *slot += w * v as f64;
         }
     }
@@ -72,11 +50,7 @@ fn accumulate_sparse(
 }
 
 /// Delta mode: `X <- X + sum_i p_i dX_i` for both factors; entries a client did not send count as zero.
-pub fn apply_deltas(
-    global: &mut LoraState,
-    uploads: &[&SparseUpdate],
-    w: &[f64],
-) -> Result<(), CoreError> {
+pub fn apply_deltas(global: &mut LoraState, uploads: &[&SparseUpdate], w: &[f64]) -> Result<(), CoreError> {
     check_weights(uploads.len(), w)?;
     let mut acc = accumulator(global);
     for (u, &wi) in uploads.iter().zip(w) {
@@ -84,11 +58,7 @@ pub fn apply_deltas(
     }
     for (f, a) in global.modules.iter_mut().zip(&acc) {
         let nb = f.b.len();
-        for (x, d) in
-            f.b.iter_mut()
-                .zip(&a[..nb])
-                .chain(f.a.iter_mut().zip(&a[nb..]))
-        {
+        for (x, d) in f.b.iter_mut().zip(&a[..nb]).chain(f.a.iter_mut().zip(&a[nb..])) {
             *x = (*x as f64 + d) as f32;
         }
     }
@@ -96,11 +66,7 @@ pub fn apply_deltas(
 }
 
 /// Model mode: `X <- sum_i p_i X~_i`, the sparse models averaged with zeros where nothing was sent.
-pub fn average_sparse_models(
-    like: &LoraState,
-    uploads: &[&SparseUpdate],
-    w: &[f64],
-) -> Result<LoraState, CoreError> {
+pub fn average_sparse_models(like: &LoraState, uploads: &[&SparseUpdate], w: &[f64]) -> Result<LoraState, CoreError> {
     check_weights(uploads.len(), w)?;
     let mut acc = accumulator(like);
     for (u, &wi) in uploads.iter().zip(w) {
@@ -113,11 +79,7 @@ fn from_accumulator(like: &LoraState, acc: &[Vec<f64>]) -> LoraState {
     let mut out = like.clone();
     for (f, a) in out.modules.iter_mut().zip(acc) {
         let nb = f.b.len();
-        for (x, v) in
-            f.b.iter_mut()
-                .zip(&a[..nb])
-                .chain(f.a.iter_mut().zip(&a[nb..]))
-        {
+        for (x, v) in f.b.iter_mut().zip(&a[..nb]).chain(f.a.iter_mut().zip(&a[nb..])) {
             *x = *v as f32;
         }
     }
@@ -127,9 +89,7 @@ fn from_accumulator(like: &LoraState, acc: &[Vec<f64>]) -> LoraState {
 /// Dense FedAvg of factors, Eq. (5): `B = sum_i p_i B_i`, `A = sum_i p_i A_i`, separately.
 pub fn average_dense(states: &[&LoraState], w: &[f64]) -> Result<LoraState, CoreError> {
     check_weights(states.len(), w)?;
-    let first = states
-        .first()
-        .ok_or_else(|| CoreError::invalid("aggregation", "no client states to average"))?;
+    let first = states.first().ok_or_else(|| CoreError::invalid("aggregation", "no client states to average"))?;
     let mut acc = accumulator(first);
     for (s, &wi) in states.iter().zip(w) {
         first.check_compatible(s, "client states")?;
@@ -169,39 +129,17 @@ pub fn covariance_norm(states: &[&LoraState], w: &[f64]) -> Result<f64, CoreErro
                 *x += pi * *v as f64;
             }
         }
-        let db: Vec<Vec<f64>> = states
-            .iter()
-            .map(|s| {
-                s.modules[m]
-                    .b
-                    .iter()
-                    .zip(&bbar)
-                    .map(|(v, c)| *v as f64 - c)
-                    .collect()
-            })
-            .collect();
-        let da: Vec<Vec<f64>> = states
-            .iter()
-            .map(|s| {
-                s.modules[m]
-                    .a
-                    .iter()
-                    .zip(&abar)
-                    .map(|(v, c)| *v as f64 - c)
-                    .collect()
-            })
-            .collect();
+        let db: Vec<Vec<f64>> =
+            states.iter().map(|s| s.modules[m].b.iter().zip(&bbar).map(|(v, c)| *v as f64 - c).collect()).collect();
+        let da: Vec<Vec<f64>> =
+            states.iter().map(|s| s.modules[m].a.iter().zip(&abar).map(|(v, c)| *v as f64 - c).collect()).collect();
         for i in 0..states.len() {
             for j in i..states.len() {
                 let mut inner = 0.0;
                 for x in 0..r {
                     for y in 0..r {
-                        let gb: f64 = (0..d)
-                            .map(|row| db[i][row * r + x] * db[j][row * r + y])
-                            .sum();
-                        let ga: f64 = (0..k)
-                            .map(|col| da[i][x * k + col] * da[j][y * k + col])
-                            .sum();
+                        let gb: f64 = (0..d).map(|row| db[i][row * r + x] * db[j][row * r + y]).sum();
+                        let ga: f64 = (0..k).map(|col| da[i][x * k + col] * da[j][y * k + col]).sum();
                         inner += gb * ga;
                     }
                 }

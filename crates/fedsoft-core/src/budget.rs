@@ -14,10 +14,7 @@ impl DropRatio {
     /// `rho` must lie in `[0, 1)`: at 1 nothing would be sent.
     pub fn new(rho: f64) -> Result<Self, CoreError> {
         if !(0.0..1.0).contains(&rho) {
-            return Err(CoreError::invalid(
-                "rho",
-                format!("the dropped fraction must be in [0, 1), got {rho}"),
-            ));
+            return Err(CoreError::invalid("rho", format!("the dropped fraction must be in [0, 1), got {rho}")));
         }
         Ok(DropRatio(rho))
     }
@@ -61,10 +58,7 @@ pub enum Rounding {
 /// scores count as zero; if all scores are zero the split is uniform.
 pub fn allocate(scores: &[f64], budget: usize, cap: usize, rounding: Rounding) -> Vec<usize> {
     let r = scores.len();
-    let s: Vec<f64> = scores
-        .iter()
-        .map(|&x| if x.is_finite() && x > 0.0 { x } else { 0.0 })
-        .collect();
+    let s: Vec<f64> = scores.iter().map(|&x| if x.is_finite() && x > 0.0 { x } else { 0.0 }).collect();
     let mut k = vec![0usize; r];
     if r == 0 {
         return k;
@@ -75,17 +69,10 @@ pub fn allocate(scores: &[f64], budget: usize, cap: usize, rounding: Rounding) -
     loop {
         let total: f64 = active.iter().map(|&j| s[j]).sum();
         for &j in &active {
-            quota[j] = if total > 0.0 {
-                remaining as f64 * s[j] / total
-            } else {
-                remaining as f64 / active.len() as f64
-            };
+            quota[j] =
+                if total > 0.0 { remaining as f64 * s[j] / total } else { remaining as f64 / active.len() as f64 };
         }
-        let over: Vec<usize> = active
-            .iter()
-            .copied()
-            .filter(|&j| quota[j] >= cap as f64)
-            .collect();
+        let over: Vec<usize> = active.iter().copied().filter(|&j| quota[j] >= cap as f64).collect();
         if over.is_empty() {
             break;
         }
@@ -111,9 +98,7 @@ pub fn allocate(scores: &[f64], budget: usize, cap: usize, rounding: Rounding) -
     order.sort_by(|&x, &y| {
         let fx = quota[x] - quota[x].floor();
         let fy = quota[y] - quota[y].floor();
-        fy.total_cmp(&fx)
-            .then(s[y].total_cmp(&s[x]))
-            .then(x.cmp(&y))
+        fy.total_cmp(&fx).then(s[y].total_cmp(&s[x])).then(x.cmp(&y))
     });
     for j in order {
         if left == 0 {
@@ -134,31 +119,16 @@ mod tests {
 
     #[test]
     fn reference_example() {
-        assert_eq!(
-            allocate(&[4.0, 2.0, 1.0, 1.0], 100, 1536, Rounding::LargestRemainder),
-            vec![50, 25, 13, 12]
-        );
-        assert_eq!(
-            allocate(&[4.0, 2.0, 1.0, 1.0], 100, 1536, Rounding::Floor),
-            vec![50, 25, 12, 12]
-        );
+        assert_eq!(allocate(&[4.0, 2.0, 1.0, 1.0], 100, 1536, Rounding::LargestRemainder), vec![50, 25, 13, 12]);
+        assert_eq!(allocate(&[4.0, 2.0, 1.0, 1.0], 100, 1536, Rounding::Floor), vec![50, 25, 12, 12]);
     }
 
     #[test]
     fn cap_water_fills() {
         // 90 % of the score on one component, but it can hold only 10.
-        assert_eq!(
-            allocate(&[9.0, 0.5, 0.5], 20, 10, Rounding::LargestRemainder),
-            vec![10, 5, 5]
-        );
-        assert_eq!(
-            allocate(&[0.0, 0.0, 0.0], 7, 10, Rounding::LargestRemainder),
-            vec![3, 2, 2]
-        );
-        assert_eq!(
-            allocate(&[1.0, 1.0], 50, 10, Rounding::LargestRemainder),
-            vec![10, 10]
-        );
+        assert_eq!(allocate(&[9.0, 0.5, 0.5], 20, 10, Rounding::LargestRemainder), vec![10, 5, 5]);
+        assert_eq!(allocate(&[0.0, 0.0, 0.0], 7, 10, Rounding::LargestRemainder), vec![3, 2, 2]);
+        assert_eq!(allocate(&[1.0, 1.0], 50, 10, Rounding::LargestRemainder), vec![10, 10]);
     }
 
     #[test]

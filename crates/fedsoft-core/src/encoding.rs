@@ -85,34 +85,20 @@ fn whole_components(shape: &ModuleShape, indices: &[u32]) -> Option<Vec<bool>> {
         count[shape.component_of(i as usize)] += 1;
     }
     let full: Vec<bool> = count.iter().map(|&c| c == shape.component_len()).collect();
-    if count.iter().all(|&c| c == 0 || c == shape.component_len()) {
-        Some(full)
-    } else {
-        None
-    }
+    if count.iter().all(|&c| c == 0 || c == shape.component_len()) { Some(full) } else { None }
 }
 
 fn check_module(shape: &ModuleShape, m: &SparseModule) -> Result<(), CoreError> {
     if m.indices.len() != m.values.len() {
-        return Err(CoreError::shape(
-            format!("{}: values", shape.name),
-            m.indices.len(),
-            m.values.len(),
-        ));
+        return Err(CoreError::shape(format!("{}: values", shape.name), m.indices.len(), m.values.len()));
     }
     if m.indices.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(CoreError::invalid(
-            &shape.name,
-            "entry indices must be strictly increasing",
-        ));
+        return Err(CoreError::invalid(&shape.name, "entry indices must be strictly increasing"));
     }
     if let Some(&last) = m.indices.last()
         && last as usize >= shape.numel()
     {
-        return Err(CoreError::invalid(
-            &shape.name,
-            format!("entry index {last} beyond {} entries", shape.numel()),
-        ));
+        return Err(CoreError::invalid(&shape.name, format!("entry index {last} beyond {} entries", shape.numel())));
     }
     Ok(())
 }
@@ -136,18 +122,9 @@ fn choose_layout(shape: &ModuleShape, indices: &[u32]) -> (Layout, usize) {
 }
 
 /// Encodes one client's upload for `shapes`.
-pub fn encode(
-    round: u32,
-    client: u32,
-    shapes: &[ModuleShape],
-    update: &SparseUpdate,
-) -> Result<Vec<u8>, CoreError> {
+pub fn encode(round: u32, client: u32, shapes: &[ModuleShape], update: &SparseUpdate) -> Result<Vec<u8>, CoreError> {
     if shapes.len() != update.modules.len() {
-        return Err(CoreError::shape(
-            "upload module count",
-            shapes.len(),
-            update.modules.len(),
-        ));
+        return Err(CoreError::shape("upload module count", shapes.len(), update.modules.len()));
     }
     let mut out = Vec::with_capacity(encoded_len_hint(shapes, update));
     out.extend_from_slice(MAGIC);
@@ -179,8 +156,7 @@ pub fn encode(
                 }
             }
             Layout::Rank => {
-                let full = whole_components(shape, &m.indices)
-                    .expect("layout chosen only for whole components");
+                let full = whole_components(shape, &m.indices).expect("layout chosen only for whole components");
                 let start = out.len();
                 out.resize(start + shape.r.div_ceil(8), 0);
                 for (j, _) in full.iter().enumerate().filter(|(_, f)| **f) {
@@ -204,11 +180,7 @@ fn encoded_len_hint(shapes: &[ModuleShape], update: &SparseUpdate) -> usize {
 /// Exact encoded size in bytes, without encoding.
 pub fn encoded_len(shapes: &[ModuleShape], update: &SparseUpdate) -> Result<usize, CoreError> {
     if shapes.len() != update.modules.len() {
-        return Err(CoreError::shape(
-            "upload module count",
-            shapes.len(),
-            update.modules.len(),
-        ));
+        return Err(CoreError::shape("upload module count", shapes.len(), update.modules.len()));
     }
     let mut n = HEADER_LEN + 4;
     for (shape, m) in shapes.iter().zip(&update.modules) {
@@ -241,9 +213,7 @@ impl<'a> Reader<'a> {
         Ok(self.take(1, what)?[0])
     }
     fn u32(&mut self, what: &str) -> Result<u32, CoreError> {
-        Ok(u32::from_le_bytes(
-            self.take(4, what)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
     }
     fn varint(&mut self, what: &str) -> Result<u64, CoreError> {
         let mut x = 0u64;
@@ -254,9 +224,7 @@ impl<'a> Reader<'a> {
                 return Ok(x);
             }
         }
-        Err(CoreError::Decode(format!(
-            "{what}: varint longer than 64 bits"
-        )))
+        Err(CoreError::Decode(format!("{what}: varint longer than 64 bits")))
     }
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
@@ -277,9 +245,7 @@ pub fn decode(bytes: &[u8], expected: &[ModuleShape]) -> Result<Upload, CoreErro
     let stored = u32::from_le_bytes(crc_bytes.try_into().expect("4 bytes"));
     let actual = crc32fast::hash(body);
     if stored != actual {
-        return Err(CoreError::Decode(format!(
-            "checksum mismatch: stored {stored:08x}, computed {actual:08x}"
-        )));
+        return Err(CoreError::Decode(format!("checksum mismatch: stored {stored:08x}, computed {actual:08x}")));
     }
     let mut rd = Reader { buf: body, pos: 0 };
     if rd.take(4, "magic")? != MAGIC {
@@ -287,51 +253,33 @@ pub fn decode(bytes: &[u8], expected: &[ModuleShape]) -> Result<Upload, CoreErro
     }
     let version = rd.u8("version")?;
     if version != VERSION {
-        return Err(CoreError::Decode(format!(
-            "unsupported format version {version}; this build reads {VERSION}"
-        )));
+        return Err(CoreError::Decode(format!("unsupported format version {version}; this build reads {VERSION}")));
     }
     let value_type = rd.u8("value type")?;
     if value_type != VALUE_F32 {
-        return Err(CoreError::Decode(format!(
-            "unsupported value type {value_type}; expected 1 (f32)"
-        )));
+        return Err(CoreError::Decode(format!("unsupported value type {value_type}; expected 1 (f32)")));
     }
     rd.take(2, "reserved")?;
     let round = rd.u32("round")?;
     let client = rd.u32("client")?;
     let count = rd.u32("module count")? as usize;
     if count != expected.len() {
-        return Err(CoreError::Decode(format!(
-            "{count} modules, expected {}",
-            expected.len()
-        )));
+        return Err(CoreError::Decode(format!("{count} modules, expected {}", expected.len())));
     }
     let mut modules = Vec::with_capacity(count);
     for shape in expected {
         modules.push(decode_module(&mut rd, shape)?);
     }
     if rd.remaining() != 0 {
-        return Err(CoreError::Decode(format!(
-            "{} trailing bytes after the last module",
-            rd.remaining()
-        )));
+        return Err(CoreError::Decode(format!("{} trailing bytes after the last module", rd.remaining())));
     }
-    Ok(Upload {
-        round,
-        client,
-        update: SparseUpdate { modules },
-    })
+    Ok(Upload { round, client, update: SparseUpdate { modules } })
 }
 
 fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModule, CoreError> {
     let name = &shape.name;
     let layout = rd.u8("layout")?;
-    let (d, k, r) = (
-        rd.u32("d")? as usize,
-        rd.u32("k")? as usize,
-        rd.u32("r")? as usize,
-    );
+    let (d, k, r) = (rd.u32("d")? as usize, rd.u32("k")? as usize, rd.u32("r")? as usize);
     if (d, k, r) != (shape.d, shape.k, shape.r) {
         return Err(CoreError::Decode(format!(
             "module {name}: shape d={d} k={k} r={r}, expected d={} k={} r={}",
@@ -341,22 +289,16 @@ fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModul
     let numel = shape.numel();
     let nnz = rd.u32("nnz")? as usize;
     if nnz > numel {
-        return Err(CoreError::Decode(format!(
-            "module {name}: {nnz} entries but the module has {numel}"
-        )));
+        return Err(CoreError::Decode(format!("module {name}: {nnz} entries but the module has {numel}")));
     }
     // Every entry needs at least 4 value bytes: reject impossible counts before allocating.
     if nnz.saturating_mul(4) > rd.remaining() {
-        return Err(CoreError::Decode(format!(
-            "module {name}: truncated, {nnz} values announced"
-        )));
+        return Err(CoreError::Decode(format!("module {name}: truncated, {nnz} values announced")));
     }
     let indices: Vec<u32> = match layout {
         0 => {
             if nnz != numel {
-                return Err(CoreError::Decode(format!(
-                    "module {name}: dense layout with {nnz} of {numel} entries"
-                )));
+                return Err(CoreError::Decode(format!("module {name}: dense layout with {nnz} of {numel} entries")));
             }
             (0..numel as u32).collect()
         }
@@ -366,9 +308,7 @@ fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModul
             for _ in 0..nnz {
                 let i = next + rd.varint("position")?;
                 if i >= numel as u64 {
-                    return Err(CoreError::Decode(format!(
-                        "module {name}: position {i} beyond {numel} entries"
-                    )));
+                    return Err(CoreError::Decode(format!("module {name}: position {i} beyond {numel} entries")));
                 }
                 idx.push(i as u32);
                 next = i + 1;
@@ -377,23 +317,16 @@ fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModul
         }
         2 => {
             let bits = rd.take(numel.div_ceil(8), "bitmap")?;
-            let idx: Vec<u32> = (0..numel)
-                .filter(|&i| bits[i / 8] >> (i % 8) & 1 == 1)
-                .map(|i| i as u32)
-                .collect();
+            let idx: Vec<u32> = (0..numel).filter(|&i| bits[i / 8] >> (i % 8) & 1 == 1).map(|i| i as u32).collect();
             if numel % 8 != 0 && bits[numel / 8] >> (numel % 8) != 0 {
-                return Err(CoreError::Decode(format!(
-                    "module {name}: bitmap marks entries beyond {numel}"
-                )));
+                return Err(CoreError::Decode(format!("module {name}: bitmap marks entries beyond {numel}")));
             }
             idx
         }
         3 => {
             let bits = rd.take(r.div_ceil(8), "rank mask")?;
             if r % 8 != 0 && bits[r / 8] >> (r % 8) != 0 {
-                return Err(CoreError::Decode(format!(
-                    "module {name}: rank mask marks components beyond {r}"
-                )));
+                return Err(CoreError::Decode(format!("module {name}: rank mask marks components beyond {r}")));
             }
             let mut idx: Vec<u32> = (0..r)
                 .filter(|&j| bits[j / 8] >> (j % 8) & 1 == 1)
@@ -404,9 +337,7 @@ fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModul
             idx
         }
         other => {
-            return Err(CoreError::Decode(format!(
-                "module {name}: unknown layout {other}"
-            )));
+            return Err(CoreError::Decode(format!("module {name}: unknown layout {other}")));
         }
     };
     if indices.len() != nnz {
@@ -416,15 +347,9 @@ fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModul
         )));
     }
     let raw = rd.take(4 * nnz, "values")?;
-    let values: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
+    let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     if let Some(p) = values.iter().position(|v| !v.is_finite()) {
-        return Err(CoreError::Decode(format!(
-            "module {name}: non-finite value at entry {}",
-            indices[p]
-        )));
+        return Err(CoreError::Decode(format!("module {name}: non-finite value at entry {}", indices[p])));
     }
     Ok(SparseModule { indices, values })
 }

@@ -10,11 +10,7 @@ pub enum CoreError {
     Invalid { what: String, detail: String },
     /// Two states that must describe the same modules do not.
     #[error("shape mismatch in {what}: expected {expected}, got {got}")]
-    Shape {
-        what: String,
-        expected: String,
-        got: String,
-    },
+    Shape { what: String, expected: String, got: String },
     /// An encoded upload could not be decoded.
     #[error("malformed upload: {0}")]
     Decode(String),
@@ -22,20 +18,9 @@ pub enum CoreError {
 
 impl CoreError {
     pub(crate) fn invalid(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        CoreError::Invalid {
-            what: what.into(),
-            detail: detail.into(),
-        }
+        CoreError::Invalid { what: what.into(), detail: detail.into() }
     }
-    pub(crate) fn shape(
-        what: impl Into<String>,
-        expected: impl ToString,
-        got: impl ToString,
-    ) -> Self {
-        CoreError::Shape {
-            what: what.into(),
-            expected: expected.to_string(),
-            got: got.to_string(),
-        }
+    pub(crate) fn shape(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
+        CoreError::Shape { what: what.into(), expected: expected.to_string(), got: got.to_string() }
     }
 }

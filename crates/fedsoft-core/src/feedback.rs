@@ -42,19 +42,12 @@ pub fn compensate(
 pub fn residual(u: &LoraState, sent: &SparseUpdate) -> Result<LoraState, CoreError> {
     let mut e = u.clone();
     if sent.modules.len() != e.modules.len() {
-        return Err(CoreError::shape(
-            "upload module count",
-            e.modules.len(),
-            sent.modules.len(),
-        ));
+        return Err(CoreError::shape("upload module count", e.modules.len(), sent.modules.len()));
     }
     for ((m, f), s) in sent.modules.iter().zip(e.modules.iter_mut()).zip(&u.shapes) {
         for &i in &m.indices {
             if i as usize >= s.numel() {
-                return Err(CoreError::invalid(
-                    &s.name,
-                    format!("entry index {i} beyond {} entries", s.numel()),
-                ));
+                return Err(CoreError::invalid(&s.name, format!("entry index {i} beyond {} entries", s.numel())));
             }
             *f.get_mut(i as usize) = 0.0;
         }

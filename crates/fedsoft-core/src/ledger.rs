@@ -14,21 +14,14 @@ pub struct BitModel {
 
 impl Default for BitModel {
     fn default() -> Self {
-        BitModel {
-            value_bits: 32,
-            index_overhead: false,
-        }
+        BitModel { value_bits: 32, index_overhead: false }
     }
 }
 
 impl BitModel {
     /// Paper-style payload of `entries` kept values out of `total` LoRA entries.
     pub fn paper_bits(&self, entries: usize, total: usize) -> u64 {
-        let idx = if self.index_overhead {
-            (total.max(2) as f64).log2().ceil() as u64
-        } else {
-            0
-        };
+        let idx = if self.index_overhead { (total.max(2) as f64).log2().ceil() as u64 } else { 0 };
         entries as u64 * (self.value_bits as u64 + idx)
     }
 }

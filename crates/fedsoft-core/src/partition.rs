@@ -42,17 +42,11 @@ pub fn partition(
     if labels.len() < num_clients {
         return Err(CoreError::invalid(
             "clients",
-            format!(
-                "{num_clients} clients but only {} samples: every client needs data",
-                labels.len()
-            ),
+            format!("{num_clients} clients but only {} samples: every client needs data", labels.len()),
         ));
     }
     if let Some(bad) = labels.iter().find(|&&l| l as usize >= num_classes) {
-        return Err(CoreError::invalid(
-            "labels",
-            format!("label {bad} is not below num_classes = {num_classes}"),
-        ));
+        return Err(CoreError::invalid("labels", format!("label {bad} is not below num_classes = {num_classes}")));
     }
     let mut rng = stream(seed, Purpose::Partition, &[]);
     let clients = match scheme {
@@ -63,19 +57,13 @@ pub fn partition(
         }
         Scheme::Shards { shards_per_client } => {
             if shards_per_client == 0 {
-                return Err(CoreError::invalid(
-                    "partition.shards_per_client",
-                    "must be at least 1",
-                ));
+                return Err(CoreError::invalid("partition.shards_per_client", "must be at least 1"));
             }
             let shards = num_clients * shards_per_client;
             if shards > labels.len() {
                 return Err(CoreError::invalid(
                     "partition.shards_per_client",
-                    format!(
-                        "{shards} shards for {} samples: shards would be empty",
-                        labels.len()
-                    ),
+                    format!("{shards} shards for {} samples: shards would be empty", labels.len()),
                 ));
             }
             // Shuffle first so that samples of one label are in random order, then sort by label (stable).
@@ -88,10 +76,7 @@ pub fn partition(
             order
                 .chunks(shards_per_client)
                 .map(|ids| {
-                    let mut v: Vec<usize> = ids
-                        .iter()
-                        .flat_map(|&s| pieces[s].iter().copied())
-                        .collect();
+                    let mut v: Vec<usize> = ids.iter().flat_map(|&s| pieces[s].iter().copied()).collect();
                     v.sort_unstable();
                     v
                 })
@@ -111,10 +96,7 @@ pub fn partition(
             h
         })
         .collect();
-    Ok(Partition {
-        clients,
-        histograms,
-    })
+    Ok(Partition { clients, histograms })
 }
 
 /// Splits `idx` into `parts` contiguous pieces whose sizes differ by at most one.
@@ -140,22 +122,15 @@ fn dirichlet(
     rng: &mut rand::rngs::ChaCha8Rng,
 ) -> Result<Vec<Vec<usize>>, CoreError> {
     if !(alpha.is_finite() && alpha > 0.0) {
-        return Err(CoreError::invalid(
-            "partition.alpha",
-            format!("must be a positive number, got {alpha}"),
-        ));
+        return Err(CoreError::invalid("partition.alpha", format!("must be a positive number, got {alpha}")));
     }
     if min_size.saturating_mul(num_clients) > labels.len() {
         return Err(CoreError::invalid(
             "partition.min_size",
-            format!(
-                "{num_clients} clients x {min_size} samples exceeds the {} samples available",
-                labels.len()
-            ),
+            format!("{num_clients} clients x {min_size} samples exceeds the {} samples available", labels.len()),
         ));
     }
-    let gamma =
-        Gamma::new(alpha, 1.0).map_err(|e| CoreError::invalid("partition.alpha", e.to_string()))?;
+    let gamma = Gamma::new(alpha, 1.0).map_err(|e| CoreError::invalid("partition.alpha", e.to_string()))?;
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
     for (i, &l) in labels.iter().enumerate() {
         by_class[l as usize].push(i);

@@ -58,18 +58,10 @@ mod tests {
 
     #[test]
     fn same_key_same_stream_and_keys_separate_streams() {
-        let a: Vec<u64> = (0..4)
-            .map(|_| 0)
-            .scan(stream(7, Purpose::Channel, &[3, 5]), |r, _| {
-                Some(r.random())
-            })
-            .collect();
-        let b: Vec<u64> = (0..4)
-            .map(|_| 0)
-            .scan(stream(7, Purpose::Channel, &[3, 5]), |r, _| {
-                Some(r.random())
-            })
-            .collect();
+        let a: Vec<u64> =
+            (0..4).map(|_| 0).scan(stream(7, Purpose::Channel, &[3, 5]), |r, _| Some(r.random())).collect();
+        let b: Vec<u64> =
+            (0..4).map(|_| 0).scan(stream(7, Purpose::Channel, &[3, 5]), |r, _| Some(r.random())).collect();
         assert_eq!(a, b);
         let mut c = stream(7, Purpose::Channel, &[5, 3]);
         let mut d = stream(7, Purpose::Mask, &[3, 5]);

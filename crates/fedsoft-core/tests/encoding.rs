@@ -3,33 +3,18 @@
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::encoding::{decode, encode, encoded_len};
 use fedsoft_core::lora::{LoraState, ModuleShape};
-use fedsoft_core::sparsify::{
-    MethodKind, SelectInput, SparseModule, SparseUpdate, SparsifierOptions, build,
-};
+use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseModule, SparseUpdate, SparsifierOptions, build};
 use proptest::prelude::*;
 
 fn shapes() -> Vec<ModuleShape> {
-    vec![
-        ModuleShape::new("q", 24, 16, 4),
-        ModuleShape::new("v", 16, 24, 4),
-        ModuleShape::new("o", 3, 2, 9),
-    ]
+    vec![ModuleShape::new("q", 24, 16, 4), ModuleShape::new("v", 16, 24, 4), ModuleShape::new("o", 3, 2, 9)]
 }
 
 fn upload(kind: MethodKind, rho: f64, seed: u64) -> (Vec<ModuleShape>, SparseUpdate) {
     let sh = shapes();
     let u = LoraState::random(&sh, seed, 1.0).unwrap();
-    let input = SelectInput {
-        update: &u,
-        local: &u,
-        rho: DropRatio::new(rho).unwrap(),
-        seed,
-        round: 3,
-        client: 4,
-    };
-    let sel = build(kind, SparsifierOptions::default())
-        .select(&input)
-        .unwrap();
+    let input = SelectInput { update: &u, local: &u, rho: DropRatio::new(rho).unwrap(), seed, round: 3, client: 4 };
+    let sel = build(kind, SparsifierOptions::default()).select(&input).unwrap();
     (sh, SparseUpdate::gather(&u, &sel).unwrap())
 }
 
@@ -92,11 +77,7 @@ fn crc32(b: &[u8]) -> u32 {
     for &x in b {
         crc ^= x as u32;
         for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -111,61 +92,26 @@ fn cheapest_layout_is_chosen() {
     // Whole rank components: one mask byte.
     let (_, fedlodrop) = {
         let u = LoraState::random(&sh, 1, 1.0).unwrap();
-        let input = SelectInput {
-            update: &u,
-            local: &u,
-            rho: DropRatio::new(0.75).unwrap(),
-            seed: 1,
-            round: 0,
-            client: 0,
-        };
-        let sel = build(MethodKind::Fedlodrop, SparsifierOptions::default())
-            .select(&input)
-            .unwrap();
+        let input =
+            SelectInput { update: &u, local: &u, rho: DropRatio::new(0.75).unwrap(), seed: 1, round: 0, client: 0 };
+        let sel = build(MethodKind::Fedlodrop, SparsifierOptions::default()).select(&input).unwrap();
         (sel.clone(), SparseUpdate::gather(&u, &sel).unwrap())
     };
-    assert_eq!(
-        encoded_len(&sh, &fedlodrop).unwrap(),
-        header + module_header + 1 + 4 * fedlodrop.nnz()
-    );
+    assert_eq!(encoded_len(&sh, &fedlodrop).unwrap(), header + module_header + 1 + 4 * fedlodrop.nnz());
     // Half the entries scattered: a bitmap (numel / 8 bytes) beats gap varints.
     let every_other = SparseUpdate {
-        modules: vec![SparseModule {
-            indices: (0..numel as u32).step_by(2).collect(),
-            values: vec![1.0; numel / 2],
-        }],
+        modules: vec![SparseModule { indices: (0..numel as u32).step_by(2).collect(), values: vec![1.0; numel / 2] }],
     };
-    assert_eq!(
-        encoded_len(&sh, &every_other).unwrap(),
-        header + module_header + numel / 8 + 4 * (numel / 2)
-    );
+    assert_eq!(encoded_len(&sh, &every_other).unwrap(), header + module_header + numel / 8 + 4 * (numel / 2));
     // A few entries: one-byte gaps.
-    let few = SparseUpdate {
-        modules: vec![SparseModule {
-            indices: vec![3, 9, 100],
-            values: vec![1.0, 2.0, 3.0],
-        }],
-    };
-    assert_eq!(
-        encoded_len(&sh, &few).unwrap(),
-        header + module_header + 3 + 12
-    );
+    let few = SparseUpdate { modules: vec![SparseModule { indices: vec![3, 9, 100], values: vec![1.0, 2.0, 3.0] }] };
+    assert_eq!(encoded_len(&sh, &few).unwrap(), header + module_header + 3 + 12);
     // Everything: no positions at all.
-    let dense = SparseUpdate {
-        modules: vec![SparseModule {
-            indices: (0..numel as u32).collect(),
-            values: vec![0.5; numel],
-        }],
-    };
-    assert_eq!(
-        encoded_len(&sh, &dense).unwrap(),
-        header + module_header + 4 * numel
-    );
+    let dense =
+        SparseUpdate { modules: vec![SparseModule { indices: (0..numel as u32).collect(), values: vec![0.5; numel] }] };
+    assert_eq!(encoded_len(&sh, &dense).unwrap(), header + module_header + 4 * numel);
     for up in [&fedlodrop, &every_other, &few, &dense] {
-        assert_eq!(
-            &decode(&encode(0, 0, &sh, up).unwrap(), &sh).unwrap().update,
-            up
-        );
+        assert_eq!(&decode(&encode(0, 0, &sh, up).unwrap(), &sh).unwrap().update, up);
     }
 }
 
@@ -182,26 +128,14 @@ fn wrong_shapes_and_bad_values_are_named() {
 
     let mut nan = up.clone();
     nan.modules[0].values[0] = f32::NAN;
-    let err = decode(&encode(0, 0, &sh, &nan).unwrap(), &sh)
-        .unwrap_err()
-        .to_string();
+    let err = decode(&encode(0, 0, &sh, &nan).unwrap(), &sh).unwrap_err().to_string();
     assert!(err.contains("non-finite"), "{err}");
 
     let mut unsorted = up.clone();
     unsorted.modules[0].indices.swap(0, 1);
-    assert!(
-        encode(0, 0, &sh, &unsorted)
-            .unwrap_err()
-            .to_string()
-            .contains("strictly increasing")
-    );
+    assert!(encode(0, 0, &sh, &unsorted).unwrap_err().to_string().contains("strictly increasing"));
 
     let mut bad_magic = bytes.clone();
     bad_magic[0] = b'X';
-    assert!(
-        decode(&bad_magic, &sh)
-            .unwrap_err()
-            .to_string()
-            .contains("checksum")
-    );
+    assert!(decode(&bad_magic, &sh).unwrap_err().to_string().contains("checksum"));
 }

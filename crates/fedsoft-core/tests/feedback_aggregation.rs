@@ -1,8 +1,6 @@
 //! Error feedback identities and aggregation (SPEC §2.3, §2.4, §4.4, §4.5).
 
-use fedsoft_core::aggregate::{
-    apply_deltas, average_dense, average_sparse_models, covariance_norm, weights,
-};
+use fedsoft_core::aggregate::{apply_deltas, average_dense, average_sparse_models, covariance_norm, weights};
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::feedback::{FeedbackMode, compensate, residual};
 use fedsoft_core::lora::{LoraState, ModuleShape};
@@ -10,30 +8,12 @@ use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseUpdate, SparsifierOp
 use proptest::prelude::*;
 
 fn shapes() -> Vec<ModuleShape> {
-    vec![
-        ModuleShape::new("q", 9, 7, 3),
-        ModuleShape::new("v", 5, 11, 3),
-    ]
+    vec![ModuleShape::new("q", 9, 7, 3), ModuleShape::new("v", 5, 11, 3)]
 }
 
-fn sparsify(
-    kind: MethodKind,
-    u: &LoraState,
-    local: &LoraState,
-    rho: f64,
-    client: u64,
-) -> SparseUpdate {
-    let input = SelectInput {
-        update: u,
-        local,
-        rho: DropRatio::new(rho).unwrap(),
-        seed: 1,
-        round: 0,
-        client,
-    };
-    let sel = build(kind, SparsifierOptions::default())
-        .select(&input)
-        .unwrap();
+fn sparsify(kind: MethodKind, u: &LoraState, local: &LoraState, rho: f64, client: u64) -> SparseUpdate {
+    let input = SelectInput { update: u, local, rho: DropRatio::new(rho).unwrap(), seed: 1, round: 0, client };
+    let sel = build(kind, SparsifierOptions::default()).select(&input).unwrap();
     SparseUpdate::gather(u, &sel).unwrap()
 }
 
@@ -152,10 +132,7 @@ fn aggregation_weights_follow_sample_counts() {
     let mut g = LoraState::zeros(&sh).unwrap();
     let mut u = SparseUpdate::default();
     for s in &sh {
-        u.modules.push(fedsoft_core::sparsify::SparseModule {
-            indices: vec![s.numel() as u32],
-            values: vec![1.0],
-        });
+        u.modules.push(fedsoft_core::sparsify::SparseModule { indices: vec![s.numel() as u32], values: vec![1.0] });
     }
     let err = apply_deltas(&mut g, &[&u], &[1.0]).unwrap_err().to_string();
     assert!(err.contains("beyond"), "{err}");

@@ -2,49 +2,27 @@
 
 use fedsoft_core::budget::{DropRatio, Rounding, allocate, module_budget, total_budget};
 use fedsoft_core::lora::{LoraState, ModuleShape};
-use fedsoft_core::sparsify::svd::{
-    exact_rank_scores, exact_rank_scores_dense, singular_values, singular_values_dense,
-};
+use fedsoft_core::sparsify::svd::{exact_rank_scores, exact_rank_scores_dense, singular_values, singular_values_dense};
 use fedsoft_core::sparsify::{
-    FlascScope, MethodKind, SelectInput, Selection, SoftSplit, SparseUpdate, SparsifierOptions,
-    build,
+    FlascScope, MethodKind, SelectInput, Selection, SoftSplit, SparseUpdate, SparsifierOptions, build,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
 
 fn shapes_strategy() -> impl Strategy<Value = Vec<ModuleShape>> {
     prop::collection::vec((1usize..24, 1usize..24, 1usize..9), 1..4).prop_map(|v| {
-        v.into_iter()
-            .enumerate()
-            .map(|(i, (d, k, r))| ModuleShape::new(format!("m{i}"), d, k, r))
-            .collect()
+        v.into_iter().enumerate().map(|(i, (d, k, r))| ModuleShape::new(format!("m{i}"), d, k, r)).collect()
     })
 }
 
-fn select(
-    kind: MethodKind,
-    opts: SparsifierOptions,
-    u: &LoraState,
-    local: &LoraState,
-    rho: f64,
-) -> Selection {
-    let input = SelectInput {
-        update: u,
-        local,
-        rho: DropRatio::new(rho).unwrap(),
-        seed: 3,
-        round: 1,
-        client: 2,
-    };
+fn select(kind: MethodKind, opts: SparsifierOptions, u: &LoraState, local: &LoraState, rho: f64) -> Selection {
+    let input = SelectInput { update: u, local, rho: DropRatio::new(rho).unwrap(), seed: 3, round: 1, client: 2 };
     build(kind, opts).select(&input).unwrap()
 }
 
 fn assert_well_formed(sel: &Selection, shapes: &[ModuleShape]) {
     for (idx, s) in sel.modules.iter().zip(shapes) {
-        assert!(
-            idx.windows(2).all(|w| w[0] < w[1]),
-            "indices must be strictly increasing"
-        );
+        assert!(idx.windows(2).all(|w| w[0] < w[1]), "indices must be strictly increasing");
         assert!(idx.iter().all(|&i| (i as usize) < s.numel()));
     }
 }
@@ -161,26 +139,11 @@ fn soft_and_exact_selector_agree_on_orthogonal_factors() {
         let soft_scores = local.rank_scores(0);
         let exact = exact_rank_scores(&local.shapes[0], &local.modules[0]).unwrap();
         for (s, e) in soft_scores.iter().zip(&exact) {
-            assert!(
-                (s - e).abs() < 1e-6 * (1.0 + s),
-                "{soft_scores:?} vs {exact:?}"
-            );
+            assert!((s - e).abs() < 1e-6 * (1.0 + s), "{soft_scores:?} vs {exact:?}");
         }
         for rho in [0.5, 0.75, 0.9, 0.97] {
-            let a = select(
-                MethodKind::Soft,
-                SparsifierOptions::default(),
-                &u,
-                &local,
-                rho,
-            );
-            let b = select(
-                MethodKind::Svd,
-                SparsifierOptions::default(),
-                &u,
-                &local,
-                rho,
-            );
+            let a = select(MethodKind::Soft, SparsifierOptions::default(), &u, &local, rho);
+            let b = select(MethodKind::Svd, SparsifierOptions::default(), &u, &local, rho);
             assert_eq!(a, b, "seed {seed} rho {rho}");
         }
     }
@@ -190,13 +153,7 @@ fn soft_and_exact_selector_agree_on_orthogonal_factors() {
 fn soft_gives_more_budget_to_stronger_components() {
     let local = orthogonal_factors(64, 64, 8, 7);
     let u = local.clone();
-    let sel = select(
-        MethodKind::Soft,
-        SparsifierOptions::default(),
-        &u,
-        &local,
-        0.75,
-    );
+    let sel = select(MethodKind::Soft, SparsifierOptions::default(), &u, &local, 0.75);
     let shape = &local.shapes[0];
     let mut per_comp = vec![0usize; shape.r];
     for &i in &sel.modules[0] {
@@ -220,20 +177,10 @@ fn soft_keeps_largest_entries_within_each_component() {
     let shape = &shapes[0];
     for j in 0..shape.r {
         let comp: Vec<usize> = shape.component_indices(j).collect();
-        let kept: Vec<usize> = comp
-            .iter()
-            .copied()
-            .filter(|i| sel.modules[0].contains(&(*i as u32)))
-            .collect();
-        let min_kept = kept
-            .iter()
-            .map(|&i| u.modules[0].get(i).abs())
-            .fold(f32::INFINITY, f32::min);
-        let max_dropped = comp
-            .iter()
-            .filter(|i| !kept.contains(i))
-            .map(|&i| u.modules[0].get(i).abs())
-            .fold(0.0, f32::max);
+        let kept: Vec<usize> = comp.iter().copied().filter(|i| sel.modules[0].contains(&(*i as u32))).collect();
+        let min_kept = kept.iter().map(|&i| u.modules[0].get(i).abs()).fold(f32::INFINITY, f32::min);
+        let max_dropped =
+            comp.iter().filter(|i| !kept.contains(i)).map(|&i| u.modules[0].get(i).abs()).fold(0.0, f32::max);
         assert!(kept.is_empty() || min_kept >= max_dropped);
     }
 }
@@ -243,48 +190,21 @@ fn hetlora_keeps_a_rank_prefix_and_fedlodrop_whole_components() {
     let shapes = vec![ModuleShape::new("m", 12, 8, 8)];
     let u = LoraState::random(&shapes, 5, 1.0).unwrap();
     let shape = &shapes[0];
-    let sel = select(
-        MethodKind::Hetlora,
-        SparsifierOptions::default(),
-        &u,
-        &u,
-        0.7,
-    );
+    let sel = select(MethodKind::Hetlora, SparsifierOptions::default(), &u, &u, 0.7);
     let budget = module_budget(shape, DropRatio::new(0.7).unwrap());
     let full = budget / shape.component_len();
     for j in 0..full {
-        assert!(
-            shape
-                .component_indices(j)
-                .all(|i| sel.modules[0].contains(&(i as u32)))
-        );
+        assert!(shape.component_indices(j).all(|i| sel.modules[0].contains(&(i as u32))));
     }
-    assert!(
-        sel.modules[0]
-            .iter()
-            .all(|&i| shape.component_of(i as usize) <= full)
-    );
+    assert!(sel.modules[0].iter().all(|&i| shape.component_of(i as usize) <= full));
 
-    let sel = select(
-        MethodKind::Fedlodrop,
-        SparsifierOptions::default(),
-        &u,
-        &u,
-        0.75,
-    );
-    let mut comps: Vec<usize> = sel.modules[0]
-        .iter()
-        .map(|&i| shape.component_of(i as usize))
-        .collect();
+    let sel = select(MethodKind::Fedlodrop, SparsifierOptions::default(), &u, &u, 0.75);
+    let mut comps: Vec<usize> = sel.modules[0].iter().map(|&i| shape.component_of(i as usize)).collect();
     comps.dedup_by_key(|c| *c);
     let distinct: std::collections::BTreeSet<usize> = comps.into_iter().collect();
     assert_eq!(distinct.len(), 2);
     for j in distinct {
-        assert!(
-            shape
-                .component_indices(j)
-                .all(|i| sel.modules[0].contains(&(i as u32)))
-        );
+        assert!(shape.component_indices(j).all(|i| sel.modules[0].contains(&(i as u32))));
     }
 }
 
@@ -294,17 +214,8 @@ fn random_masks_differ_across_clients_and_rounds() {
     let u = LoraState::random(&shapes, 1, 1.0).unwrap();
     let rho = DropRatio::new(0.9).unwrap();
     let sel = |round, client| {
-        let input = SelectInput {
-            update: &u,
-            local: &u,
-            rho,
-            seed: 9,
-            round,
-            client,
-        };
-        build(MethodKind::Rlora, SparsifierOptions::default())
-            .select(&input)
-            .unwrap()
+        let input = SelectInput { update: &u, local: &u, rho, seed: 9, round, client };
+        build(MethodKind::Rlora, SparsifierOptions::default()).select(&input).unwrap()
     };
     assert_ne!(sel(0, 0), sel(0, 1));
     assert_ne!(sel(0, 0), sel(1, 0));
@@ -313,21 +224,14 @@ fn random_masks_differ_across_clients_and_rounds() {
 
 #[test]
 fn gather_then_dense_roundtrip() {
-    let shapes = vec![
-        ModuleShape::new("a", 5, 7, 2),
-        ModuleShape::new("b", 3, 3, 1),
-    ];
+    let shapes = vec![ModuleShape::new("a", 5, 7, 2), ModuleShape::new("b", 3, 3, 1)];
     let u = LoraState::random(&shapes, 2, 1.0).unwrap();
     let sel = select(MethodKind::Flasc, SparsifierOptions::default(), &u, &u, 0.5);
     let up = SparseUpdate::gather(&u, &sel).unwrap();
     let dense = up.to_dense(&u).unwrap();
     for (m, idx) in sel.modules.iter().enumerate() {
         for i in 0..shapes[m].numel() {
-            let want = if idx.contains(&(i as u32)) {
-                u.modules[m].get(i)
-            } else {
-                0.0
-            };
+            let want = if idx.contains(&(i as u32)) { u.modules[m].get(i) } else { 0.0 };
             assert_eq!(dense.modules[m].get(i), want);
         }
     }
@@ -352,20 +256,12 @@ fn allocation_matches_the_python_reference() {
     let golden: Golden = serde_json::from_str(include_str!("data/allocation_golden.json")).unwrap();
     assert!(golden.cases.len() > 300);
     for c in &golden.cases {
-        assert_eq!(
-            allocate(&c.scores, c.budget, c.cap, Rounding::LargestRemainder),
-            c.expected,
-            "{:?}",
-            c.scores
-        );
+        assert_eq!(allocate(&c.scores, c.budget, c.cap, Rounding::LargestRemainder), c.expected, "{:?}", c.scores);
     }
 }
 
 #[test]
 fn unknown_method_names_are_listed_in_the_error() {
     let err = "topk".parse::<MethodKind>().unwrap_err().to_string();
-    assert!(
-        err.contains("topk") && err.contains("soft") && err.contains("fedlodrop"),
-        "{err}"
-    );
+    assert!(err.contains("topk") && err.contains("soft") && err.contains("fedlodrop"), "{err}");
 }

@@ -31,11 +31,8 @@ impl Sparsifier for FedLoDrop {
             .map(|(m, s)| {
                 let mut rng = input.mask_rng(m);
                 let comps = index::sample(&mut rng, s.r, fedlodrop_components(s.r, input.rho));
-                let mut kept: Vec<u32> = comps
-                    .into_iter()
-                    .flat_map(|j| s.component_indices(j))
-                    .map(|i| i as u32)
-                    .collect();
+                let mut kept: Vec<u32> =
+                    comps.into_iter().flat_map(|j| s.component_indices(j)).map(|i| i as u32).collect();
                 kept.sort_unstable();
                 kept
             })

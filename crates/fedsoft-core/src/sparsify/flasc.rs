@@ -1,6 +1,6 @@
 //! FLASC (Kuo et al.): magnitude top-K of the update, as its reference code does.
 
-use super::topk::top_k_by_magnitude;
+use super::topk::top_k_positions;
 use super::{SelectInput, Selection, Sparsifier, check_inputs};
 use crate::budget::{module_budget, total_budget};
 use crate::error::CoreError;
@@ -36,8 +36,8 @@ impl Sparsifier for Flasc {
                     .iter()
                     .zip(&st.shapes)
                     .map(|(f, s)| {
-                        let cand = f.iter().enumerate().map(|(i, v)| (i as u32, v)).collect();
-                        top_k_by_magnitude(cand, module_budget(s, input.rho))
+                        let vals: Vec<f32> = f.iter().collect();
+                        top_k_positions(&vals, module_budget(s, input.rho)).into_iter().map(|p| p as u32).collect()
                     })
                     .collect(),
             }),
@@ -53,25 +53,17 @@ impl Sparsifier for Flasc {
                     })
                     .collect();
                 if st.numel() > u32::MAX as usize {
-                    return Err(CoreError::invalid(
-                        "flasc",
-                        "more than 2^32 LoRA entries in one upload",
-                    ));
+                    return Err(CoreError::invalid("flasc", "more than 2^32 LoRA entries in one upload"));
                 }
-                let cand = st
-                    .modules
-                    .iter()
-                    .zip(&offsets)
-                    .flat_map(|(f, &o)| f.iter().enumerate().map(move |(i, v)| ((o + i) as u32, v)))
-                    .collect();
-                let kept = top_k_by_magnitude(cand, total_budget(&st.shapes, input.rho));
-                let mut modules = vec![Vec::new(); st.modules.len()];
+                let vals: Vec<f32> = st.modules.iter().flat_map(|f| f.iter()).collect();
+                let kept = top_k_positions(&vals, total_budget(&st.shapes, input.rho));
+                let mut modules: Vec<Vec<u32>> = vec![Vec::new(); st.modules.len()];
                 let mut m = 0;
                 for g in kept {
-                    while m + 1 < offsets.len() && g as usize >= offsets[m + 1] {
+                    while m + 1 < offsets.len() && g >= offsets[m + 1] {
                         m += 1;
                     }
-                    modules[m].push(g - offsets[m] as u32);
+                    modules[m].push((g - offsets[m]) as u32);
                 }
                 Ok(Selection { modules })
             }

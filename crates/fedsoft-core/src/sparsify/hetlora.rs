@@ -23,17 +23,12 @@ impl Sparsifier for HetLora {
             .map(|(s, f)| {
                 let budget = module_budget(s, input.rho);
                 let full = (budget / s.component_len()).min(s.r);
-                let mut kept: Vec<u32> = (0..full)
-                    .flat_map(|j| s.component_indices(j))
-                    .map(|i| i as u32)
-                    .collect();
+                let mut kept: Vec<u32> = (0..full).flat_map(|j| s.component_indices(j)).map(|i| i as u32).collect();
                 let rest = budget - full * s.component_len();
                 if rest > 0 && full < s.r {
-                    let cand = s
-                        .component_indices(full)
-                        .map(|i| (i as u32, f.get(i)))
-                        .collect();
-                    kept.extend(top_k_by_magnitude(cand, rest));
+                    let idx: Vec<u32> = s.component_indices(full).map(|i| i as u32).collect();
+                    let vals: Vec<f32> = idx.iter().map(|&i| f.get(i as usize)).collect();
+                    kept.extend(top_k_by_magnitude(&idx, &vals, rest));
                 }
                 kept.sort_unstable();
                 kept

@@ -12,13 +12,6 @@ impl Sparsifier for ILora {
     }
     fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError> {
         check_inputs(input)?;
-        Ok(Selection {
-            modules: input
-                .update
-                .shapes
-                .iter()
-                .map(|s| (0..s.numel() as u32).collect())
-                .collect(),
-        })
+        Ok(Selection { modules: input.update.shapes.iter().map(|s| (0..s.numel() as u32).collect()).collect() })
     }
 }

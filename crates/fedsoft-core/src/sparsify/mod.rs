@@ -47,11 +47,7 @@ pub struct SelectInput<'a> {
 impl SelectInput<'_> {
     /// The mask stream of module `m` for this client and round: independent of every other draw of the run.
     pub fn mask_rng(&self, m: usize) -> ChaCha8Rng {
-        stream(
-            self.seed,
-            Purpose::Mask,
-            &[self.round, self.client, m as u64],
-        )
+        stream(self.seed, Purpose::Mask, &[self.round, self.client, m as u64])
     }
 }
 
@@ -94,11 +90,7 @@ impl SparseUpdate {
     /// Reads the selected entries of `state`.
     pub fn gather(state: &LoraState, sel: &Selection) -> Result<Self, CoreError> {
         if sel.modules.len() != state.modules.len() {
-            return Err(CoreError::shape(
-                "selection module count",
-                state.modules.len(),
-                sel.modules.len(),
-            ));
+            return Err(CoreError::shape("selection module count", state.modules.len(), sel.modules.len()));
         }
         let modules = state
             .modules
@@ -127,44 +119,22 @@ impl SparseUpdate {
     /// `target += w * self`, entry by entry; checks every index against the module's size.
     pub fn add_into(&self, target: &mut LoraState, w: f32) -> Result<(), CoreError> {
         if self.modules.len() != target.modules.len() {
-            return Err(CoreError::shape(
-                "upload module count",
-                target.modules.len(),
-                self.modules.len(),
-            ));
+            return Err(CoreError::shape("upload module count", target.modules.len(), self.modules.len()));
         }
-        for ((m, f), s) in self
-            .modules
-            .iter()
-            .zip(target.modules.iter_mut())
-            .zip(&target.shapes)
-        {
+        for ((m, f), s) in self.modules.iter().zip(target.modules.iter_mut()).zip(&target.shapes) {
             add_module(m, f, s.numel(), w, &s.name)?;
         }
         Ok(())
     }
 }
 
-fn add_module(
-    m: &SparseModule,
-    f: &mut ModuleFactors,
-    numel: usize,
-    w: f32,
-    name: &str,
-) -> Result<(), CoreError> {
+fn add_module(m: &SparseModule, f: &mut ModuleFactors, numel: usize, w: f32, name: &str) -> Result<(), CoreError> {
     if m.indices.len() != m.values.len() {
-        return Err(CoreError::shape(
-            format!("{name}: values"),
-            m.indices.len(),
-            m.values.len(),
-        ));
+        return Err(CoreError::shape(format!("{name}: values"), m.indices.len(), m.values.len()));
     }
     for (&i, &v) in m.indices.iter().zip(&m.values) {
         if i as usize >= numel {
-            return Err(CoreError::invalid(
-                name,
-                format!("entry index {i} beyond the module's {numel} entries"),
-            ));
+            return Err(CoreError::invalid(name, format!("entry index {i} beyond the module's {numel} entries")));
         }
         *f.get_mut(i as usize) += w * v;
     }
@@ -224,16 +194,10 @@ impl fmt::Display for MethodKind {
 impl FromStr for MethodKind {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MethodKind::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
-                CoreError::invalid(
-                    "method",
-                    format!("unknown method {s:?}; expected one of {}", names.join(", ")),
-                )
-            })
+        MethodKind::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
+            CoreError::invalid("method", format!("unknown method {s:?}; expected one of {}", names.join(", ")))
+        })
     }
 }
 
@@ -252,26 +216,16 @@ pub struct SparsifierOptions {
 /// The registry: a method's config name to its implementation.
 pub fn build(kind: MethodKind, opts: SparsifierOptions) -> Box<dyn Sparsifier> {
     match kind {
-        MethodKind::Soft => Box::new(Soft {
-            rounding: opts.rounding,
-            split: opts.soft_split,
-        }),
-        MethodKind::Flasc => Box::new(Flasc {
-            scope: opts.flasc_scope,
-        }),
+        MethodKind::Soft => Box::new(Soft { rounding: opts.rounding, split: opts.soft_split }),
+        MethodKind::Flasc => Box::new(Flasc { scope: opts.flasc_scope }),
         MethodKind::Rlora => Box::new(RLora),
         MethodKind::Hetlora => Box::new(HetLora),
         MethodKind::Fedlodrop => Box::new(FedLoDrop),
         MethodKind::Ilora => Box::new(ILora),
-        MethodKind::Svd => Box::new(ExactSvd {
-            rounding: opts.rounding,
-            split: opts.soft_split,
-        }),
+        MethodKind::Svd => Box::new(ExactSvd { rounding: opts.rounding, split: opts.soft_split }),
     }
 }
 
 pub(crate) fn check_inputs(input: &SelectInput<'_>) -> Result<(), CoreError> {
-    input
-        .update
-        .check_compatible(input.local, "update vs local factors")
+    input.update.check_compatible(input.local, "update vs local factors")
 }

@@ -21,11 +21,10 @@ impl Sparsifier for RLora {
             .enumerate()
             .map(|(m, s)| {
                 let mut rng = input.mask_rng(m);
-                let mut idx: Vec<u32> =
-                    index::sample(&mut rng, s.numel(), module_budget(s, input.rho))
-                        .into_iter()
-                        .map(|i| i as u32)
-                        .collect();
+                let mut idx: Vec<u32> = index::sample(&mut rng, s.numel(), module_budget(s, input.rho))
+                    .into_iter()
+                    .map(|i| i as u32)
+                    .collect();
                 idx.sort_unstable();
                 idx
             })

@@ -37,14 +37,7 @@ impl Sparsifier for Soft {
                 let shape = &input.update.shapes[m];
                 let scores = input.local.rank_scores(m);
                 let budget = module_budget(shape, input.rho);
-                select_by_rank_scores(
-                    shape,
-                    &input.update.modules[m],
-                    &scores,
-                    budget,
-                    self.rounding,
-                    self.split,
-                )
+                select_by_rank_scores(shape, &input.update.modules[m], &scores, budget, self.rounding, self.split)
             })
             .collect();
         Ok(Selection { modules })
@@ -64,29 +57,26 @@ pub(crate) fn select_by_rank_scores(
     let quotas = allocate(scores, budget, shape.component_len(), rounding);
     let mut kept = Vec::with_capacity(budget);
     let b_len = shape.b_len();
+    let mut idx: Vec<u32> = Vec::with_capacity(shape.component_len());
+    let mut vals: Vec<f32> = Vec::with_capacity(shape.component_len());
     for (j, &kj) in quotas.iter().enumerate() {
         if kj == 0 {
             continue;
         }
-        let candidates = |range: &mut dyn Iterator<Item = usize>| -> Vec<(u32, f32)> {
-            range.map(|i| (i as u32, u.get(i))).collect()
-        };
+        idx.clear();
+        idx.extend(shape.component_indices(j).map(|i| i as u32));
+        vals.clear();
+        vals.extend(idx.iter().map(|&i| u.get(i as usize)));
         match split {
-            SoftSplit::Joint => {
-                kept.extend(top_k_by_magnitude(
-                    candidates(&mut shape.component_indices(j)),
-                    kj,
-                ));
-            }
+            SoftSplit::Joint => kept.extend(top_k_by_magnitude(&idx, &vals, kj)),
             SoftSplit::Proportional => {
-                let want_b =
-                    ((kj * shape.d) as f64 / shape.component_len() as f64).round() as usize;
+                let want_b = ((kj * shape.d) as f64 / shape.component_len() as f64).round() as usize;
                 let k_a = (kj - want_b.min(kj)).min(shape.k);
                 let k_b = kj - k_a;
-                let (b_part, a_part): (Vec<usize>, Vec<usize>) =
-                    shape.component_indices(j).partition(|&i| i < b_len);
-                kept.extend(top_k_by_magnitude(candidates(&mut b_part.into_iter()), k_b));
-                kept.extend(top_k_by_magnitude(candidates(&mut a_part.into_iter()), k_a));
+                // Component indices list b_j's entries first, then a_j's.
+                let nb = idx.iter().take_while(|&&i| (i as usize) < b_len).count();
+                kept.extend(top_k_by_magnitude(&idx[..nb], &vals[..nb], k_b));
+                kept.extend(top_k_by_magnitude(&idx[nb..], &vals[nb..], k_a));
             }
         }
     }

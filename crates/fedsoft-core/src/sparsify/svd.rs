@@ -59,10 +59,7 @@ fn check_finite(shape: &ModuleShape, f: &ModuleFactors) -> Result<(), CoreError>
     if f.iter().all(f32::is_finite) {
         Ok(())
     } else {
-        Err(CoreError::invalid(
-            &shape.name,
-            "non-finite LoRA factor entries; cannot take an SVD",
-        ))
+        Err(CoreError::invalid(&shape.name, "non-finite LoRA factor entries; cannot take an SVD"))
     }
 }
 
@@ -72,13 +69,7 @@ fn svd_error(shape: &ModuleShape) -> CoreError {
 
 /// Scores from the singular directions: `sum_m |(U^T b_j)_m (V^T a_j^T)_m|` for the given projections.
 fn attribute(proj_b: &Mat<f64>, proj_a: &Mat<f64>, rows: usize, r: usize) -> Vec<f64> {
-    (0..r)
-        .map(|j| {
-            (0..rows)
-                .map(|m| (proj_b[(m, j)] * proj_a[(m, j)]).abs())
-                .sum()
-        })
-        .collect()
+    (0..r).map(|j| (0..rows).map(|m| (proj_b[(m, j)] * proj_a[(m, j)]).abs()).sum()).collect()
 }
 
 /// Exact per-rank scores by the factored path (no `d x k` product).
@@ -94,10 +85,7 @@ pub fn exact_rank_scores(shape: &ModuleShape, f: &ModuleFactors) -> Result<Vec<f
 }
 
 /// Exact per-rank scores by the dense path: form `BA`, take its SVD. For benchmarks and as a test oracle.
-pub fn exact_rank_scores_dense(
-    shape: &ModuleShape,
-    f: &ModuleFactors,
-) -> Result<Vec<f64>, CoreError> {
+pub fn exact_rank_scores_dense(shape: &ModuleShape, f: &ModuleFactors) -> Result<Vec<f64>, CoreError> {
     check_finite(shape, f)?;
     let b = b_matrix(shape, f);
     let at = a_transposed(shape, f);
@@ -114,16 +102,11 @@ pub fn singular_values(shape: &ModuleShape, f: &ModuleFactors) -> Result<Vec<f64
     check_finite(shape, f)?;
     let rb = b_matrix(shape, f).qr().thin_R().to_owned();
     let ra = a_transposed(shape, f).qr().thin_R().to_owned();
-    (&rb * ra.transpose())
-        .singular_values()
-        .map_err(|_| svd_error(shape))
+    (&rb * ra.transpose()).singular_values().map_err(|_| svd_error(shape))
 }
 
 /// Singular values of `BA` by the dense path (all `min(d, k)` of them).
-pub fn singular_values_dense(
-    shape: &ModuleShape,
-    f: &ModuleFactors,
-) -> Result<Vec<f64>, CoreError> {
+pub fn singular_values_dense(shape: &ModuleShape, f: &ModuleFactors) -> Result<Vec<f64>, CoreError> {
     check_finite(shape, f)?;
     let product = &b_matrix(shape, f) * a_transposed(shape, f).transpose();
     product.singular_values().map_err(|_| svd_error(shape))
