@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod lora;
 pub mod partition;
 pub mod rng;
+pub mod schedule;
 pub mod sparsify;
 
 pub use error::CoreError;

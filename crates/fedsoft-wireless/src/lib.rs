@@ -1,1 +1,19 @@
+//! The wireless side of fedsoft: the uplink model and the TSFA controller, with no tensor backend.
+//!
+//! - [`channel`]: client placement, path loss, shadowing and Rayleigh block fading, drawn from streams keyed
+//!   by `(seed, round, client)` so every method in a comparison sees the same channels.
+//! - [`rate`] and [`bandwidth`]: the paper's and the physical rate model, per-client delay, and the three
+//!   bandwidth rules (equal, the paper's Eq. 41, min-max delay via Lambert W).
+//! - [`tsfa`]: the offline rank selection (convergence bound, Lemma 2) and the online Lyapunov
+//!   drift-plus-penalty control of the sparsification ratio.
+//! - [`simulate`]: the controller alone over many rounds, for `fedsoft plan --simulate` and the tests.
 
+pub mod bandwidth;
+pub mod channel;
+pub mod error;
+pub mod rate;
+pub mod simulate;
+pub mod tsfa;
+pub mod units;
+
+pub use error::WirelessError;

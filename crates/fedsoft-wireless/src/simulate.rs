@@ -1,0 +1,86 @@
+//! The TSFA controller alone, without training: many rounds of sampling, fading and control, to check that the
+//! long-term latency constraint holds and to show the effect of `V` (`fedsoft plan --simulate`).
+
+use crate::bandwidth::min_max_physical;
+use crate::channel::Cell;
+use crate::error::WirelessError;
+use crate::rate::{RateModel, spectral_efficiency};
+use crate::tsfa::LyapunovController;
+use fedsoft_core::schedule::sample_clients;
+use serde::{Deserialize, Serialize};
+
+/// Delay of a dense payload of `bits` per client on these channels with the min-max split: `a_t`.
+/// Every client's payload scales with `1 - rho`, so the round delay at ratio `rho` is `a_t (1 - rho)` under
+/// both rate models.
+pub fn dense_round_delay(model: RateModel, bits: f64, snr: &[f64], bandwidth_hz: f64) -> Result<f64, WirelessError> {
+    match model {
+        RateModel::Paper => Ok(bits * snr.iter().map(|&g| 1.0 / spectral_efficiency(g)).sum::<f64>() / bandwidth_hz),
+        RateModel::Physical => Ok(min_max_physical(&vec![bits; snr.len()], snr, bandwidth_hz)?.1),
+    }
+}
+
+/// A population of clients on a cell, and how many are scheduled.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub cell: Cell,
+    pub seed: u64,
+    pub per_round: usize,
+    pub bandwidth_hz: f64,
+    pub rate_model: RateModel,
+    /// `q M_r`: bits of a dense upload.
+    pub dense_bits: f64,
+}
+
+impl Scenario {
+    /// `a_t` of `round`: the scheduled clients' dense-upload delay.
+    pub fn dense_delay(&self, round: u64) -> Result<f64, WirelessError> {
+        let clients = sample_clients(self.seed, round, self.cell.mean_snr.len(), self.per_round)
+            .map_err(|e| WirelessError::invalid("clients.per_round", e.to_string()))?;
+        let snr: Vec<f64> = self.cell.round_snr(self.seed, round, &clients).iter().map(|c| c.snr).collect();
+        dense_round_delay(self.rate_model, self.dense_bits, &snr, self.bandwidth_hz)
+    }
+}
+
+/// What a controller-only run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimulationSummary {
+    pub rounds: u64,
+    pub v_wsp: f64,
+    pub tau_bar: f64,
+    pub avg_delay_s: f64,
+    pub avg_rho: f64,
+    pub max_queue: f64,
+    pub final_queue: f64,
+    /// Share of rounds at `rho_max` (deep fades the controller could not fully absorb).
+    pub share_at_rho_max: f64,
+}
+
+/// Runs `controller` for `rounds` rounds of `scenario`.
+pub fn simulate(
+    scenario: &Scenario,
+    mut controller: LyapunovController,
+    rounds: u64,
+) -> Result<SimulationSummary, WirelessError> {
+    let (mut sum_delay, mut sum_rho, mut max_queue, mut at_max) = (0.0, 0.0, 0.0f64, 0u64);
+    for t in 0..rounds {
+        let a_t = scenario.dense_delay(t)?;
+        let rho = controller.choose(a_t);
+        let delay = a_t * (1.0 - rho);
+        controller.observe(delay);
+        sum_delay += delay;
+        sum_rho += rho;
+        max_queue = max_queue.max(controller.queue);
+        at_max += u64::from(rho >= controller.rho_max);
+    }
+    let n = rounds.max(1) as f64;
+    Ok(SimulationSummary {
+        rounds,
+        v_wsp: controller.v_wsp,
+        tau_bar: controller.tau_bar,
+        avg_delay_s: sum_delay / n,
+        avg_rho: sum_rho / n,
+        max_queue,
+        final_queue: controller.queue,
+        share_at_rho_max: at_max as f64 / n,
+    })
+}
