@@ -62,12 +62,12 @@ pub fn physical_share_for_deadline(bits: f64, snr: f64, bandwidth_hz: f64, t: f6
         return 0.0;
     }
     let a = bits * LN_2 / (bandwidth_hz * snr * t);
-    if !(a < 1.0) {
+    if a.is_nan() || a >= 1.0 {
         return f64::INFINITY;
     }
     let w = lambert_w::lambert_wm1(-a * (-a).exp());
     let y = -w / a;
-    if !(y > 1.0) || !y.is_finite() {
+    if y.is_nan() || y <= 1.0 || !y.is_finite() {
         return f64::INFINITY;
     }
     snr / (y - 1.0)

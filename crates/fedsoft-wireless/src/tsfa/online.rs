@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 /// clipped to the range; the root is found by bisection (100 halvings: below `1e-30` of the range).
 pub fn solve_rho(queue: f64, a_t: f64, v_wsp: f64, rho_min: f64, rho_max: f64, psi: Psi) -> f64 {
     let lambda = queue * a_t / v_wsp;
-    if !(lambda > psi.d1(rho_min)) {
-        return rho_min; // also catches NaN
+    if lambda.is_nan() || lambda <= psi.d1(rho_min) {
+        return rho_min;
     }
     if psi.d1(rho_max) <= lambda {
         return rho_max;

@@ -1,0 +1,103 @@
+//! `fedsoft plan`: the TSFA offline table, and optionally a controller-only simulation.
+
+use crate::PlanArgs;
+use anyhow::{Context, Result};
+use fedsoft_engine::ExperimentConfig;
+use fedsoft_engine::plan::{PlanReport, Planner};
+
+pub fn run(args: &PlanArgs) -> Result<()> {
+    let cfg = ExperimentConfig::load(&args.config, &args.overrides)?;
+    let planner = Planner::new(&cfg)?;
+    let sims = match args.simulate {
+        Some(rounds) => planner.simulate(rounds, &args.kappa)?,
+        None => Vec::new(),
+    };
+    let report = planner.report(sims);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).context("serialising the plan")?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn si_hz(hz: f64) -> String {
+    if hz >= 1e6 { format!("{:.3} MHz", hz / 1e6) } else { format!("{:.3} kHz", hz / 1e3) }
+}
+
+/// The human-readable plan.
+pub fn render(r: &PlanReport) -> String {
+    let mut s = String::new();
+    let snr = if (r.mean_snr_db_max - r.mean_snr_db_min).abs() < 1e-9 {
+        format!("{:.1} dB", r.mean_snr_db_min)
+    } else {
+        format!("{:.1} to {:.1} dB", r.mean_snr_db_min, r.mean_snr_db_max)
+    };
+    s += &format!("TSFA plan for {:?} ({}, {} adapted modules, M_r = {} r)\n", r.name, r.arch, r.adapted_modules, r.params_per_rank);
+    s += &format!(
+        "uplink: {} of {} clients per round, B = {}, q = {} bits, {:?} rate model, mean SNR {}\n",
+        r.per_round,
+        r.clients,
+        si_hz(r.bandwidth_hz),
+        r.value_bits,
+        r.rate_model,
+        snr
+    );
+    s += &format!(
+        "average channel: Gamma_bar = {:.4}; latency budget tau_bar = {:.4} s; rho in [{}, {}]\n\n",
+        r.gamma_bar, r.tau_bar_s, r.rho_min, r.rho_max
+    );
+    s += &format!(
+        "{:>5} {:>10} {:>9} {:>9} {:>10} {:>11} {:>10} {:>10} {:>11}\n",
+        "rank", "M_r", "rho*(r)", "feasible", "delay [s]", "rank term", "cov term", "sparsity", "J"
+    );
+    for row in &r.offline.rows {
+        let mark = if row.rank == r.offline.best_rank { " <- r*" } else { "" };
+        s += &format!(
+            "{:>5} {:>10} {:>9.4} {:>9} {:>10.4} {:>11.4} {:>10.4} {:>10.4} {:>11.4}{}\n",
+            row.rank,
+            row.params,
+            row.rho,
+            if row.feasible { "yes" } else { "no" },
+            row.delay_s,
+            row.rank_term,
+            row.cov_term,
+            row.sparsity_term,
+            row.objective,
+            mark
+        );
+    }
+    s += &format!(
+        "\nchosen rank r* = {} with rho* = {:.4}; online controller V*w_sp = {:.6}\n",
+        r.offline.best_rank, r.offline.best_rho, r.v_wsp
+    );
+    if !r.simulations.is_empty() {
+        s += &format!(
+            "\ncontroller alone at r* = {} ({} Rayleigh-faded rounds):\n{:>8} {:>12} {:>14} {:>9} {:>12} {:>12} {:>10}\n",
+            r.offline.best_rank,
+            r.simulations[0].summary.rounds,
+            "kappa_V",
+            "V*w_sp",
+            "avg delay [s]",
+            "avg rho",
+            "max queue",
+            "final queue",
+            "at rho_max"
+        );
+        for k in &r.simulations {
+            let m = &k.summary;
+            s += &format!(
+                "{:>8} {:>12.6} {:>14.4} {:>9.4} {:>12.2} {:>12.2} {:>9.2}%\n",
+                k.kappa,
+                m.v_wsp,
+                m.avg_delay_s,
+                m.avg_rho,
+                m.max_queue,
+                m.final_queue,
+                100.0 * m.share_at_rho_max
+            );
+        }
+        s += &format!("(budget tau_bar = {:.4} s; a larger V keeps rho lower at the cost of a larger queue)\n", r.tau_bar_s);
+    }
+    s
+}

@@ -1,0 +1,62 @@
+//! `fedsoft plan` as a user runs it.
+
+use std::process::Command;
+
+fn fedsoft(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fedsoft"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn plan_prints_the_offline_table_and_r_star() {
+    let (ok, out, err) = fedsoft(&["plan", "configs/paper-fig3c-vit-b16.toml"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("chosen rank r* = 8"), "{out}");
+    assert!(out.contains("tau_bar = 2.2733 s"), "{out}");
+    assert!(out.contains("8.6000 <- r*"), "{out}");
+}
+
+#[test]
+fn plan_json_and_simulation() {
+    let (ok, out, err) =
+        fedsoft(&["plan", "configs/paper-fig3c-vit-b16.toml", "--json", "--simulate", "500", "--kappa", "1,10"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["offline"]["best_rank"], 8);
+    assert_eq!(v["offline"]["rows"].as_array().unwrap().len(), 7);
+    let sims = v["simulations"].as_array().unwrap();
+    assert_eq!(sims.len(), 2);
+    assert_eq!(sims[0]["rounds"], 500);
+    assert!(sims[0]["avg_rho"].as_f64().unwrap() >= sims[1]["avg_rho"].as_f64().unwrap());
+}
+
+#[test]
+fn plan_over_all_integer_ranks_picks_11() {
+    let (ok, out, err) =
+        fedsoft(&["plan", "configs/paper-fig3c-vit-b16.toml", "--json", "--set", "tsfa.candidate_ranks=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64]"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["offline"]["best_rank"], 11);
+}
+
+#[test]
+fn errors_name_the_file_or_field_and_exit_non_zero() {
+    let (ok, _, err) = fedsoft(&["plan", "configs/does-not-exist.toml"]);
+    assert!(!ok && err.contains("configs/does-not-exist.toml"), "{err}");
+    let (ok, _, err) = fedsoft(&["plan", "configs/paper-fig3c-vit-b16.toml", "--set", "clients.per_round=500"]);
+    assert!(!ok && err.contains("clients.per_round"), "{err}");
+    let (ok, _, err) = fedsoft(&["plan", "configs/paper-fig3c-vit-b16.toml", "--set", "tsfa.rho_min=0.995"]);
+    assert!(!ok && err.contains("tsfa.rho_min"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let (ok, out, _) = fedsoft(&["plan", "--help"]);
+    assert!(ok);
+    assert!(out.contains("offline table") && out.contains("--simulate") && out.contains("--set"), "{out}");
+}

