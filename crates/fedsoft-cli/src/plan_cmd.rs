@@ -33,7 +33,10 @@ pub fn render(r: &PlanReport) -> String {
     } else {
         format!("{:.1} to {:.1} dB", r.mean_snr_db_min, r.mean_snr_db_max)
     };
-    s += &format!("TSFA plan for {:?} ({}, {} adapted modules, M_r = {} r)\n", r.name, r.arch, r.adapted_modules, r.params_per_rank);
+    s += &format!(
+        "TSFA plan for {:?} ({}, {} adapted modules, M_r = {} r)\n",
+        r.name, r.arch, r.adapted_modules, r.params_per_rank
+    );
     s += &format!(
         "uplink: {} of {} clients per round, B = {}, q = {} bits, {:?} rate model, mean SNR {}\n",
         r.per_round,
@@ -97,7 +100,10 @@ pub fn render(r: &PlanReport) -> String {
                 100.0 * m.share_at_rho_max
             );
         }
-        s += &format!("(budget tau_bar = {:.4} s; a larger V keeps rho lower at the cost of a larger queue)\n", r.tau_bar_s);
+        s += &format!(
+            "(budget tau_bar = {:.4} s; a larger V keeps rho lower at the cost of a larger queue)\n",
+            r.tau_bar_s
+        );
     }
     s
 }

@@ -36,8 +36,13 @@ fn plan_json_and_simulation() {
 
 #[test]
 fn plan_over_all_integer_ranks_picks_11() {
-    let (ok, out, err) =
-        fedsoft(&["plan", "configs/paper-fig3c-vit-b16.toml", "--json", "--set", "tsfa.candidate_ranks=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64]"]);
+    let (ok, out, err) = fedsoft(&[
+        "plan",
+        "configs/paper-fig3c-vit-b16.toml",
+        "--json",
+        "--set",
+        "tsfa.candidate_ranks=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64]",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["offline"]["best_rank"], 11);

@@ -198,7 +198,8 @@ impl ExperimentConfig {
             for o in overrides {
                 apply_override(&mut doc, o)?;
             }
-            let merged = toml::to_string(&doc).map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
+            let merged = toml::to_string(&doc)
+                .map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
             toml::from_str(&merged).map_err(|e| ConfigError::Parse {
                 path: format!("{origin} (with --set overrides)"),
                 message: e.to_string(),
@@ -218,9 +219,11 @@ impl ExperimentConfig {
         let given = (m.hidden, m.layers, m.intermediate);
         match self.model.arch.geometry() {
             Some((hidden, layers, intermediate)) => {
-                for (name, v, want) in
-                    [("hidden", m.hidden, hidden), ("layers", m.layers, layers), ("intermediate", m.intermediate, intermediate)]
-                {
+                for (name, v, want) in [
+                    ("hidden", m.hidden, hidden),
+                    ("layers", m.layers, layers),
+                    ("intermediate", m.intermediate, intermediate),
+                ] {
                     if let Some(v) = v
                         && v != want
                     {
@@ -249,7 +252,10 @@ impl ExperimentConfig {
         let g = self.geometry()?;
         let layers = self.lora.layers.clone().unwrap_or_else(|| (0..g.layers).collect());
         if let Some(&bad) = layers.iter().find(|&&l| l >= g.layers) {
-            return Err(ConfigError::invalid("lora.layers", format!("block {bad} does not exist: the model has {}", g.layers)));
+            return Err(ConfigError::invalid(
+                "lora.layers",
+                format!("block {bad} does not exist: the model has {}", g.layers),
+            ));
         }
         Ok(layers)
     }
@@ -313,10 +319,16 @@ impl ExperimentConfig {
         }
         let w = &self.wireless;
         if !(w.bandwidth_hz.is_finite() && w.bandwidth_hz > 0.0) {
-            return Err(ConfigError::invalid("wireless.bandwidth_hz", format!("must be positive, got {}", w.bandwidth_hz)));
+            return Err(ConfigError::invalid(
+                "wireless.bandwidth_hz",
+                format!("must be positive, got {}", w.bandwidth_hz),
+            ));
         }
         if w.value_bits == 0 || w.value_bits > 64 {
-            return Err(ConfigError::invalid("wireless.value_bits", format!("must be in 1..=64, got {}", w.value_bits)));
+            return Err(ConfigError::invalid(
+                "wireless.value_bits",
+                format!("must be in 1..=64, got {}", w.value_bits),
+            ));
         }
         w.channel.validate("wireless.channel", c.total)?;
         let t = &self.tsfa;
@@ -335,10 +347,16 @@ impl ExperimentConfig {
             }
             LatencyBudget::OperatingPoint { rank, rho } => {
                 if rank == 0 || rank > width {
-                    return Err(ConfigError::invalid("tsfa.latency_budget.rank", format!("must be in 1..={width}, got {rank}")));
+                    return Err(ConfigError::invalid(
+                        "tsfa.latency_budget.rank",
+                        format!("must be in 1..={width}, got {rank}"),
+                    ));
                 }
                 if !(0.0..1.0).contains(&rho) {
-                    return Err(ConfigError::invalid("tsfa.latency_budget.rho", format!("must be in [0, 1), got {rho}")));
+                    return Err(ConfigError::invalid(
+                        "tsfa.latency_budget.rho",
+                        format!("must be in [0, 1), got {rho}"),
+                    ));
                 }
             }
             _ => {}

@@ -46,7 +46,9 @@ impl Planner {
         let offline = plan_offline(&t.bound, &link, &t.candidate_ranks, t.rho_min, t.rho_max)?;
         let v_wsp = match t.v_wsp {
             Some(v) => v,
-            None => calibrate_v(t.v_kappa, link.tau_bar, link.dense_delay(offline.best_rank), t.bound.psi, offline.best_rho),
+            None => {
+                calibrate_v(t.v_kappa, link.tau_bar, link.dense_delay(offline.best_rank), t.bound.psi, offline.best_rho)
+            }
         };
         Ok(Planner { cell, link, offline, v_wsp, config: cfg.clone() })
     }
@@ -79,7 +81,10 @@ impl Planner {
             .iter()
             .map(|&k| {
                 if !(k.is_finite() && k > 0.0) {
-                    return Err(ConfigError::Invalid { field: "--kappa".into(), detail: format!("must be positive, got {k}") });
+                    return Err(ConfigError::Invalid {
+                        field: "--kappa".into(),
+                        detail: format!("must be positive, got {k}"),
+                    });
                 }
                 let v = calibrate_v(k, self.link.tau_bar, self.link.dense_delay(r), t.bound.psi, self.offline.best_rho);
                 let ctl = LyapunovController::new(v, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?;
