@@ -9,6 +9,41 @@ use rand::RngExt;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
+/// A linear layer of a transformer block that can carry an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Query,
+    Key,
+    Value,
+    /// Attention output projection.
+    Output,
+    /// First MLP layer (hidden -> intermediate).
+    MlpIn,
+    /// Second MLP layer (intermediate -> hidden).
+    MlpOut,
+}
+
+impl Target {
+    /// `(d, k)` = (out, in) widths of this layer.
+    pub fn dims(self, hidden: usize, intermediate: usize) -> (usize, usize) {
+        match self {
+            Target::Query | Target::Key | Target::Value | Target::Output => (hidden, hidden),
+            Target::MlpIn => (intermediate, hidden),
+            Target::MlpOut => (hidden, intermediate),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Query => "query",
+            Target::Key => "key",
+            Target::Value => "value",
+            Target::Output => "output",
+            Target::MlpIn => "mlp_in",
+            Target::MlpOut => "mlp_out",
+        }
+    }
+}
 /// Geometry of one adapted linear layer: `W0` is `d x k` (out x in), the LoRA rank is `r`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ModuleShape {

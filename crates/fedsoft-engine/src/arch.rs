@@ -3,6 +3,7 @@
 //! The planner needs only the widths of the adapted layers (`M_r = r sum_l (d_l + k_l)`), so it can run
 //! before any weights are loaded; the model crate checks the same geometry against the checkpoint.
 
+pub use fedsoft_core::lora::Target;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -41,41 +42,5 @@ impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         f.write_str(&s)
-    }
-}
-
-/// A linear layer of a transformer block that can carry an adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    Query,
-    Key,
-    Value,
-    /// Attention output projection.
-    Output,
-    /// First MLP layer (hidden -> intermediate).
-    MlpIn,
-    /// Second MLP layer (intermediate -> hidden).
-    MlpOut,
-}
-
-impl Target {
-    /// `(d, k)` = (out, in) widths of this layer.
-    pub fn dims(self, hidden: usize, intermediate: usize) -> (usize, usize) {
-        match self {
-            Target::Query | Target::Key | Target::Value | Target::Output => (hidden, hidden),
-            Target::MlpIn => (intermediate, hidden),
-            Target::MlpOut => (hidden, intermediate),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Query => "query",
-            Target::Key => "key",
-            Target::Value => "value",
-            Target::Output => "output",
-            Target::MlpIn => "mlp_in",
-            Target::MlpOut => "mlp_out",
-        }
     }
 }

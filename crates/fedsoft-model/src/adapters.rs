@@ -1,0 +1,129 @@
+//! The trainable part of a model: LoRA factors of the adapted layers and the classification head.
+//!
+//! Kept apart from the frozen backbone, so a hundred clients share one backbone in memory and each round
+//! only these small tensors are created, trained and read back into a [`LoraState`].
+
+use crate::error::ModelError;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape, Target};
+use std::collections::HashMap;
+
+/// LoRA factors in the paper's layout (`B`: `[d, r]`, `A`: `[r, k]`) and a linear head `[hidden, classes]`.
+#[derive(Module, Debug)]
+pub struct Adapters {
+    pub a: Vec<Param<Tensor<2>>>,
+    pub b: Vec<Param<Tensor<2>>>,
+    pub head_w: Param<Tensor<2>>,
+    pub head_b: Param<Tensor<1>>,
+}
+
+/// Where adapters sit: module `i` of the [`LoraState`] adapts `(layer, target)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterPlan {
+    pub shapes: Vec<ModuleShape>,
+    pub slots: HashMap<(usize, Target), usize>,
+    /// `alpha / r`.
+    pub scale: f32,
+}
+
+impl AdapterPlan {
+    pub fn slot(&self, layer: usize, target: Target) -> Option<usize> {
+        self.slots.get(&(layer, target)).copied()
+    }
+    pub fn rank(&self) -> usize {
+        self.shapes.first().map_or(0, |s| s.r)
+    }
+}
+
+/// The classification head's values: `[hidden x classes]` row-major weight and `[classes]` bias.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Head {
+    pub hidden: usize,
+    pub classes: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Head {
+    /// A fresh head: weights `N(0, 1/hidden)`-scaled uniform draws from the run seed, zero bias.
+    pub fn init(hidden: usize, classes: usize, seed: u64) -> Self {
+        use rand::RngExt;
+        let mut rng = fedsoft_core::rng::stream(seed, fedsoft_core::rng::Purpose::Init, &[u64::MAX - 1]);
+        let bound = 1.0 / (hidden as f32).sqrt();
+        Head {
+            hidden,
+            classes,
+            weight: (0..hidden * classes).map(|_| rng.random_range(-bound..bound)).collect(),
+            bias: vec![0.0; classes],
+        }
+    }
+    pub fn numel(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+}
+
+fn tensor2(v: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [rows, cols]), device)
+}
+
+fn values(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+impl Adapters {
+    /// Trainable parameters from a LoRA state and a head.
+    pub fn from_state(state: &LoraState, head: &Head, device: &Device) -> Result<Self, ModelError> {
+        if head.weight.len() != head.hidden * head.classes || head.bias.len() != head.classes {
+            return Err(ModelError::invalid("head", "weight and bias sizes do not match hidden x classes"));
+        }
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (s, f) in state.shapes.iter().zip(&state.modules) {
+            b.push(Param::from_tensor(tensor2(&f.b, s.d, s.r, device)));
+            a.push(Param::from_tensor(tensor2(&f.a, s.r, s.k, device)));
+        }
+        Ok(Adapters {
+            a,
+            b,
+            head_w: Param::from_tensor(tensor2(&head.weight, head.hidden, head.classes, device)),
+            head_b: Param::from_tensor(Tensor::from_data(TensorData::new(head.bias.clone(), [head.classes]), device)),
+        })
+    }
+
+    /// Reads the factors back into the flat per-module layout.
+    pub fn to_state(&self, shapes: &[ModuleShape]) -> Result<LoraState, ModelError> {
+        let modules =
+            self.a.iter().zip(&self.b).map(|(a, b)| ModuleFactors { b: values(b.val()), a: values(a.val()) }).collect();
+        Ok(LoraState::from_parts(shapes.to_vec(), modules)?)
+    }
+
+    pub fn head(&self) -> Head {
+        let dims = self.head_w.val().dims();
+        Head {
+            hidden: dims[0],
+            classes: dims[1],
+            weight: values(self.head_w.val()),
+            bias: self.head_b.val().into_data().try_into_vec::<f32>().expect("f32 tensor"),
+        }
+    }
+
+    /// The orthogonality regulariser of Eq. (7): squared off-diagonal energy of `B^T B` and `A A^T`, summed
+    /// over modules, as a differentiable scalar.
+    pub fn orthogonality(&self) -> Option<Tensor<1>> {
+        let mut total: Option<Tensor<1>> = None;
+        for (a, b) in self.a.iter().zip(&self.b) {
+            let (a, b) = (a.val(), b.val());
+            let r = a.dims()[0];
+            let off = Tensor::<2>::ones([r, r], &a.device()) - Tensor::<2>::eye(r, &a.device());
+            let gb = b.clone().transpose().matmul(b);
+            let ga = a.clone().matmul(a.transpose());
+            let term = (gb * off.clone()).square().sum() + (ga * off).square().sum();
+            total = Some(match total {
+                Some(t) => t + term,
+                None => term,
+            });
+        }
+        total
+    }
+}

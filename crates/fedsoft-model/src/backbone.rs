@@ -1,0 +1,335 @@
+//! The frozen encoder: embeddings and transformer blocks as plain (untracked) tensors, with LoRA adapters
+//! applied on the fly to the configured linear layers. One backbone serves every client.
+//!
+//! Weights follow burn's `x.matmul(w)` convention, `w: [in, out]`; checkpoints store `[out, in]` and are
+//! transposed once, at load time (see [`crate::load`]).
+
+use crate::adapters::{AdapterPlan, Adapters};
+use crate::posembed::{Scale, bicubic};
+use crate::spec::{EncoderSpec, Family};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use fedsoft_core::lora::Target;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A frozen linear layer: `y = x w + b`, `w: [in, out]`.
+#[derive(Debug, Clone)]
+pub struct FrozenLinear {
+    pub w: Tensor<2>,
+    pub b: Tensor<1>,
+}
+
+/// A frozen LayerNorm.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub g: Tensor<1>,
+    pub b: Tensor<1>,
+}
+
+/// One transformer block. BERT-style blocks are post-LN (`ln1` after attention, `ln2` after the MLP);
+/// ViT-style blocks are pre-LN, DINOv2 adds LayerScale (`ls1`, `ls2`).
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub query: FrozenLinear,
+    pub key: FrozenLinear,
+    pub value: FrozenLinear,
+    pub output: FrozenLinear,
+    pub mlp_in: FrozenLinear,
+    pub mlp_out: FrozenLinear,
+    pub ln1: Norm,
+    pub ln2: Norm,
+    pub ls1: Option<Tensor<1>>,
+    pub ls2: Option<Tensor<1>>,
+}
+
+/// Input embeddings.
+#[derive(Debug)]
+pub enum Embeddings {
+    Text {
+        word: Tensor<2>,
+        position: Tensor<2>,
+        token_type: Option<Tensor<2>>,
+        norm: Norm,
+    },
+    Patches {
+        /// The patch convolution as a matrix `[channels * patch * patch, hidden]`.
+        projection: FrozenLinear,
+        cls: Tensor<1>,
+        /// The trained position table, host side, to interpolate: CLS row then `grid x grid` rows.
+        positions: Vec<f32>,
+        /// Position tables already resized, by patch-grid side.
+        resized: Mutex<HashMap<usize, Tensor<2>>>,
+    },
+}
+
+/// How the sequence is reduced to one vector for the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The first token (`[CLS]`).
+    #[default]
+    Cls,
+    /// The mean over the (unmasked) tokens.
+    Mean,
+}
+
+/// A batch of model inputs.
+#[derive(Debug, Clone)]
+pub enum Batch {
+    /// Token ids `[B, T]`, attention mask `[B, T]` (1 keep, 0 pad), token types `[B, T]`.
+    Tokens { ids: Tensor<2, Int>, mask: Tensor<2>, types: Tensor<2, Int> },
+    /// Normalised images `[B, C, S, S]`.
+    Images(Tensor<4>),
+}
+
+impl Batch {
+    /// Token batch from row-major `u32` buffers of `n` rows.
+    pub fn tokens(ids: &[u32], mask: &[u32], types: &[u32], n: usize, device: &Device) -> Batch {
+        let t = ids.len() / n.max(1);
+        let int = |v: &[u32]| {
+            Tensor::<2, Int>::from_data(
+                TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), [n, t]),
+                device,
+            )
+        };
+        Batch::Tokens {
+            ids: int(ids),
+            mask: Tensor::from_data(
+                TensorData::new(mask.iter().map(|&x| x as f32).collect::<Vec<_>>(), [n, t]),
+                device,
+            ),
+            types: int(types),
+        }
+    }
+    /// Image batch from `n x 3 x s x s` values.
+    pub fn images(x: &[f32], n: usize, channels: usize, size: usize, device: &Device) -> Batch {
+        Batch::Images(Tensor::from_data(TensorData::new(x.to_vec(), [n, channels, size, size]), device))
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Tokens { ids, .. } => ids.dims()[0],
+            Batch::Images(x) => x.dims()[0],
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The frozen encoder.
+#[derive(Debug)]
+pub struct Backbone {
+    pub spec: EncoderSpec,
+    pub embeddings: Embeddings,
+    pub blocks: Vec<Block>,
+    pub final_norm: Option<Norm>,
+    pub device: Device,
+}
+
+fn layer_norm(x: Tensor<3>, n: &Norm, eps: f64) -> Tensor<3> {
+    let (var, mean) = x.clone().var_mean_bias(2);
+    let xhat = (x - mean) / (var + eps).sqrt();
+    xhat * n.g.clone().unsqueeze::<3>() + n.b.clone().unsqueeze::<3>()
+}
+
+impl Backbone {
+    /// The linear layer `lin` of block `layer`, plus its adapter if the plan puts one there.
+    fn linear(
+        &self,
+        x: Tensor<3>,
+        lin: &FrozenLinear,
+        ad: &Adapters,
+        plan: &AdapterPlan,
+        slot: (usize, Target),
+    ) -> Tensor<3> {
+        let [b, t, k] = x.dims();
+        let x2 = x.reshape([b * t, k]);
+        let mut y = x2.clone().matmul(lin.w.clone()) + lin.b.clone().unsqueeze::<2>();
+        if let Some(i) = plan.slot(slot.0, slot.1) {
+            let low = x2.matmul(ad.a[i].val().transpose());
+            y = y + low.matmul(ad.b[i].val().transpose()).mul_scalar(plan.scale);
+        }
+        let d = y.dims()[1];
+        y.reshape([b, t, d])
+    }
+
+    fn attention(
+        &self,
+        x: Tensor<3>,
+        blk: &Block,
+        layer: usize,
+        ad: &Adapters,
+        plan: &AdapterPlan,
+        bias: Option<&Tensor<4>>,
+    ) -> Tensor<3> {
+        let [b, t, h] = x.dims();
+        let heads = self.spec.heads;
+        let dh = h / heads;
+        let split = |y: Tensor<3>| y.reshape([b, t, heads, dh]).swap_dims(1, 2);
+        let q = split(self.linear(x.clone(), &blk.query, ad, plan, (layer, Target::Query)));
+        let k = split(self.linear(x.clone(), &blk.key, ad, plan, (layer, Target::Key)));
+        let v = split(self.linear(x, &blk.value, ad, plan, (layer, Target::Value)));
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
+        if let Some(bias) = bias {
+            scores = scores + bias.clone();
+        }
+        let ctx = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, h]);
+        self.linear(ctx, &blk.output, ad, plan, (layer, Target::Output))
+    }
+
+    fn mlp(&self, x: Tensor<3>, blk: &Block, layer: usize, ad: &Adapters, plan: &AdapterPlan) -> Tensor<3> {
+        let hdn = gelu(self.linear(x, &blk.mlp_in, ad, plan, (layer, Target::MlpIn)));
+        self.linear(hdn, &blk.mlp_out, ad, plan, (layer, Target::MlpOut))
+    }
+
+    /// The position table for a `grid x grid` patch grid, interpolated once per size.
+    fn positions(&self, grid: usize) -> Tensor<2> {
+        let Embeddings::Patches { positions, resized, .. } = &self.embeddings else { unreachable!("vision only") };
+        let mut cache = resized.lock().expect("position cache");
+        cache
+            .entry(grid)
+            .or_insert_with(|| {
+                let h = self.spec.hidden;
+                let src_grid = self.spec.pos_grid;
+                let mut table = positions[..h].to_vec();
+                if grid == src_grid {
+                    table.extend_from_slice(&positions[h..]);
+                } else {
+                    // Size-based, as the packaged DINOv2 graph's Resize node (and current HF) do.
+                    table.extend(bicubic(&positions[h..], src_grid, src_grid, h, grid, grid, Scale::Sizes));
+                }
+                Tensor::from_data(TensorData::new(table, [1 + grid * grid, h]), &self.device)
+            })
+            .clone()
+    }
+
+    /// The position table used for a `grid x grid` patch grid (CLS row first), e.g. to check it.
+    pub fn position_table(&self, grid: usize) -> Option<Vec<f32>> {
+        matches!(self.embeddings, Embeddings::Patches { .. })
+            .then(|| self.positions(grid).into_data().try_into_vec::<f32>().expect("f32"))
+    }
+
+    fn embed(&self, batch: &Batch) -> Result<(Tensor<3>, Option<Tensor<2>>), crate::ModelError> {
+        match (&self.embeddings, batch) {
+            (Embeddings::Text { word, position, token_type, norm }, Batch::Tokens { ids, mask, types }) => {
+                let [b, t] = ids.dims();
+                if t > self.spec.max_positions {
+                    return Err(crate::ModelError::invalid(
+                        "data.max_len",
+                        format!("{t} tokens exceed the model's {} positions", self.spec.max_positions),
+                    ));
+                }
+                let h = self.spec.hidden;
+                let mut x = word.clone().select(0, ids.clone().reshape([b * t])).reshape([b, t, h]);
+                x = x + position.clone().slice([0..t]).unsqueeze::<3>();
+                if let Some(tt) = token_type {
+                    x = x + tt.clone().select(0, types.clone().reshape([b * t])).reshape([b, t, h]);
+                }
+                Ok((layer_norm(x, norm, self.spec.eps), Some(mask.clone())))
+            }
+            (Embeddings::Patches { projection, cls, .. }, Batch::Images(img)) => {
+                let [b, c, s, s2] = img.dims();
+                let p = self.spec.patch;
+                if s != s2 || s % p != 0 || c != self.spec.channels {
+                    return Err(crate::ModelError::invalid(
+                        "data.image_size",
+                        format!(
+                            "images are {c}x{s}x{s2}; the model needs {} channels and a side divisible by {p}",
+                            self.spec.channels
+                        ),
+                    ));
+                }
+                let g = s / p;
+                let h = self.spec.hidden;
+                // Stride-p convolution with a p x p kernel = matmul over non-overlapping patches.
+                let patches =
+                    img.clone().reshape([b, c, g, p, g, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b * g * g, c * p * p]);
+                let x = (patches.matmul(projection.w.clone()) + projection.b.clone().unsqueeze::<2>()).reshape([
+                    b,
+                    g * g,
+                    h,
+                ]);
+                let cls = cls.clone().reshape([1, 1, h]).expand([b, 1, h]);
+                let x = Tensor::cat(vec![cls, x], 1) + self.positions(g).unsqueeze::<3>();
+                Ok((x, None))
+            }
+            _ => Err(crate::ModelError::invalid("data", "the batch kind (text or images) does not match the model")),
+        }
+    }
+
+    /// Final hidden states `[B, T, H]` and the attention mask (text only).
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        ad: &Adapters,
+        plan: &AdapterPlan,
+    ) -> Result<(Tensor<3>, Option<Tensor<2>>), crate::ModelError> {
+        let (mut x, mask) = self.embed(batch)?;
+        let bias = mask.as_ref().map(|m| {
+            let [b, t] = m.dims();
+            (m.clone() - 1.0).mul_scalar(1e9).reshape([b, 1, 1, t])
+        });
+        let eps = self.spec.eps;
+        let pre_ln = matches!(self.spec.family, Family::Vit | Family::Dinov2);
+        for (l, blk) in self.blocks.iter().enumerate() {
+            if pre_ln {
+                let mut a = self.attention(layer_norm(x.clone(), &blk.ln1, eps), blk, l, ad, plan, bias.as_ref());
+                if let Some(ls) = &blk.ls1 {
+                    a = a * ls.clone().unsqueeze::<3>();
+                }
+                x = x + a;
+                let mut m = self.mlp(layer_norm(x.clone(), &blk.ln2, eps), blk, l, ad, plan);
+                if let Some(ls) = &blk.ls2 {
+                    m = m * ls.clone().unsqueeze::<3>();
+                }
+                x = x + m;
+            } else {
+                let a = self.attention(x.clone(), blk, l, ad, plan, bias.as_ref());
+                x = layer_norm(x + a, &blk.ln1, eps);
+                let m = self.mlp(x.clone(), blk, l, ad, plan);
+                x = layer_norm(x + m, &blk.ln2, eps);
+            }
+        }
+        if let Some(n) = &self.final_norm {
+            x = layer_norm(x, n, eps);
+        }
+        Ok((x, mask))
+    }
+
+    /// One vector per sample.
+    pub fn pooled(
+        &self,
+        batch: &Batch,
+        ad: &Adapters,
+        plan: &AdapterPlan,
+        pooling: Pooling,
+    ) -> Result<Tensor<2>, crate::ModelError> {
+        let (x, mask) = self.forward(batch, ad, plan)?;
+        let [b, t, h] = x.dims();
+        Ok(match pooling {
+            Pooling::Cls => x.slice([0..b, 0..1, 0..h]).reshape([b, h]),
+            Pooling::Mean => match mask {
+                Some(m) => {
+                    let m3 = m.clone().reshape([b, t, 1]);
+                    let count = m.sum_dim(1).clamp_min(1.0);
+                    (x * m3).sum_dim(1).reshape([b, h]) / count
+                }
+                None => x.mean_dim(1).reshape([b, h]),
+            },
+        })
+    }
+
+    /// Class scores `[B, classes]`.
+    pub fn logits(
+        &self,
+        batch: &Batch,
+        ad: &Adapters,
+        plan: &AdapterPlan,
+        pooling: Pooling,
+    ) -> Result<Tensor<2>, crate::ModelError> {
+        let z = self.pooled(batch, ad, plan, pooling)?;
+        Ok(z.matmul(ad.head_w.val()) + ad.head_b.val().unsqueeze::<2>())
+    }
+}

@@ -1,0 +1,107 @@
+//! Local training and evaluation.
+
+use crate::adapters::{AdapterPlan, Adapters};
+use crate::backbone::{Backbone, Batch, Pooling};
+use crate::error::ModelError;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// Optimiser and loss settings of local training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// AdamW epsilon; set explicitly because burn's default (1e-5) is not PyTorch's (1e-8).
+    pub epsilon: f64,
+    /// `lambda`, the orthogonality regulariser's weight (0 = off).
+    pub orthogonality: f64,
+    pub pooling: Pooling,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings { lr: 1e-3, weight_decay: 1e-2, epsilon: 1e-8, orthogonality: 0.0, pooling: Pooling::Cls }
+    }
+}
+
+/// Mean cross-entropy of `logits` against integer `labels`.
+pub fn cross_entropy(logits: Tensor<2>, labels: &[u32]) -> Tensor<1> {
+    let [b, _] = logits.dims();
+    let device = logits.device();
+    let idx = Tensor::<2, Int>::from_data(
+        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [b, 1]),
+        &device,
+    );
+    log_softmax(logits, 1).gather(1, idx).mean().neg()
+}
+
+/// The loss of Eq. (7): cross-entropy plus `lambda` times the orthogonality regulariser. Returns the total
+/// and the task loss alone.
+pub fn loss(
+    backbone: &Backbone,
+    ad: &Adapters,
+    plan: &AdapterPlan,
+    batch: &Batch,
+    labels: &[u32],
+    s: &TrainSettings,
+) -> Result<(Tensor<1>, Tensor<1>), ModelError> {
+    let logits = backbone.logits(batch, ad, plan, s.pooling)?;
+    let task = cross_entropy(logits, labels);
+    let total = match (s.orthogonality > 0.0, ad.orthogonality()) {
+        (true, Some(orth)) => task.clone() + orth.mul_scalar(s.orthogonality),
+        _ => task.clone(),
+    };
+    Ok((total, task))
+}
+
+/// Runs AdamW over `batches` (fresh optimiser state, as the paper does each round) and returns the trained
+/// adapters and the mean task loss.
+pub fn train_steps<'a>(
+    backbone: &Backbone,
+    mut ad: Adapters,
+    plan: &AdapterPlan,
+    batches: impl IntoIterator<Item = (Batch, &'a [u32])>,
+    s: &TrainSettings,
+) -> Result<(Adapters, f64), ModelError> {
+    let mut opt = AdamWConfig::new().with_epsilon(s.epsilon as f32).with_weight_decay(s.weight_decay as f32).init();
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (batch, labels) in batches {
+        let (total, task) = loss(backbone, &ad, plan, &batch, labels, s)?;
+        let grads = GradientsParams::from_grads(total.backward(), &ad);
+        sum += task.into_scalar::<f32>() as f64;
+        n += 1;
+        ad = opt.step(s.lr, ad, grads);
+    }
+    Ok((ad, if n == 0 { 0.0 } else { sum / n as f64 }))
+}
+
+/// Accuracy and mean loss over batches, without building an autodiff graph.
+pub fn evaluate<'a>(
+    backbone: &Backbone,
+    ad: &Adapters,
+    plan: &AdapterPlan,
+    batches: impl IntoIterator<Item = (Batch, &'a [u32])>,
+    pooling: Pooling,
+) -> Result<(f64, f64), ModelError> {
+    let frozen = ad.valid();
+    let (mut correct, mut total, mut loss_sum) = (0usize, 0usize, 0.0f64);
+    for (batch, labels) in batches {
+        let logits = backbone.logits(&batch, &frozen, plan, pooling)?.detach();
+        let pred = logits
+            .clone()
+            .argmax(1)
+            .into_data()
+            .try_into_vec::<i64>()
+            .map_err(|e| ModelError::invalid("evaluation", format!("{e:?}")))?;
+        correct += pred.iter().zip(labels).filter(|(p, l)| **p == **l as i64).count();
+        loss_sum += cross_entropy(logits, labels).into_scalar::<f32>() as f64 * labels.len() as f64;
+        total += labels.len();
+    }
+    if total == 0 {
+        return Err(ModelError::invalid("evaluation", "no test samples"));
+    }
+    Ok((correct as f64 / total as f64, loss_sum / total as f64))
+}
