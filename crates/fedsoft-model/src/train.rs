@@ -90,12 +90,7 @@ pub fn evaluate<'a>(
     let (mut correct, mut total, mut loss_sum) = (0usize, 0usize, 0.0f64);
     for (batch, labels) in batches {
         let logits = backbone.logits(&batch, &frozen, plan, pooling)?.detach();
-        let pred = logits
-            .clone()
-            .argmax(1)
-            .into_data()
-            .try_into_vec::<i64>()
-            .map_err(|e| ModelError::invalid("evaluation", format!("{e:?}")))?;
+        let pred: Vec<i64> = logits.clone().argmax(1).into_data().iter::<i64>().collect();
         correct += pred.iter().zip(labels).filter(|(p, l)| **p == **l as i64).count();
         loss_sum += cross_entropy(logits, labels).into_scalar::<f32>() as f64 * labels.len() as f64;
         total += labels.len();
