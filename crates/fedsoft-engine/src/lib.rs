@@ -1,8 +1,14 @@
 //! The experiment layer of fedsoft: one TOML file describes an experiment ([`config`]); the TSFA planner
-//! turns its wireless and bound settings into the offline table and the online controller ([`plan`]).
+//! turns its wireless and bound settings into the offline table and the online controller ([`plan`]); the
+//! round engine runs it ([`engine`]) on prepared data ([`data`]), writing metrics ([`metrics`]) and
+//! checkpoints ([`checkpoint`]).
 
 pub mod arch;
+pub mod checkpoint;
 pub mod config;
+pub mod data;
+pub mod engine;
+pub mod metrics;
 pub mod plan;
 
 pub use config::{ConfigError, ExperimentConfig};

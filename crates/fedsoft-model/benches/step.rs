@@ -12,7 +12,7 @@
 use burn::tensor::Device;
 use fedsoft_core::lora::{LoraState, Target};
 use fedsoft_model::adapters::{Adapters, Head};
-use fedsoft_model::backbone::{Backbone, Batch, Pooling};
+use fedsoft_model::backbone::{Backbone, Batch};
 use fedsoft_model::load::{adapter_plan, build, load_dinov2_onnx, load_hf_dir, random_checkpoint};
 use fedsoft_model::spec::{EncoderSpec, Family};
 use fedsoft_model::train::{TrainSettings, train_steps};

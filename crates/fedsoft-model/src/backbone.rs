@@ -44,8 +44,9 @@ pub struct Block {
     pub ls2: Option<Tensor<1>>,
 }
 
-/// Input embeddings.
+/// Input embeddings. Built once per backbone, so the variants' size difference costs nothing.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Embeddings {
     Text {
         word: Tensor<2>,
@@ -75,8 +76,9 @@ pub enum Pooling {
     Mean,
 }
 
-/// A batch of model inputs.
+/// A batch of model inputs (tensor handles: moving one is cheap whatever the variant).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Batch {
     /// Token ids `[B, T]`, attention mask `[B, T]` (1 keep, 0 pad), token types `[B, T]`.
     Tokens { ids: Tensor<2, Int>, mask: Tensor<2>, types: Tensor<2, Int> },
@@ -223,7 +225,7 @@ impl Backbone {
                 }
                 let h = self.spec.hidden;
                 let mut x = word.clone().select(0, ids.clone().reshape([b * t])).reshape([b, t, h]);
-                x = x + position.clone().slice([0..t]).unsqueeze::<3>();
+                x = x + position.clone().narrow(0, 0, t).unsqueeze::<3>();
                 if let Some(tt) = token_type {
                     x = x + tt.clone().select(0, types.clone().reshape([b * t])).reshape([b, t, h]);
                 }

@@ -1,0 +1,142 @@
+//! `fedsoft run` and `fedsoft compare`.
+
+use anyhow::{Context, Result};
+use fedsoft_core::sparsify::MethodKind;
+use fedsoft_data::assets;
+use fedsoft_engine::ExperimentConfig;
+use fedsoft_engine::engine::{Experiment, RunOptions};
+use fedsoft_engine::metrics::{RoundRecord, Summary};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+/// The embedded default experiment.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/default.toml");
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Experiment file (TOML); the embedded default (configs/default.toml) when absent.
+    pub config: Option<PathBuf>,
+    /// Override a config field, e.g. --set rounds.total=50 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Output directory (default: runs/<name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Asset cache (default: $FEDSOFT_CACHE or .cache/fedsoft).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Methods to compare under identical seeds, samples and channels.
+    #[arg(long, value_delimiter = ',', default_value = "soft,flasc,rlora,hetlora,fedlodrop,ilora")]
+    pub methods: Vec<String>,
+}
+
+pub fn load_config(args: &RunArgs) -> Result<ExperimentConfig> {
+    Ok(match &args.config {
+        Some(p) => ExperimentConfig::load(p, &args.overrides)?,
+        None => {
+            ExperimentConfig::from_toml(DEFAULT_CONFIG, "the embedded default (configs/default.toml)", &args.overrides)?
+        }
+    })
+}
+
+fn progress(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] round {pos}/{len} {msg} (ETA {eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+fn on_round(bar: &ProgressBar, last_acc: &mut Option<f64>, r: &RoundRecord) {
+    if r.test_accuracy.is_some() {
+        *last_acc = r.test_accuracy;
+    }
+    let acc = last_acc.map_or("-".to_string(), |a| format!("{a:.3}"));
+    bar.set_message(format!("acc {acc} rho {:.3} delay {:.2}s (avg {:.2}s)", r.rho, r.delay_s, r.avg_delay_s));
+    bar.set_position(r.round + 1);
+}
+
+fn execute(cfg: &ExperimentConfig, out: &Path, resume: bool, cache: &Path, label: &str) -> Result<Summary> {
+    let exp = Experiment::prepare(cfg, cache)?;
+    let bar = progress(cfg.rounds.total, label);
+    let mut last = None;
+    let opts = RunOptions { out_dir: out.to_path_buf(), resume, cache: cache.to_path_buf(), stop_after: None };
+    let summary = exp.run(&opts, |r| on_round(&bar, &mut last, r))?;
+    bar.finish();
+    Ok(summary)
+}
+
+fn print_table(rows: &[Summary]) {
+    println!(
+        "\n{:<10} {:<6} {:>4} {:>7} {:>9} {:>12} {:>14} {:>14} {:>9}",
+        "method", "ctrl", "rank", "rounds", "accuracy", "avg delay s", "uplink Mbit", "encoded Mbit", "wall s"
+    );
+    for s in rows {
+        println!(
+            "{:<10} {:<6} {:>4} {:>7} {:>9.4} {:>12.3} {:>14.2} {:>14.2} {:>9.1}",
+            s.method,
+            s.controller,
+            s.rank,
+            s.rounds,
+            s.final_test_accuracy,
+            s.avg_delay_s,
+            s.uplink_bits_paper as f64 / 1e6,
+            s.uplink_bits_encoded as f64 / 1e6,
+            s.wall_s
+        );
+    }
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let cfg = load_config(args)?;
+    let cache = args.cache.clone().unwrap_or_else(assets::default_cache);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    let summary = execute(&cfg, &out, args.resume, &cache, &cfg.method.name.to_string())?;
+    print_table(std::slice::from_ref(&summary));
+    println!(
+        "\nresults in {}: metrics.jsonl (per round), clients.jsonl (per client), summary.json, config.toml, checkpoint",
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn compare(args: &CompareArgs) -> Result<()> {
+    let base = load_config(&args.run)?;
+    let methods: Vec<MethodKind> =
+        args.methods.iter().map(|m| m.trim().parse::<MethodKind>()).collect::<Result<_, _>>().context("--methods")?;
+    let cache = args.run.cache.clone().unwrap_or_else(assets::default_cache);
+    let out = args.run.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", base.name)));
+    // Validate every variant before training any.
+    let mut cfgs = Vec::new();
+    for m in &methods {
+        let mut o = args.run.overrides.clone();
+        o.push(format!("method.name=\"{m}\""));
+        let cfg = match &args.run.config {
+            Some(p) => ExperimentConfig::load(p, &o)?,
+            None => ExperimentConfig::from_toml(DEFAULT_CONFIG, "the embedded default", &o)?,
+        };
+        cfg.validate_run()?;
+        cfgs.push(cfg);
+    }
+    let mut rows = Vec::new();
+    for (m, cfg) in methods.iter().zip(&cfgs) {
+        rows.push(execute(cfg, &out.join(m.as_str()), args.run.resume, &cache, m.as_str())?);
+    }
+    print_table(&rows);
+    let table = serde_json::to_string_pretty(&rows)?;
+    fedsoft_engine::checkpoint::write_atomic(&out.join("comparison.json"), table.as_bytes())?;
+    println!("\nresults in {} (one directory per method, comparison.json)", out.display());
+    Ok(())
+}

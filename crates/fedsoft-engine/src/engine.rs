@@ -1,0 +1,499 @@
+//! The round engine (SPEC §9): sampling, local training, sparsification with error feedback, encoding,
+//! the simulated uplink, aggregation, the TSFA queue, evaluation, metrics and checkpoints.
+//!
+//! One frozen backbone is shared by every client; a client's persistent state is only its error-feedback
+//! memory. Every random draw is keyed by `(seed, round, client)`, so methods compared under one seed see the
+//! same clients, batches and channels, and a resumed run continues exactly where it stopped.
+
+use crate::checkpoint::{self, Meta, RunState};
+use crate::config::{ConfigError, ControllerKind, ExperimentConfig, PayloadSize};
+use crate::data::{TaskData, load_task};
+use crate::metrics::{ClientRecord, RoundRecord, Summary, TimeSplit};
+use crate::plan::Planner;
+use burn::tensor::Device;
+use fedsoft_core::aggregate::{apply_deltas, average_sparse_models, covariance_norm, weights};
+use fedsoft_core::budget::DropRatio;
+use fedsoft_core::encoding::{decode, encode};
+use fedsoft_core::feedback::{FeedbackMode, compensate, residual};
+use fedsoft_core::ledger::{BitModel, UploadCost};
+use fedsoft_core::lora::LoraState;
+use fedsoft_core::rng::{Purpose, stream};
+use fedsoft_core::schedule::sample_clients;
+use fedsoft_core::sparsify::{SelectInput, SparseUpdate, Sparsifier, build};
+use fedsoft_data::assets;
+use fedsoft_model::adapters::{AdapterPlan, Adapters, Head};
+use fedsoft_model::backbone::Backbone;
+use fedsoft_model::device::parse_device;
+use fedsoft_model::load::{adapter_plan, load_dinov2_onnx, load_hf_dir};
+use fedsoft_model::train::{TrainSettings, evaluate, train_steps};
+use fedsoft_wireless::bandwidth::{allocate, delays};
+use fedsoft_wireless::simulate::dense_round_delay;
+use fedsoft_wireless::tsfa::LyapunovController;
+use rand::seq::SliceRandom;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where a run writes and reads.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    pub resume: bool,
+    /// The asset cache.
+    pub cache: PathBuf,
+    /// Stop after this round (exclusive), leaving a checkpoint: for tests of interruption.
+    pub stop_after: Option<u64>,
+}
+
+/// A prepared experiment: model, data, plan and uplink, ready to run rounds.
+pub struct Experiment {
+    pub cfg: ExperimentConfig,
+    pub device: Device,
+    pub backbone: Backbone,
+    pub plan: AdapterPlan,
+    pub task: TaskData,
+    pub planner: Planner,
+    pub rank: usize,
+    sparsifier: Box<dyn Sparsifier>,
+}
+
+fn model_err(e: fedsoft_model::ModelError) -> ConfigError {
+    ConfigError::Invalid { field: "model".into(), detail: e.to_string() }
+}
+
+/// Loads the configured backbone; returns it and the directory holding its tokenizer (text models).
+pub fn load_backbone(
+    cfg: &ExperimentConfig,
+    cache: &Path,
+    device: &Device,
+) -> Result<(Backbone, Option<PathBuf>), ConfigError> {
+    use crate::arch::Arch;
+    let path = match (&cfg.model.path, cfg.model.arch) {
+        (Some(p), _) => p.clone(),
+        (None, Arch::MinilmL6) => {
+            assets::ensure(cache, "minilm").map_err(|e| ConfigError::invalid("model.path", e.to_string()))?
+        }
+        (None, Arch::Dinov2S14) => assets::ensure(cache, "dinov2")
+            .map_err(|e| ConfigError::invalid("model.path", e.to_string()))?
+            .join("vit_s_focus.onnx"),
+        (None, other) => {
+            return Err(ConfigError::invalid("model.path", format!("{other} needs a checkpoint directory")));
+        }
+    };
+    if !path.exists() {
+        return Err(ConfigError::invalid("model.path", format!("{} does not exist", path.display())));
+    }
+    let backbone = if path.is_file() && path.extension().is_some_and(|e| e == "onnx") {
+        load_dinov2_onnx(&path, device).map_err(model_err)?
+    } else {
+        load_hf_dir(&path, device).map_err(model_err)?
+    };
+    let g = cfg.geometry()?;
+    let s = &backbone.spec;
+    if (s.hidden, s.layers, s.intermediate) != (g.hidden, g.layers, g.intermediate) {
+        return Err(ConfigError::invalid(
+            "model.arch",
+            format!(
+                "{} expects hidden {} / {} layers / MLP {}, but {} has {} / {} / {}",
+                cfg.model.arch,
+                g.hidden,
+                g.layers,
+                g.intermediate,
+                path.display(),
+                s.hidden,
+                s.layers,
+                s.intermediate
+            ),
+        ));
+    }
+    let tokenizer = s
+        .is_text()
+        .then(|| if path.is_dir() { path.clone() } else { path.parent().map(Path::to_path_buf).unwrap_or_default() });
+    Ok((backbone, tokenizer))
+}
+
+/// The per-round controller: a fixed ratio or the Lyapunov controller.
+enum Control {
+    Fixed(f64),
+    Lyapunov(LyapunovController),
+}
+
+impl Experiment {
+    /// Validates the config and prepares everything a run needs.
+    pub fn prepare(cfg: &ExperimentConfig, cache: &Path) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        cfg.validate_run()?;
+        let device = parse_device(&cfg.training.device).map_err(model_err)?;
+        let planner = Planner::new(cfg)?;
+        let rank = match cfg.controller.kind {
+            ControllerKind::Tsfa => planner.offline.best_rank,
+            ControllerKind::Osfa | ControllerKind::Fixed => cfg.lora.rank,
+        };
+        let (backbone, tokenizer) = load_backbone(cfg, cache, &device)?;
+        let plan = adapter_plan(&backbone.spec, rank, cfg.lora.alpha, &cfg.lora.targets, cfg.lora.layers.as_deref())
+            .map_err(model_err)?;
+        let task = load_task(cfg, cache, tokenizer.as_deref())?;
+        let sparsifier = build(cfg.method.name, cfg.method.options);
+        Ok(Experiment { cfg: cfg.clone(), device, backbone, plan, task, planner, rank, sparsifier })
+    }
+
+    fn fresh_state(&self) -> Result<RunState, ConfigError> {
+        let global = LoraState::init_gaussian(&self.plan.shapes, self.cfg.seed)
+            .map_err(|e| ConfigError::invalid("lora", e.to_string()))?;
+        let head = Head::init(self.backbone.spec.hidden, self.task.classes.len(), self.cfg.seed);
+        Ok(RunState {
+            next_round: 0,
+            global,
+            head,
+            memories: BTreeMap::new(),
+            meta: Meta { rank: self.rank, config_hash: self.config_hash(), ..Default::default() },
+        })
+    }
+
+    fn config_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.cfg.to_toml().hash(&mut h);
+        h.finish()
+    }
+
+    fn settings(&self) -> TrainSettings {
+        let t = &self.cfg.training;
+        TrainSettings {
+            lr: t.lr,
+            weight_decay: t.weight_decay,
+            epsilon: t.epsilon,
+            orthogonality: self.cfg.orthogonality(),
+            pooling: t.pooling,
+        }
+    }
+
+    /// Accuracy and loss of the given global model on the test set.
+    pub fn evaluate(&self, global: &LoraState, head: &Head) -> Result<(f64, f64), ConfigError> {
+        let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
+        let n = self.task.test_labels.len();
+        let bs = self.cfg.training.eval_batch;
+        let batches = (0..n).step_by(bs).map(|s| {
+            let idx: Vec<usize> = (s..(s + bs).min(n)).collect();
+            (self.task.test.batch(&idx, &self.device, None), &self.task.test_labels[s..(s + bs).min(n)])
+        });
+        evaluate(&self.backbone, &ad, &self.plan, batches, self.cfg.training.pooling).map_err(model_err)
+    }
+
+    /// Local training of one client from the global model.
+    fn train_client(
+        &self,
+        client: usize,
+        round: u64,
+        global: &LoraState,
+        head: &Head,
+    ) -> Result<(LoraState, Head, f64), ConfigError> {
+        let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
+        let own = &self.task.partition.clients[client];
+        let bs = self.cfg.training.batch_size;
+        let mut order = Vec::with_capacity(own.len() * self.cfg.training.local_epochs);
+        for epoch in 0..self.cfg.training.local_epochs {
+            let mut idx = own.clone();
+            idx.shuffle(&mut stream(self.cfg.seed, Purpose::Batches, &[round, client as u64, epoch as u64]));
+            order.extend(idx.chunks(bs).map(<[usize]>::to_vec));
+        }
+        let augment = self.cfg.data.augment;
+        let labels: Vec<Vec<u32>> =
+            order.iter().map(|b| b.iter().map(|&i| self.task.train_labels[i]).collect()).collect();
+        let batches = order.iter().zip(&labels).enumerate().map(|(k, (idx, l))| {
+            let key = augment.then_some((self.cfg.seed, round, (client as u64) << 20 | k as u64));
+            (self.task.train.batch(idx, &self.device, key), l.as_slice())
+        });
+        let (ad, loss) = train_steps(&self.backbone, ad, &self.plan, batches, &self.settings()).map_err(model_err)?;
+        Ok((ad.to_state(&self.plan.shapes).map_err(model_err)?, ad.head(), loss))
+    }
+
+    /// Runs (or resumes) the experiment, calling `on_round` after each round.
+    pub fn run(&self, opts: &RunOptions, mut on_round: impl FnMut(&RoundRecord)) -> Result<Summary, ConfigError> {
+        let out = &opts.out_dir;
+        std::fs::create_dir_all(out).map_err(|e| ConfigError::invalid("output", format!("{}: {e}", out.display())))?;
+        let mut state = match (opts.resume, checkpoint::load(out, &self.plan.shapes)?) {
+            (true, Some(st)) => {
+                if st.meta.config_hash != self.config_hash() {
+                    return Err(ConfigError::invalid(
+                        "--resume",
+                        format!("{} was written by a different config", out.display()),
+                    ));
+                }
+                st
+            }
+            (true, None) => self.fresh_state()?,
+            (false, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "--out",
+                    format!(
+                        "{} already holds a run; pass --resume to continue it or choose another directory",
+                        out.display()
+                    ),
+                ));
+            }
+            (false, None) => self.fresh_state()?,
+        };
+        checkpoint::write_atomic(&out.join("config.toml"), self.cfg.to_toml().as_bytes())?;
+        let hist = serde_json::json!({"classes": self.task.classes, "clients": self.task.partition.histograms});
+        checkpoint::write_atomic(&out.join("partition.json"), hist.to_string().as_bytes())?;
+        let metrics_path = out.join("metrics.jsonl");
+        let clients_path = out.join("clients.jsonl");
+        truncate_jsonl(&metrics_path, state.next_round)?;
+        truncate_jsonl(&clients_path, state.next_round)?;
+        let mut metrics = append(&metrics_path)?;
+        let mut clients_log = append(&clients_path)?;
+
+        let cfg = &self.cfg;
+        let w = &cfg.wireless;
+        let bit_model = BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead };
+        let numel = LoraState::numel(&state.global);
+        let dense_bits = bit_model.paper_bits(numel, numel) as f64;
+        let mut control = match cfg.controller.kind {
+            ControllerKind::Fixed => Control::Fixed(cfg.controller.rho),
+            _ => {
+                let mut c = self.planner.controller()?;
+                c.queue = state.meta.queue;
+                Control::Lyapunov(c)
+            }
+        };
+        let ef = cfg.method.error_feedback();
+        let mode = cfg.method.feedback_mode;
+        let total_rounds = cfg.rounds.total;
+        let end = opts.stop_after.map_or(total_rounds, |s| s.min(total_rounds));
+        for round in state.next_round..end {
+            let t_round = Instant::now();
+            let mut split = TimeSplit::default();
+            let scheduled = sample_clients(cfg.seed, round, cfg.clients.total, cfg.clients.per_round)
+                .map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
+            let channels = self.planner.cell.round_snr(cfg.seed, round, &scheduled);
+            let snr: Vec<f64> = channels.iter().map(|c| c.snr).collect();
+            let a_t = dense_round_delay(w.rate_model, dense_bits, &snr, w.bandwidth_hz).map_err(ConfigError::from)?;
+            let rho = match &control {
+                Control::Fixed(r) => *r,
+                Control::Lyapunov(c) => c.choose(a_t),
+            };
+            let drop = DropRatio::new(rho).map_err(|e| ConfigError::invalid("controller.rho", e.to_string()))?;
+
+            let mut locals = Vec::new();
+            let mut heads = Vec::new();
+            let mut uploads = Vec::new();
+            let mut records = Vec::new();
+            for &client in &scheduled {
+                let t = Instant::now();
+                let (local, head_i, loss) = self.train_client(client, round, &state.global, &state.head)?;
+                split.train_s += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let memory = if ef { state.memories.get(&client) } else { None };
+                let u = compensate(mode, &local, &state.global, memory)
+                    .map_err(|e| ConfigError::invalid("method", e.to_string()))?;
+                let input =
+                    SelectInput { update: &u, local: &local, rho: drop, seed: cfg.seed, round, client: client as u64 };
+                let sel = self.sparsifier.select(&input).map_err(|e| ConfigError::invalid("method", e.to_string()))?;
+                let sent = SparseUpdate::gather(&u, &sel).map_err(|e| ConfigError::invalid("method", e.to_string()))?;
+                if ef {
+                    state.memories.insert(
+                        client,
+                        residual(&u, &sent).map_err(|e| ConfigError::invalid("method", e.to_string()))?,
+                    );
+                }
+                // What crosses the uplink, and what the server accepts: the encoded, validated message.
+                let bytes = encode(round as u32, client as u32, &self.plan.shapes, &sent)
+                    .map_err(|e| ConfigError::invalid("method", e.to_string()))?;
+                let received = decode(&bytes, &self.plan.shapes)
+                    .map_err(|e| ConfigError::invalid("upload", e.to_string()))?
+                    .update;
+                let cost = UploadCost {
+                    entries: received.nnz() as u64,
+                    paper_bits: bit_model.paper_bits(received.nnz(), numel),
+                    encoded_bits: 8 * bytes.len() as u64,
+                };
+                split.sparsify_s += t.elapsed().as_secs_f64();
+                records.push((client, self.task.partition.clients[client].len(), cost, loss));
+                locals.push(local);
+                heads.push(head_i);
+                uploads.push(received);
+            }
+
+            // The uplink: bandwidth split over this round's payloads, per-client delays, the slowest decides.
+            let bits: Vec<f64> = records
+                .iter()
+                .map(|r| match w.payload {
+                    PayloadSize::Paper => r.2.paper_bits as f64,
+                    PayloadSize::Encoded => r.2.encoded_bits as f64,
+                })
+                .collect();
+            let shares =
+                allocate(w.bandwidth_rule, w.rate_model, &bits, &snr, w.bandwidth_hz).map_err(ConfigError::from)?;
+            let delay_each = delays(w.rate_model, &bits, &shares, &snr, w.bandwidth_hz);
+            let cap = cfg.rounds.outage_delay_s;
+            let kept: Vec<usize> = (0..scheduled.len()).filter(|&i| cap.is_none_or(|c| delay_each[i] <= c)).collect();
+            let round_delay = match cap {
+                Some(c) if kept.len() < scheduled.len() => c,
+                _ => delay_each.iter().cloned().fold(0.0, f64::max),
+            };
+
+            let t = Instant::now();
+            let sizes: Vec<usize> = records.iter().map(|r| r.1).collect();
+            let all_w = weights(&sizes).map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
+            let local_refs: Vec<&LoraState> = locals.iter().collect();
+            let covariance =
+                covariance_norm(&local_refs, &all_w).map_err(|e| ConfigError::invalid("aggregation", e.to_string()))?;
+            if !kept.is_empty() {
+                let kw = weights(&kept.iter().map(|&i| sizes[i]).collect::<Vec<_>>())
+                    .map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
+                let ups: Vec<&SparseUpdate> = kept.iter().map(|&i| &uploads[i]).collect();
+                match mode {
+                    FeedbackMode::Delta => apply_deltas(&mut state.global, &ups, &kw),
+                    FeedbackMode::Model => average_sparse_models(&state.global, &ups, &kw).map(|g| state.global = g),
+                }
+                .map_err(|e| ConfigError::invalid("aggregation", e.to_string()))?;
+                let mut hw = vec![0.0f64; state.head.weight.len()];
+                let mut hb = vec![0.0f64; state.head.bias.len()];
+                for (&i, &p) in kept.iter().zip(&kw) {
+                    for (acc, (x, g)) in hw.iter_mut().zip(heads[i].weight.iter().zip(&state.head.weight)) {
+                        *acc += p * (*x - *g) as f64;
+                    }
+                    for (acc, (x, g)) in hb.iter_mut().zip(heads[i].bias.iter().zip(&state.head.bias)) {
+                        *acc += p * (*x - *g) as f64;
+                    }
+                }
+                for (g, d) in state.head.weight.iter_mut().zip(hw) {
+                    *g = (*g as f64 + d) as f32;
+                }
+                for (g, d) in state.head.bias.iter_mut().zip(hb) {
+                    *g = (*g as f64 + d) as f32;
+                }
+            }
+            split.aggregate_s += t.elapsed().as_secs_f64();
+            if let Control::Lyapunov(c) = &mut control {
+                c.observe(round_delay);
+                state.meta.queue = c.queue;
+            }
+            for (i, r) in records.iter().enumerate() {
+                if kept.contains(&i) {
+                    state.meta.ledger.record(r.2);
+                }
+            }
+            state.meta.delay_sum_s += round_delay;
+
+            let last = round + 1 == total_rounds;
+            let (mut acc, mut test_loss) = (None, None);
+            if last || (round + 1) % cfg.rounds.eval_every == 0 {
+                let t = Instant::now();
+                let (a, l) = self.evaluate(&state.global, &state.head)?;
+                split.eval_s += t.elapsed().as_secs_f64();
+                acc = Some(a);
+                test_loss = Some(l);
+                state.meta.last_accuracy = acc;
+                state.meta.last_test_loss = test_loss;
+            }
+            let wall = t_round.elapsed().as_secs_f64();
+            split.other_s = (wall - split.train_s - split.sparsify_s - split.aggregate_s - split.eval_s).max(0.0);
+            state.meta.wall_s += wall;
+            let kept_loss: Vec<f64> = records.iter().map(|r| r.3).collect();
+            let rec = RoundRecord {
+                round,
+                method: cfg.method.name.to_string(),
+                controller: format!("{:?}", cfg.controller.kind).to_lowercase(),
+                rank: self.rank,
+                rho,
+                dense_delay_s: a_t,
+                delay_s: round_delay,
+                avg_delay_s: state.meta.delay_sum_s / (round + 1) as f64,
+                queue: state.meta.queue,
+                uplink_bits_paper: kept.iter().map(|&i| records[i].2.paper_bits).sum(),
+                uplink_bits_encoded: kept.iter().map(|&i| records[i].2.encoded_bits).sum(),
+                kept_entries: kept.iter().map(|&i| records[i].2.entries).sum(),
+                clients: scheduled.clone(),
+                dropped: scheduled.len() - kept.len(),
+                covariance,
+                train_loss: kept_loss.iter().sum::<f64>() / kept_loss.len().max(1) as f64,
+                test_accuracy: acc,
+                test_loss,
+                wall_s: wall,
+                time: split,
+            };
+            writeln!(metrics, "{}", serde_json::to_string(&rec).expect("record"))
+                .map_err(|e| ConfigError::invalid("output", e.to_string()))?;
+            for (i, r) in records.iter().enumerate() {
+                let c = ClientRecord {
+                    round,
+                    client: r.0,
+                    samples: r.1,
+                    fading: channels[i].fading,
+                    snr_db: 10.0 * channels[i].snr.log10(),
+                    bandwidth_share: shares[i],
+                    kept_entries: r.2.entries,
+                    bits_paper: r.2.paper_bits,
+                    bits_encoded: r.2.encoded_bits,
+                    delay_s: delay_each[i],
+                    train_loss: r.3,
+                    dropped: !kept.contains(&i),
+                };
+                writeln!(clients_log, "{}", serde_json::to_string(&c).expect("record"))
+                    .map_err(|e| ConfigError::invalid("output", e.to_string()))?;
+            }
+            metrics.flush().map_err(|e| ConfigError::invalid("output", e.to_string()))?;
+            clients_log.flush().map_err(|e| ConfigError::invalid("output", e.to_string()))?;
+            state.next_round = round + 1;
+            if last || state.next_round % cfg.rounds.checkpoint_every == 0 || opts.stop_after == Some(state.next_round)
+            {
+                checkpoint::save(out, &state)?;
+            }
+            on_round(&rec);
+        }
+        let summary = Summary {
+            name: cfg.name.clone(),
+            method: cfg.method.name.to_string(),
+            controller: format!("{:?}", cfg.controller.kind).to_lowercase(),
+            rounds: state.next_round,
+            completed: state.next_round == total_rounds,
+            num_classes: self.task.classes.len(),
+            rank: self.rank,
+            final_test_accuracy: state.meta.last_accuracy.unwrap_or(f64::NAN),
+            final_test_loss: state.meta.last_test_loss.unwrap_or(f64::NAN),
+            avg_delay_s: state.meta.delay_sum_s / state.next_round.max(1) as f64,
+            latency_budget_s: self.planner.link.tau_bar,
+            uplink_bits_paper: state.meta.ledger.paper_bits,
+            uplink_bits_encoded: state.meta.ledger.encoded_bits,
+            uploads: state.meta.ledger.uploads,
+            wall_s: state.meta.wall_s,
+            out_dir: out.display().to_string(),
+        };
+        checkpoint::write_atomic(
+            &out.join("summary.json"),
+            serde_json::to_string_pretty(&summary).expect("summary").as_bytes(),
+        )?;
+        Ok(summary)
+    }
+}
+
+fn append(path: &Path) -> Result<std::fs::File, ConfigError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ConfigError::invalid("output", format!("{}: {e}", path.display())))
+}
+
+/// Keeps only the lines of rounds before `next_round` (what the checkpoint covers).
+fn truncate_jsonl(path: &Path, next_round: u64) -> Result<(), ConfigError> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid("output", format!("{}: {e}", path.display())))?;
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("round").and_then(serde_json::Value::as_u64))
+                .is_some_and(|r| r < next_round)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(path, kept.as_bytes())
+}

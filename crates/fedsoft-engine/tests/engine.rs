@@ -1,0 +1,284 @@
+//! The round engine end to end on a tiny BERT checkpoint and a small text task written by the test.
+
+use fedsoft_core::budget::{DropRatio, total_budget};
+use fedsoft_engine::ExperimentConfig;
+use fedsoft_engine::engine::{Experiment, RunOptions};
+use fedsoft_engine::metrics::RoundRecord;
+use fedsoft_model::load::random_checkpoint;
+use fedsoft_model::spec::{EncoderSpec, Family};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use std::path::{Path, PathBuf};
+
+const WORDS: [&str; 16] = [
+    "alpha", "beta", "gamma", "delta", "red", "green", "blue", "black", "one", "two", "three", "four", "sun", "moon",
+    "star", "sky",
+];
+
+/// A 2-layer BERT (hidden 16) in HF layout with a WordPiece vocabulary, and a 4-class text task whose class
+/// is the group of words a sentence is made of.
+fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    let model = dir.join("tiny-bert");
+    std::fs::create_dir_all(&model).unwrap();
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
+    vocab.extend(WORDS.iter().map(|s| s.to_string()));
+    std::fs::write(model.join("vocab.txt"), vocab.join("\n")).unwrap();
+    let spec = EncoderSpec {
+        family: Family::Bert,
+        hidden: 16,
+        layers: 2,
+        heads: 2,
+        intermediate: 32,
+        eps: 1e-12,
+        vocab: vocab.len(),
+        max_positions: 16,
+        type_vocab: 2,
+        patch: 0,
+        pos_grid: 0,
+        channels: 0,
+    };
+    std::fs::write(
+        model.join("config.json"),
+        format!(
+            r#"{{"model_type":"bert","hidden_size":16,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":32,"vocab_size":{},"max_position_embeddings":16,"type_vocab_size":2}}"#,
+            vocab.len()
+        ),
+    )
+    .unwrap();
+    let map = random_checkpoint(&spec, 7);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = map
+        .tensors
+        .iter()
+        .map(|(k, (s, v))| (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView)> =
+        bytes.iter().map(|(k, s, b)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
+
+    let data = dir.join("task.csv");
+    let mut csv = String::from("label,text\n");
+    for i in 0..240usize {
+        let class = i % 4;
+        let words: Vec<&str> = (0..5).map(|j| WORDS[class * 4 + (i * 7 + j * 3) % 4]).collect();
+        csv += &format!("c{class},{}\n", words.join(" "));
+    }
+    std::fs::write(&data, csv).unwrap();
+    (model, data)
+}
+
+fn config(model: &Path, data: &Path, extra: &[&str]) -> ExperimentConfig {
+    let text = format!(
+        r#"
+name = "tiny"
+seed = 3
+[model]
+arch = "custom"
+hidden = 16
+layers = 2
+intermediate = 32
+path = "{}"
+[lora]
+rank = 2
+targets = ["query", "value"]
+[clients]
+total = 8
+per_round = 3
+[data]
+dataset = "csv-text"
+path = "{}"
+max_len = 8
+test_fraction = 0.25
+[training]
+batch_size = 8
+lr = 5e-3
+[rounds]
+total = 4
+eval_every = 2
+checkpoint_every = 2
+[tsfa]
+candidate_ranks = [1, 2, 4]
+latency_budget = {{ rank = 2, rho = 0.75 }}
+[tsfa.bound]
+max_rank = 8
+"#,
+        model.display(),
+        data.display()
+    );
+    let o: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    ExperimentConfig::from_toml(&text, "tiny.toml", &o).unwrap()
+}
+
+fn run(cfg: &ExperimentConfig, out: &Path, resume: bool, stop_after: Option<u64>) -> Vec<RoundRecord> {
+    let exp = Experiment::prepare(cfg, Path::new("/nonexistent-cache")).unwrap();
+    let opts =
+        RunOptions { out_dir: out.to_path_buf(), resume, cache: PathBuf::from("/nonexistent-cache"), stop_after };
+    exp.run(&opts, |_| {}).unwrap();
+    read_metrics(out)
+}
+
+fn read_metrics(out: &Path) -> Vec<RoundRecord> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The records without wall-clock timings, which legitimately differ between runs.
+fn comparable(v: &[RoundRecord]) -> Vec<RoundRecord> {
+    v.iter().map(|r| RoundRecord { wall_s: 0.0, time: Default::default(), ..r.clone() }).collect()
+}
+
+#[test]
+fn every_method_and_controller_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    for method in ["soft", "flasc", "rlora", "hetlora", "fedlodrop", "ilora", "svd"] {
+        for controller in ["fixed", "tsfa", "osfa"] {
+            let cfg = config(
+                &model,
+                &data,
+                &[&format!("method.name=\"{method}\""), &format!("controller.kind=\"{controller}\"")],
+            );
+            let out = tmp.path().join(format!("{method}-{controller}"));
+            let recs = run(&cfg, &out, false, None);
+            assert_eq!(recs.len(), 4);
+            let exp_rank = if controller == "tsfa" { recs[0].rank } else { 2 };
+            let shapes = cfg.lora_shapes(exp_rank).unwrap();
+            let mut queue = 0.0f64;
+            let plan = fedsoft_engine::plan::Planner::new(&cfg).unwrap();
+            for r in &recs {
+                assert_eq!(r.method, method);
+                assert_eq!(r.clients.len(), 3);
+                assert!(r.covariance.is_finite() && r.train_loss.is_finite());
+                // Exact budgets: every upload keeps what its method promises.
+                let rho = DropRatio::new(r.rho).unwrap();
+                let per_client = match method {
+                    "ilora" => shapes.iter().map(|s| s.numel()).sum::<usize>(),
+                    "fedlodrop" => shapes
+                        .iter()
+                        .map(|s| fedsoft_core::sparsify::fedlodrop_components(s.r, rho) * s.component_len())
+                        .sum(),
+                    _ => total_budget(&shapes, rho),
+                };
+                assert_eq!(r.kept_entries as usize, 3 * per_client, "{method}/{controller} round {}", r.round);
+                assert_eq!(r.uplink_bits_paper, 32 * r.kept_entries);
+                assert!(r.uplink_bits_encoded > 0);
+                // The queue follows Eq. (30) for the online controllers.
+                if controller != "fixed" {
+                    queue = (queue + r.delay_s - plan.link.tau_bar).max(0.0);
+                    assert!((r.queue - queue).abs() < 1e-9, "queue {} vs {queue}", r.queue);
+                    assert!(r.rho >= 0.5 - 1e-12 && r.rho <= 0.99 + 1e-12);
+                } else {
+                    assert_eq!(r.rho, 0.75);
+                }
+                assert!(
+                    (r.delay_s - r.dense_delay_s * (1.0 - r.rho)).abs() < 0.05 * r.dense_delay_s
+                        || method == "ilora"
+                        || method == "fedlodrop"
+                );
+            }
+            assert!(
+                recs[1].test_accuracy.is_some() && recs[3].test_accuracy.is_some() && recs[0].test_accuracy.is_none()
+            );
+            let summary: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+            for key in [
+                "final_test_accuracy",
+                "num_classes",
+                "rounds",
+                "wall_s",
+                "rank",
+                "avg_delay_s",
+                "uplink_bits_paper",
+                "uplink_bits_encoded",
+            ] {
+                assert!(summary.get(key).is_some(), "summary lacks {key}");
+            }
+            let clients = std::fs::read_to_string(out.join("clients.jsonl")).unwrap();
+            assert_eq!(clients.lines().count(), 12);
+            assert!(out.join("config.toml").is_file() && out.join("checkpoint.json").is_file());
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_metrics_and_methods_share_clients_and_channels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let a = run(&config(&model, &data, &[]), &tmp.path().join("a"), false, None);
+    let b = run(&config(&model, &data, &[]), &tmp.path().join("b"), false, None);
+    assert_eq!(comparable(&a), comparable(&b));
+    let c = run(&config(&model, &data, &["method.name=\"flasc\""]), &tmp.path().join("c"), false, None);
+    for (x, y) in a.iter().zip(&c) {
+        assert_eq!(x.clients, y.clients);
+        assert_eq!(x.dense_delay_s, y.dense_delay_s);
+    }
+    let ca = std::fs::read_to_string(tmp.path().join("a/clients.jsonl")).unwrap();
+    let cc = std::fs::read_to_string(tmp.path().join("c/clients.jsonl")).unwrap();
+    let fading = |s: &str| -> Vec<f64> {
+        s.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fading"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(fading(&ca), fading(&cc));
+}
+
+#[test]
+fn resume_after_interruption_equals_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["rounds.checkpoint_every=1"]);
+    let whole = run(&cfg, &tmp.path().join("whole"), false, None);
+    let part = tmp.path().join("part");
+    let first = run(&cfg, &part, false, Some(3));
+    assert_eq!(first.len(), 3);
+    // A crash after the checkpoint but mid-way through the next round's logging: a stray line is dropped.
+    std::fs::write(
+        part.join("metrics.jsonl"),
+        std::fs::read_to_string(part.join("metrics.jsonl")).unwrap() + "{\"round\":3,\"partial\":true}\n",
+    )
+    .unwrap();
+    let resumed = run(&cfg, &part, true, None);
+    assert_eq!(comparable(&resumed), comparable(&whole));
+    let s_whole: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("whole/summary.json")).unwrap()).unwrap();
+    let s_part: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(part.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s_whole["final_test_accuracy"], s_part["final_test_accuracy"]);
+    assert_eq!(s_whole["uplink_bits_encoded"], s_part["uplink_bits_encoded"]);
+    // Without --resume an existing run is not overwritten.
+    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+    let opts = RunOptions { out_dir: part.clone(), resume: false, cache: PathBuf::from("/x"), stop_after: None };
+    assert!(exp.run(&opts, |_| {}).unwrap_err().to_string().contains("--resume"));
+}
+
+#[test]
+fn bad_configs_fail_before_training_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let text = std::fs::read_to_string(tmp.path().join("task.csv")).unwrap();
+    assert!(!text.is_empty());
+    let try_cfg = |o: &[&str]| -> String {
+        let base = config(&model, &data, &[]);
+        let toml = base.to_toml();
+        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        match ExperimentConfig::from_toml(&toml, "tiny.toml", &o) {
+            Err(e) => e.to_string(),
+            Ok(c) => Experiment::prepare(&c, Path::new("/nonexistent-cache"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        }
+    };
+    for (o, want) in [
+        ("method.name=\"topk\"", "unknown variant `topk`"),
+        ("lora.rank=17", "lora.rank"),
+        ("clients.per_round=9", "clients.per_round"),
+        ("data.path=\"/no/such/file.csv\"", "data.path"),
+        ("controller.rho=1.0", "controller.rho"),
+        ("training.device=\"tpu\"", "training.device"),
+        ("rounds.total=0", "rounds"),
+    ] {
+        let e = try_cfg(&[o]);
+        assert!(e.contains(want), "{o}: {e}");
+    }
+}
