@@ -444,6 +444,16 @@ impl Experiment {
             }
             on_round(&rec);
         }
+        if state.next_round == total_rounds {
+            let base = cfg.model.path.as_ref().map_or_else(|| cfg.model.arch.to_string(), |p| p.display().to_string());
+            let info = crate::export::ExportInfo {
+                base_model: &base,
+                alpha: cfg.lora.alpha,
+                pooling: cfg.training.pooling,
+                classes: &self.task.classes,
+            };
+            crate::export::export_peft(&out.join("adapter"), &state.global, &state.head, &info)?;
+        }
         let summary = Summary {
             name: cfg.name.clone(),
             method: cfg.method.name.to_string(),

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod export;
 pub mod metrics;
 pub mod plan;
 

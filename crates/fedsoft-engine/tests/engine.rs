@@ -282,3 +282,21 @@ fn bad_configs_fail_before_training_naming_the_field() {
         assert!(e.contains(want), "{o}: {e}");
     }
 }
+
+#[test]
+fn the_exported_adapter_reloads_with_the_same_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["controller.kind=\"fixed\""]);
+    let out = tmp.path().join("run");
+    let recs = run(&cfg, &out, false, None);
+    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+    let (state, head) = fedsoft_engine::export::import_peft(&out.join("adapter"), &exp.plan.shapes).unwrap();
+    let (acc, _) = exp.evaluate(&state, &head).unwrap();
+    assert_eq!(Some(acc), recs.last().unwrap().test_accuracy);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 2);
+    assert_eq!(config["target_modules"][0], "encoder.layer.0.attention.self.query");
+}

@@ -1,0 +1,122 @@
+//! The global adapter as a PEFT directory, so a Python user can load it onto the same base model with
+//! `PeftModel.from_pretrained(AutoModel.from_pretrained(base), dir)`:
+//! - `adapter_model.safetensors`: `base_model.model.<module>.lora_A.weight` (`[r, in]`) and `.lora_B.weight`
+//!   (`[out, r]`) for every adapted module, under the base model's own module paths;
+//! - `adapter_config.json`: `peft_type = "LORA"`, `r`, `lora_alpha`, the exact module paths as
+//!   `target_modules`, `init_lora_weights = "gaussian"`;
+//! - `head.safetensors` (`weight: [classes, hidden]`, `bias`) and `head.json` (pooling, class names): the
+//!   classification head, which PEFT does not know about.
+
+use crate::checkpoint::write_atomic;
+use crate::config::ConfigError;
+use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
+use fedsoft_model::adapters::Head;
+use fedsoft_model::backbone::Pooling;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+fn err(path: &Path, e: impl ToString) -> ConfigError {
+    ConfigError::Invalid { field: "export".into(), detail: format!("{}: {}", path.display(), e.to_string()) }
+}
+
+fn bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn key(module: &str, factor: &str) -> String {
+    format!("base_model.model.{module}.lora_{factor}.weight")
+}
+
+/// Everything the export needs.
+pub struct ExportInfo<'a> {
+    pub base_model: &'a str,
+    pub alpha: f64,
+    pub pooling: Pooling,
+    pub classes: &'a [String],
+}
+
+/// Writes the PEFT directory `dir`.
+pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo<'_>) -> Result<(), ConfigError> {
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let mut owned = Vec::new();
+    for (s, f) in state.shapes.iter().zip(&state.modules) {
+        owned.push((key(&s.name, "A"), vec![s.r, s.k], bytes(&f.a)));
+        owned.push((key(&s.name, "B"), vec![s.d, s.r], bytes(&f.b)));
+    }
+    let write = |name: &str, owned: &[(String, Vec<usize>, Vec<u8>)]| -> Result<(), ConfigError> {
+        let views: Vec<(String, TensorView)> = owned
+            .iter()
+            .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("sizes")))
+            .collect();
+        let data = safetensors::serialize(views, None).map_err(|e| err(dir, e))?;
+        write_atomic(&dir.join(name), &data)
+    };
+    write("adapter_model.safetensors", &owned)?;
+    let r = state.shapes.first().map_or(0, |s| s.r);
+    let config = serde_json::json!({
+        "peft_type": "LORA",
+        "base_model_name_or_path": info.base_model,
+        "r": r,
+        "lora_alpha": info.alpha,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "init_lora_weights": "gaussian",
+        "target_modules": state.shapes.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "task_type": null,
+    });
+    write_atomic(&dir.join("adapter_config.json"), serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
+    // torch Linear layout: [classes, hidden].
+    let mut w = vec![0.0f32; head.weight.len()];
+    for i in 0..head.hidden {
+        for c in 0..head.classes {
+            w[c * head.hidden + i] = head.weight[i * head.classes + c];
+        }
+    }
+    write(
+        "head.safetensors",
+        &[
+            ("weight".into(), vec![head.classes, head.hidden], bytes(&w)),
+            ("bias".into(), vec![head.classes], bytes(&head.bias)),
+        ],
+    )?;
+    let meta = serde_json::json!({"pooling": info.pooling, "classes": info.classes, "hidden": head.hidden});
+    write_atomic(&dir.join("head.json"), serde_json::to_string_pretty(&meta).expect("json").as_bytes())
+}
+
+/// Reads a PEFT directory written by [`export_peft`] back for the modules `shapes`.
+pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Head), ConfigError> {
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(&dir.join(name), e));
+    let adapter = read("adapter_model.safetensors")?;
+    let st = SafeTensors::deserialize(&adapter).map_err(|e| err(dir, e))?;
+    let get = |st: &SafeTensors, name: &str, shape: &[usize]| -> Result<Vec<f32>, ConfigError> {
+        let t = st.tensor(name).map_err(|_| err(dir, format!("missing tensor {name}")))?;
+        if t.shape() != shape || t.dtype() != Dtype::F32 {
+            return Err(err(dir, format!("tensor {name} is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+        }
+        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect())
+    };
+    let modules = shapes
+        .iter()
+        .map(|s| {
+            Ok(ModuleFactors {
+                b: get(&st, &key(&s.name, "B"), &[s.d, s.r])?,
+                a: get(&st, &key(&s.name, "A"), &[s.r, s.k])?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let state = LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| err(dir, e))?;
+    let head_bytes = read("head.safetensors")?;
+    let hs = SafeTensors::deserialize(&head_bytes).map_err(|e| err(dir, e))?;
+    let shape = hs.tensor("weight").map_err(|_| err(dir, "head.safetensors lacks weight"))?.shape().to_vec();
+    let (classes, hidden) = (shape[0], shape[1]);
+    let w = get(&hs, "weight", &[classes, hidden])?;
+    let mut weight = vec![0.0f32; w.len()];
+    for c in 0..classes {
+        for i in 0..hidden {
+            weight[i * classes + c] = w[c * hidden + i];
+        }
+    }
+    Ok((state, Head { hidden, classes, weight, bias: get(&hs, "bias", &[classes])? }))
+}
