@@ -71,13 +71,10 @@ pub fn load_brown(dir: &Path, labels: BrownLabels, sentences: usize, min_tokens:
     if sentences == 0 {
         return Err(DataError::invalid("data.sentences_per_sample", "must be at least 1"));
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut files: Vec<(String, std::path::PathBuf)> = entries
-        .filter_map(Result::ok)
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(n, _)| n.len() == 4 && n.starts_with('c') && n[2..].chars().all(|c| c.is_ascii_digit()))
+    let files: Vec<(String, std::path::PathBuf)> = super::sorted_entries(dir, |p| document_name(p).is_some())?
+        .into_iter()
+        .map(|p| (document_name(&p).expect("kept"), p))
         .collect();
-    files.sort();
     if files.is_empty() {
         return Err(DataError::file(dir, "no Brown documents (files named like ca01) found"));
     }
@@ -109,16 +106,18 @@ pub fn load_brown(dir: &Path, labels: BrownLabels, sentences: usize, min_tokens:
     Ok(set)
 }
 
+/// The file name if it names a Brown document (`c` + genre letter + two digits).
+fn document_name(p: &Path) -> Option<String> {
+    let n = p.file_name()?.to_str()?;
+    (n.len() == 4 && n.starts_with('c') && n[2..].chars().all(|c| c.is_ascii_digit())).then(|| n.to_string())
+}
+
 /// Documents per genre letter in `dir` (the corpus has 500).
 pub fn count_documents(dir: &Path) -> Result<Vec<(char, usize)>, DataError> {
     let mut counts: Vec<(char, usize)> = GENRES.iter().map(|(c, _)| (*c, 0)).collect();
-    for e in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?.filter_map(Result::ok) {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.len() == 4
-            && n.starts_with('c')
-            && n[2..].chars().all(|c| c.is_ascii_digit())
-            && let Some(slot) = counts.iter_mut().find(|(c, _)| Some(*c) == n.chars().nth(1))
-        {
+    for p in super::sorted_entries(dir, |p| document_name(p).is_some())? {
+        let letter = document_name(&p).and_then(|n| n.chars().nth(1));
+        if let Some(slot) = counts.iter_mut().find(|(c, _)| Some(*c) == letter) {
             slot.1 += 1;
         }
     }

@@ -11,13 +11,7 @@ pub fn load_image_folder(root: &Path, size: usize) -> Result<ImageSet, DataError
     if size == 0 {
         return Err(DataError::invalid("data.image_size", "must be positive"));
     }
-    let mut classes: Vec<std::path::PathBuf> = std::fs::read_dir(root)
-        .map_err(|e| DataError::io(root, e))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
+    let classes = super::sorted_entries(root, Path::is_dir)?;
     if classes.is_empty() {
         return Err(DataError::file(root, "no class directories"));
     }
@@ -31,13 +25,7 @@ pub fn load_image_folder(root: &Path, size: usize) -> Result<ImageSet, DataError
     };
     for (label, dir) in classes.iter().enumerate() {
         set.classes.push(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| DataError::io(dir, e))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
+        let files = super::sorted_entries(dir, Path::is_file)?;
         for f in files {
             let img = image::open(&f).map_err(|e| DataError::file(&f, format!("cannot decode image: {e}")))?.to_rgb8();
             let img = image::imageops::resize(&img, size as u32, size as u32, image::imageops::FilterType::Triangle);

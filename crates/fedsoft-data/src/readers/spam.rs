@@ -41,13 +41,7 @@ pub fn subject(headers: &str) -> String {
 /// Reads every group directory under `dir` (the package's `data` folder). A sample's text is its subject and
 /// body; headers are dropped.
 pub fn load_spamassassin(dir: &Path) -> Result<TextSet, DataError> {
-    let mut groups: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    groups.sort();
+    let groups = super::sorted_entries(dir, Path::is_dir)?;
     if groups.is_empty() {
         return Err(DataError::file(dir, "no message group directories (easy-ham-1, spam-1, ...)"));
     }
@@ -62,13 +56,7 @@ pub fn load_spamassassin(dir: &Path) -> Result<TextSet, DataError> {
         } else {
             return Err(DataError::file(&g, "group name says neither ham nor spam"));
         };
-        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&g)
-            .map_err(|e| DataError::io(&g, e))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        files.sort();
+        let files = super::sorted_entries(&g, |p| p.extension().is_some_and(|e| e == "txt"))?;
         for f in files {
             let raw = String::from_utf8_lossy(&read(&f)?).into_owned();
             let (headers, body) = split_message(&raw);
