@@ -99,10 +99,23 @@ fn print_table(rows: &[Summary]) {
     }
 }
 
+/// `runs/<name>`, or `runs/<name>-2`, `-3`, ... when earlier runs are there: without `--out`, a new run never
+/// collides with an old one (and `--resume` needs `--out`, so it always names what it continues).
+fn default_out(name: &str) -> PathBuf {
+    let base = PathBuf::from("runs").join(name);
+    if !base.exists() {
+        return base;
+    }
+    (2..).map(|i| PathBuf::from("runs").join(format!("{name}-{i}"))).find(|p| !p.exists()).expect("a free name")
+}
+
 pub fn run(args: &RunArgs) -> Result<()> {
     let cfg = load_config(args)?;
     let cache = args.cache.clone().unwrap_or_else(assets::default_cache);
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    if args.resume && args.out.is_none() {
+        anyhow::bail!("--resume needs --out DIR: the directory of the run to continue");
+    }
+    let out = args.out.clone().unwrap_or_else(|| default_out(&cfg.name));
     let summary = execute(&cfg, &out, args.resume, &cache, &cfg.method.name.to_string())?;
     print_table(std::slice::from_ref(&summary));
     println!(
@@ -117,7 +130,10 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     let methods: Vec<MethodKind> =
         args.methods.iter().map(|m| m.trim().parse::<MethodKind>()).collect::<Result<_, _>>().context("--methods")?;
     let cache = args.run.cache.clone().unwrap_or_else(assets::default_cache);
-    let out = args.run.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", base.name)));
+    if args.run.resume && args.run.out.is_none() {
+        anyhow::bail!("--resume needs --out DIR: the directory of the comparison to continue");
+    }
+    let out = args.run.out.clone().unwrap_or_else(|| default_out(&format!("{}-compare", base.name)));
     // Validate every variant before training any.
     let mut cfgs = Vec::new();
     for m in &methods {

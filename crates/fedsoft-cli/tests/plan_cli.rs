@@ -65,3 +65,15 @@ fn help_explains_the_commands() {
     assert!(ok);
     assert!(out.contains("offline table") && out.contains("--simulate") && out.contains("--set"), "{out}");
 }
+
+#[test]
+fn run_refuses_resume_without_a_directory_and_bad_configs_before_training() {
+    let (ok, _, err) = fedsoft(&["run", "--resume"]);
+    assert!(!ok && err.contains("--resume needs --out"), "{err}");
+    let (ok, _, err) = fedsoft(&["run", "--set", "method.name=\"topk\""]);
+    assert!(!ok && err.contains("topk"), "{err}");
+    let (ok, _, err) = fedsoft(&["run", "configs/paper-fig3c-vit-b16.toml"]);
+    assert!(!ok && (err.contains("data.path") || err.contains("model.path")), "{err}");
+    let (ok, out, _) = fedsoft(&["run", "--help"]);
+    assert!(ok && out.contains("--resume") && out.contains("metrics.jsonl"), "{out}");
+}
