@@ -207,7 +207,6 @@ pub fn random_checkpoint(spec: &EncoderSpec, seed: u64) -> TensorMap {
         tensors.insert(name, (shape, v));
     };
     let (h, i) = (spec.hidden, spec.intermediate);
-    let w = 1.0 / (h as f32).sqrt();
     match spec.family {
         Family::Bert | Family::DistilBert => {
             put("embeddings.word_embeddings.weight".into(), vec![spec.vocab, h], 0.05, 0.0);
@@ -258,6 +257,5 @@ pub fn random_checkpoint(spec: &EncoderSpec, seed: u64) -> TensorMap {
             put(p("layer_scale2.lambda1"), vec![h], 0.0, 0.1);
         }
     }
-    let _ = w;
     TensorMap { tensors, origin: "random checkpoint".into() }
 }
