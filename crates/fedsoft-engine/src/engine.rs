@@ -286,21 +286,16 @@ impl Experiment {
                 split.train_s += t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let memory = if ef { state.memories.get(&client) } else { None };
-                let u = compensate(mode, &local, &state.global, memory)
-                    .map_err(|e| ConfigError::invalid("method", e.to_string()))?;
+                let u = compensate(mode, &local, &state.global, memory).map_err(method_err)?;
                 let input =
                     SelectInput { update: &u, local: &local, rho: drop, seed: cfg.seed, round, client: client as u64 };
-                let sel = self.sparsifier.select(&input).map_err(|e| ConfigError::invalid("method", e.to_string()))?;
-                let sent = SparseUpdate::gather(&u, &sel).map_err(|e| ConfigError::invalid("method", e.to_string()))?;
+                let sel = self.sparsifier.select(&input).map_err(method_err)?;
+                let sent = SparseUpdate::gather(&u, &sel).map_err(method_err)?;
                 if ef {
-                    state.memories.insert(
-                        client,
-                        residual(&u, &sent).map_err(|e| ConfigError::invalid("method", e.to_string()))?,
-                    );
+                    state.memories.insert(client, residual(&u, &sent).map_err(method_err)?);
                 }
                 // What crosses the uplink, and what the server accepts: the encoded, validated message.
-                let bytes = encode(round as u32, client as u32, &self.plan.shapes, &sent)
-                    .map_err(|e| ConfigError::invalid("method", e.to_string()))?;
+                let bytes = encode(round as u32, client as u32, &self.plan.shapes, &sent).map_err(method_err)?;
                 let received = decode(&bytes, &self.plan.shapes)
                     .map_err(|e| ConfigError::invalid("upload", e.to_string()))?
                     .update;
@@ -349,22 +344,8 @@ impl Experiment {
                     FeedbackMode::Model => average_sparse_models(&state.global, &ups, &kw).map(|g| state.global = g),
                 }
                 .map_err(|e| ConfigError::invalid("aggregation", e.to_string()))?;
-                let mut hw = vec![0.0f64; state.head.weight.len()];
-                let mut hb = vec![0.0f64; state.head.bias.len()];
-                for (&i, &p) in kept.iter().zip(&kw) {
-                    for (acc, (x, g)) in hw.iter_mut().zip(heads[i].weight.iter().zip(&state.head.weight)) {
-                        *acc += p * (*x - *g) as f64;
-                    }
-                    for (acc, (x, g)) in hb.iter_mut().zip(heads[i].bias.iter().zip(&state.head.bias)) {
-                        *acc += p * (*x - *g) as f64;
-                    }
-                }
-                for (g, d) in state.head.weight.iter_mut().zip(hw) {
-                    *g = (*g as f64 + d) as f32;
-                }
-                for (g, d) in state.head.bias.iter_mut().zip(hb) {
-                    *g = (*g as f64 + d) as f32;
-                }
+                let kept_heads: Vec<&Head> = kept.iter().map(|&i| &heads[i]).collect();
+                aggregate_head(&mut state.head, &kept_heads, &kw);
             }
             split.aggregate_s += t.elapsed().as_secs_f64();
             if let Control::Lyapunov(c) = &mut control {
@@ -477,6 +458,28 @@ impl Experiment {
             serde_json::to_string_pretty(&summary).expect("summary").as_bytes(),
         )?;
         Ok(summary)
+    }
+}
+
+/// A sparsifier or feedback step refused its input: reported against the `[method]` section.
+fn method_err(e: fedsoft_core::CoreError) -> ConfigError {
+    ConfigError::invalid("method", e.to_string())
+}
+
+/// `head += sum_i p_i (head_i - head)`, summed in f64 like the LoRA factors.
+fn aggregate_head(head: &mut Head, locals: &[&Head], p: &[f64]) {
+    let mut dw = vec![0.0f64; head.weight.len()];
+    let mut db = vec![0.0f64; head.bias.len()];
+    for (h, &pi) in locals.iter().zip(p) {
+        for (acc, (x, g)) in dw.iter_mut().zip(h.weight.iter().zip(&head.weight)) {
+            *acc += pi * (*x - *g) as f64;
+        }
+        for (acc, (x, g)) in db.iter_mut().zip(h.bias.iter().zip(&head.bias)) {
+            *acc += pi * (*x - *g) as f64;
+        }
+    }
+    for (g, d) in head.weight.iter_mut().zip(dw).chain(head.bias.iter_mut().zip(db)) {
+        *g = (*g as f64 + d) as f32;
     }
 }
 
