@@ -3,6 +3,7 @@
 
 mod fetch_cmd;
 mod plan_cmd;
+mod report_cmd;
 mod run_cmd;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,12 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Run the same experiment once per method, with identical seeds, samples and channels.
     Compare(run_cmd::CompareArgs),
+    /// Draw the figures of one or more runs (PNG and SVG) and a Markdown summary linking them.
+    ///
+    /// Accuracy vs round and vs uplink bits, the sparsification ratio, the delay and its running mean
+    /// against the latency budget, the virtual queue, the covariance of local models, the training loss,
+    /// and the Gram matrices of the final adapter. `run` and `compare` draw it themselves when they finish.
+    Report(report_cmd::ReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => fetch_cmd::run(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Compare(args) => run_cmd::compare(&args),
+        Command::Report(args) => report_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -69,10 +69,13 @@ fn on_round(bar: &ProgressBar, last_acc: &mut Option<f64>, r: &RoundRecord) {
 }
 
 fn execute(cfg: &ExperimentConfig, out: &Path, resume: bool, cache: &Path, label: &str) -> Result<Summary> {
-    let exp = Experiment::prepare(cfg, cache)?;
+    let opts = RunOptions { out_dir: out.to_path_buf(), resume, cache: cache.to_path_buf(), stop_after: None };
+    if cfg.tsfa.pilot.is_some() {
+        eprintln!("{label}: pilot run for the singular-value profile in {}", out.join("pilot").display());
+    }
+    let exp = Experiment::prepare_run(cfg, &opts)?;
     let bar = progress(cfg.rounds.total, label);
     let mut last = None;
-    let opts = RunOptions { out_dir: out.to_path_buf(), resume, cache: cache.to_path_buf(), stop_after: None };
     let summary = exp.run(&opts, |r| on_round(&bar, &mut last, r))?;
     bar.finish();
     Ok(summary)
@@ -109,6 +112,17 @@ fn default_out(name: &str) -> PathBuf {
     (2..).map(|i| PathBuf::from("runs").join(format!("{name}-{i}"))).find(|p| !p.exists()).expect("a free name")
 }
 
+/// Draws the report after a run; a failure here (e.g. no font package reachable) leaves the results intact
+/// and says how to draw it later.
+fn announce_report(runs: &[PathBuf], out: &Path, cache: &Path) {
+    match crate::report_cmd::write_report(runs, out, cache) {
+        Ok(md) => println!("plots and summary in {}", md.display()),
+        Err(e) => {
+            eprintln!("warning: no report drawn ({e:#}); draw it later with `fedsoft report {}`", runs[0].display())
+        }
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<()> {
     let cfg = load_config(args)?;
     let cache = args.cache.clone().unwrap_or_else(assets::default_cache);
@@ -119,9 +133,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let summary = execute(&cfg, &out, args.resume, &cache, &cfg.method.name.to_string())?;
     print_table(std::slice::from_ref(&summary));
     println!(
-        "\nresults in {}: metrics.jsonl (per round), clients.jsonl (per client), summary.json, config.toml, checkpoint",
+        "\nresults in {}: metrics.jsonl (per round), clients.jsonl (per client), summary.json, config.toml, \
+         checkpoint, adapter/ (PEFT)",
         out.display()
     );
+    announce_report(std::slice::from_ref(&out), &out.join("report"), &cache);
     Ok(())
 }
 
@@ -154,5 +170,6 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     let table = serde_json::to_string_pretty(&rows)?;
     fedsoft_engine::checkpoint::write_atomic(&out.join("comparison.json"), table.as_bytes())?;
     println!("\nresults in {} (one directory per method, comparison.json)", out.display());
+    announce_report(std::slice::from_ref(&out), &out.join("report"), &cache);
     Ok(())
 }

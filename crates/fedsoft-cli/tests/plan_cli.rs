@@ -77,3 +77,14 @@ fn run_refuses_resume_without_a_directory_and_bad_configs_before_training() {
     let (ok, out, _) = fedsoft(&["run", "--help"]);
     assert!(ok && out.contains("--resume") && out.contains("metrics.jsonl"), "{out}");
 }
+
+#[test]
+fn report_names_a_directory_that_holds_no_run() {
+    let tmp = std::env::temp_dir().join(format!("fedsoft-report-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (ok, _, err) = fedsoft(&["report", tmp.to_str().unwrap()]);
+    assert!(!ok && err.contains(tmp.to_str().unwrap()) && err.contains("metrics.jsonl"), "{err}");
+    let (ok, _, err) = fedsoft(&["report"]);
+    assert!(!ok && err.contains("RUNS"), "{err}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -42,7 +42,7 @@ pub struct Asset {
 }
 
 /// Every asset fedsoft knows.
-pub const ASSETS: [Asset; 5] = [
+pub const ASSETS: [Asset; 6] = [
     Asset {
         name: "minilm",
         description: "all-MiniLM-L6-v2 (BERT, 6 layers, width 384) weights and tokenizer",
@@ -87,6 +87,15 @@ pub const ASSETS: [Asset; 5] = [
         sha256: "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
         root: "package/data",
         inner: None,
+    },
+    Asset {
+        name: "dejavu-fonts",
+        description: "DejaVu Sans, the font `fedsoft report` draws its figures' text with",
+        source: Source::Apt { package: "fonts-dejavu-core" },
+        file_prefix: "fonts-dejavu-core_",
+        sha256: "8892669e51aab4dc56682c8e39d8ddb7d70fad83c369344e1e240bf3ca22bb76",
+        root: "usr/share/fonts/truetype/dejavu",
+        inner: Some(("DejaVuSans.ttf", "abdc775b21b1bc470d50c97e790d276f2054b7504e56e5bd3e64f48d68582322")),
     },
 ];
 

@@ -384,6 +384,17 @@ pub struct TsfaConfig {
     /// Explicit `V w_sp`, overriding the calibration.
     pub v_wsp: Option<f64>,
     pub bound: BoundConfig,
+    /// Measure the singular-value profile of the bound in a short pilot run before choosing the rank.
+    pub pilot: Option<PilotConfig>,
+}
+
+/// `[tsfa.pilot]`: ILoRA (no sparsification, no regulariser) at rank `tsfa.bound.max_rank` for `rounds`
+/// rounds; the singular values of the resulting `BA` (all modules together, largest scaled to 1) replace
+/// `tsfa.bound.sigma` for the offline stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PilotConfig {
+    pub rounds: u64,
 }
 
 impl Default for TsfaConfig {
@@ -396,6 +407,7 @@ impl Default for TsfaConfig {
             v_kappa: 1.0,
             v_wsp: None,
             bound: BoundConfig::default(),
+            pilot: None,
         }
     }
 }
@@ -597,6 +609,9 @@ impl ExperimentConfig {
             return Err(ConfigError::invalid("tsfa.v_wsp", format!("must be positive, got {v}")));
         }
         t.bound.validate("tsfa.bound")?;
+        if t.pilot.is_some_and(|p| p.rounds == 0) {
+            return Err(ConfigError::invalid("tsfa.pilot.rounds", "must be at least 1"));
+        }
         if !(0.0..1.0).contains(&t.rho_min) || !(0.0..1.0).contains(&t.rho_max) || t.rho_min >= t.rho_max {
             return Err(ConfigError::invalid(
                 "tsfa.rho_min",

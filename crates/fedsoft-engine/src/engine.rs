@@ -138,6 +138,20 @@ impl Experiment {
         Ok(Experiment { cfg: cfg.clone(), device, backbone, plan, task, planner, rank, sparsifier })
     }
 
+    /// [`Experiment::prepare`] for a run writing to `opts.out_dir`: when `[tsfa.pilot]` is set (and the
+    /// controller is TSFA), the pilot runs first in `<out>/pilot` and its measured `σ_r` profile replaces
+    /// `tsfa.bound.sigma`, so the resolved `config.toml` records the profile the rank was chosen with.
+    pub fn prepare_run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        cfg.validate_run()?;
+        let mut cfg = cfg.clone();
+        if cfg.controller.kind == ControllerKind::Tsfa && cfg.tsfa.pilot.is_some() {
+            let sigma = crate::pilot::measure_sigma(&cfg, &opts.cache, &opts.out_dir.join("pilot"))?;
+            cfg.tsfa.bound.sigma = fedsoft_wireless::tsfa::SigmaProfile::Measured { singular_values: sigma };
+        }
+        Self::prepare(&cfg, &opts.cache)
+    }
+
     fn fresh_state(&self) -> Result<RunState, ConfigError> {
         let global = LoraState::init_gaussian(&self.plan.shapes, self.cfg.seed)
             .map_err(|e| ConfigError::invalid("lora", e.to_string()))?;
@@ -443,6 +457,7 @@ impl Experiment {
             completed: state.next_round == total_rounds,
             num_classes: self.task.classes.len(),
             rank: self.rank,
+            orthogonality: cfg.orthogonality(),
             final_test_accuracy: state.meta.last_accuracy.unwrap_or(f64::NAN),
             final_test_loss: state.meta.last_test_loss.unwrap_or(f64::NAN),
             avg_delay_s: state.meta.delay_sum_s / state.next_round.max(1) as f64,
@@ -462,7 +477,7 @@ impl Experiment {
 }
 
 /// A sparsifier or feedback step refused its input: reported against the `[method]` section.
-fn method_err(e: fedsoft_core::CoreError) -> ConfigError {
+pub(crate) fn method_err(e: fedsoft_core::CoreError) -> ConfigError {
     ConfigError::invalid("method", e.to_string())
 }
 

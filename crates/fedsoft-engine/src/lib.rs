@@ -10,6 +10,7 @@ pub mod data;
 pub mod engine;
 pub mod export;
 pub mod metrics;
+pub mod pilot;
 pub mod plan;
 
 pub use config::{ConfigError, ExperimentConfig};

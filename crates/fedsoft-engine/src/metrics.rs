@@ -66,6 +66,8 @@ pub struct Summary {
     pub completed: bool,
     pub num_classes: usize,
     pub rank: usize,
+    /// The orthogonality weight λ in force.
+    pub orthogonality: f64,
     pub final_test_accuracy: f64,
     pub final_test_loss: f64,
     pub avg_delay_s: f64,

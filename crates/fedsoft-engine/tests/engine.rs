@@ -300,3 +300,41 @@ fn the_exported_adapter_reloads_with_the_same_accuracy() {
     assert_eq!(config["r"], 2);
     assert_eq!(config["target_modules"][0], "encoder.layer.0.attention.self.query");
 }
+
+#[test]
+fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
+    use fedsoft_wireless::tsfa::SigmaProfile;
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["tsfa.pilot={ rounds = 2 }", "rounds.total=2"]);
+    let out = tmp.path().join("run");
+    let opts = RunOptions {
+        out_dir: out.clone(),
+        resume: false,
+        cache: PathBuf::from("/nonexistent-cache"),
+        stop_after: None,
+    };
+    let exp = Experiment::prepare_run(&cfg, &opts).unwrap();
+    let SigmaProfile::Measured { singular_values: sv } = exp.cfg.tsfa.bound.sigma.clone() else {
+        panic!("the pilot did not replace the profile")
+    };
+    assert_eq!(sv.len(), 8, "one value per rank up to tsfa.bound.max_rank");
+    assert_eq!(sv[0], 1.0);
+    assert!(sv.windows(2).all(|w| w[0] >= w[1] && w[1] >= 0.0), "{sv:?}");
+    assert!(sv[1] > 0.0, "a trained rank-8 update has more than one direction: {sv:?}");
+    let pilot = read_metrics(&out.join("pilot"));
+    assert_eq!(pilot.len(), 2);
+    assert!(pilot.iter().all(|r| r.method == "ilora" && r.rank == 8 && r.rho == 0.0));
+    assert_eq!(exp.rank, exp.planner.offline.best_rank);
+
+    // The main run records the measured profile; preparing again reuses the finished pilot (same profile,
+    // no more pilot rounds).
+    exp.run(&opts, |_| {}).unwrap();
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("singular_values"));
+    let again = Experiment::prepare_run(&cfg, &RunOptions { resume: true, ..opts.clone() }).unwrap();
+    assert_eq!(again.cfg.tsfa.bound.sigma, exp.cfg.tsfa.bound.sigma);
+    assert_eq!(read_metrics(&out.join("pilot")).len(), 2);
+    let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let e = ExperimentConfig::from_toml(&text, "t", &["tsfa.pilot={ rounds = 0 }".into()]).unwrap_err();
+    assert!(e.to_string().contains("tsfa.pilot.rounds"), "{e}");
+}

@@ -1,0 +1,244 @@
+//! The report's figures. Each looks at the runs, draws itself if the runs hold what it shows, and returns
+//! the Markdown section that presents it. Add a figure by writing one function and listing it in [`all`].
+
+use crate::ReportError;
+use crate::gram::gram_matrices;
+use crate::plot::{Heat, LineChart, Reference, Series, colour, heatmaps, line_chart};
+use crate::runs::{Round, Run};
+use std::path::{Path, PathBuf};
+
+/// A drawn figure as the Markdown summary presents it.
+pub struct Section {
+    pub title: String,
+    pub stem: String,
+    pub caption: String,
+}
+
+type DrawFn = fn(&[Run], &Path, &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError>;
+
+pub struct Figure {
+    pub draw: DrawFn,
+}
+
+pub fn all() -> Vec<Figure> {
+    [accuracy, accuracy_vs_bits, rho, delay, queue, covariance, train_loss, grams]
+        .into_iter()
+        .map(|draw| Figure { draw })
+        .collect()
+}
+
+fn per_run(runs: &[Run], f: impl Fn(&Run) -> Vec<(f64, f64)>) -> Vec<Series> {
+    runs.iter()
+        .enumerate()
+        .map(|(i, r)| Series { label: r.label.clone(), points: f(r), colour: colour(i), faint: false })
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
+/// A per-round quantity drawn once per run.
+struct PerRound {
+    stem: &'static str,
+    title: &'static str,
+    y_label: &'static str,
+    value: fn(&Round) -> Option<f64>,
+    caption: &'static str,
+}
+
+fn simple(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>, fig: PerRound) -> Result<Option<Section>, ReportError> {
+    let PerRound { stem, title, y_label, value, caption } = fig;
+    let series = per_run(runs, |r| r.series(value));
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let chart = LineChart {
+        title: title.into(),
+        x_label: "round".into(),
+        y_label: y_label.into(),
+        series,
+        references: vec![],
+        unit_interval: false,
+        integer_x: true,
+    };
+    line_chart(out, stem, &chart, files)?;
+    Ok(Some(Section { title: title.into(), stem: stem.into(), caption: caption.into() }))
+}
+
+fn accuracy(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    let series = per_run(runs, Run::accuracy);
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let chart = LineChart {
+        title: "Test accuracy".into(),
+        x_label: "round".into(),
+        y_label: "accuracy".into(),
+        series,
+        references: vec![],
+        unit_interval: true,
+        integer_x: true,
+    };
+    line_chart(out, "accuracy", &chart, files)?;
+    Ok(Some(Section {
+        title: "Test accuracy vs round".into(),
+        stem: "accuracy".into(),
+        caption: "Accuracy of the global model on the test set at each evaluated round (the paper's Fig. 3).".into(),
+    }))
+}
+
+fn accuracy_vs_bits(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    let series = per_run(runs, |r| r.accuracy_vs_bits().into_iter().map(|(b, a)| (b / 1e6, a)).collect());
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let chart = LineChart {
+        title: "Accuracy vs uplink traffic".into(),
+        x_label: "cumulative uplink (Mbit, paper count)".into(),
+        y_label: "accuracy".into(),
+        series,
+        references: vec![],
+        unit_interval: true,
+        integer_x: false,
+    };
+    line_chart(out, "accuracy_vs_bits", &chart, files)?;
+    Ok(Some(Section {
+        title: "Accuracy vs uplink traffic".into(),
+        stem: "accuracy_vs_bits".into(),
+        caption: "Test accuracy against the total bits all clients have uploaded so far: the communication cost of \
+                  each method's accuracy."
+            .into(),
+    }))
+}
+
+fn rho(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    simple(
+        runs,
+        out,
+        files,
+        PerRound {
+            stem: "rho",
+            title: "Sparsification ratio ρ_t",
+            y_label: "ρ_t (share of entries dropped)",
+            value: |r| Some(r.rho),
+            caption: "The drop ratio each round: constant under a fixed controller, chosen per round by the Lyapunov \
+         controller under TSFA/OSFA.",
+        },
+    )
+}
+
+fn delay(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    let mut series = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let c = colour(i);
+        series.push(Series { label: String::new(), points: r.series(|x| Some(x.delay_s)), colour: c, faint: true });
+        series.push(Series {
+            label: format!("{} (running mean)", r.label),
+            points: r.series(|x| Some(x.avg_delay_s)),
+            colour: c,
+            faint: false,
+        });
+    }
+    let mut budgets: Vec<f64> = runs.iter().map(|r| r.summary.latency_budget_s).filter(|t| t.is_finite()).collect();
+    budgets.sort_by(f64::total_cmp);
+    budgets.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    let references = budgets.iter().map(|&y| Reference { label: format!("latency budget {y:.3} s"), y }).collect();
+    let chart = LineChart {
+        title: "Uplink delay per round".into(),
+        x_label: "round".into(),
+        y_label: "delay (s)".into(),
+        series,
+        references,
+        unit_interval: false,
+        integer_x: true,
+    };
+    line_chart(out, "delay", &chart, files)?;
+    Ok(Some(Section {
+        title: "Uplink delay and its running mean vs the latency budget".into(),
+        stem: "delay".into(),
+        caption: "Thin lines: the slowest scheduled client's delay each round; bold: the running mean, which the \
+                  long-term constraint keeps at or below τ̄ (dashed)."
+            .into(),
+    }))
+}
+
+fn queue(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    let controlled: Vec<Run> = runs.iter().filter(|r| r.summary.controller != "fixed").cloned().collect();
+    if controlled.is_empty() {
+        return Ok(None);
+    }
+    simple(
+        &controlled,
+        out,
+        files,
+        PerRound {
+            stem: "queue",
+            title: "Virtual delay queue Q_t",
+            y_label: "Q_t (s)",
+            value: |r| Some(r.queue),
+            caption: "The Lyapunov virtual queue (SPEC Eq. 30): it grows while rounds run over τ̄ and pulls ρ_t up until the \
+         backlog is paid off (TSFA vs OSFA).",
+        },
+    )
+}
+
+fn covariance(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    simple(
+        runs,
+        out,
+        files,
+        PerRound {
+            stem: "covariance",
+            title: "Covariance of the local models",
+            y_label: "covariance",
+            value: |r| r.covariance,
+            caption: "How far the clients' local LoRA products spread around their average each round (the paper's Fig. 5).",
+        },
+    )
+}
+
+fn train_loss(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    simple(
+        runs,
+        out,
+        files,
+        PerRound {
+            stem: "train_loss",
+            title: "Local training loss",
+            y_label: "mean loss of scheduled clients",
+            value: |r| Some(r.train_loss),
+            caption: "Mean local training loss (cross-entropy + λ·orthogonality) of the round's clients.",
+        },
+    )
+}
+
+fn grams(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
+    let mut panels = Vec::new();
+    let mut notes = Vec::new();
+    let mut module = String::new();
+    for r in runs {
+        let Some(g) = gram_matrices(&r.dir.join("adapter"))? else { continue };
+        let lambda = r.summary.orthogonality.map_or(String::new(), |l| format!(", λ = {l}"));
+        panels.push(vec![
+            Heat { title: format!("{}{lambda}: |BᵀB|", r.label), r: g.rank, values: g.btb.clone() },
+            Heat { title: format!("{}{lambda}: |AAᵀ|", r.label), r: g.rank, values: g.aat.clone() },
+        ]);
+        notes.push(format!(
+            "{}: off-diagonal energy {:.4} (BᵀB), {:.4} (AAᵀ)",
+            r.label, g.off_diagonal_b, g.off_diagonal_a
+        ));
+        module = g.module;
+    }
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    let title = format!("Normalised Gram matrices of the final adapter, {module}");
+    heatmaps(out, "gram", &title, &panels, files)?;
+    Ok(Some(Section {
+        title: "Gram matrices BᵀB and AAᵀ (normalised)".into(),
+        stem: "gram".into(),
+        caption: format!(
+            "|G_ij|/sqrt(G_ii·G_jj) of the final global factors of `{module}`: the orthogonality regulariser \
+             makes them diagonal (the paper's Fig. 4). {}.",
+            notes.join("; ")
+        ),
+    }))
+}

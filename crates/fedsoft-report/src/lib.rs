@@ -1,0 +1,91 @@
+//! `fedsoft report`: the figures a researcher puts in a paper, drawn from the files runs write.
+//!
+//! The report reads only what a run leaves on disk (`metrics.jsonl`, `summary.json`, the exported
+//! `adapter/`), so it works on finished, interrupted and networked runs alike, and needs neither the model
+//! nor the data. Every figure is written twice: PNG for slides and SVG for papers.
+
+mod figures;
+mod gram;
+mod markdown;
+mod plot;
+mod runs;
+
+pub use gram::{Gram, gram_matrices};
+pub use runs::{Round, Run, Summary, load_runs};
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A file the report reads is missing or malformed; `path` names it.
+    #[error("{path}: {detail}")]
+    Input { path: String, detail: String },
+    /// Drawing or writing an output failed.
+    #[error("writing {path}: {detail}")]
+    Output { path: String, detail: String },
+    #[error("font: {0}")]
+    Font(String),
+}
+
+impl ReportError {
+    pub(crate) fn input(path: &Path, detail: impl ToString) -> Self {
+        ReportError::Input { path: path.display().to_string(), detail: detail.to_string() }
+    }
+    pub(crate) fn output(path: &Path, detail: impl ToString) -> Self {
+        ReportError::Output { path: path.display().to_string(), detail: detail.to_string() }
+    }
+}
+
+/// What a report wrote.
+#[derive(Debug, Clone, Default)]
+pub struct ReportFiles {
+    /// `report.md`.
+    pub markdown: PathBuf,
+    /// Every figure, PNG and SVG.
+    pub figures: Vec<PathBuf>,
+}
+
+static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Registers the TrueType font all text is drawn with. The first call wins; later calls are no-ops.
+pub fn register_font(ttf: Vec<u8>) -> Result<(), ReportError> {
+    FONT.get_or_init(|| {
+        let bytes: &'static [u8] = Box::leak(ttf.into_boxed_slice());
+        plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes)
+            .map_err(|_| "not a TrueType/OpenType font".to_string())
+    })
+    .clone()
+    .map_err(ReportError::Font)
+}
+
+/// Draws every figure the runs support into `out` and writes `report.md` linking them.
+///
+/// `inputs` are run directories (holding `metrics.jsonl`) or directories of runs (what `fedsoft compare`
+/// writes). [`register_font`] must have been called.
+pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportFiles, ReportError> {
+    if FONT.get().is_none() {
+        return Err(ReportError::Font("no font registered".into()));
+    }
+    let runs = load_runs(inputs)?;
+    std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
+    let mut files = ReportFiles::default();
+    let mut sections = Vec::new();
+    for fig in figures::all() {
+        if let Some(section) = (fig.draw)(&runs, out, &mut files.figures)? {
+            sections.push(section);
+        }
+    }
+    let md = markdown::render(&runs, &sections, out);
+    let path = out.join("report.md");
+    write_atomic(&path, md.as_bytes())?;
+    files.markdown = path;
+    Ok(files)
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or_default()));
+    std::fs::write(&tmp, bytes).map_err(|e| ReportError::output(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ReportError::output(path, e))
+}

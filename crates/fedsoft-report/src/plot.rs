@@ -1,0 +1,231 @@
+//! Two drawings — line charts and Gram heatmaps — rendered to both PNG and SVG from one description.
+
+use crate::{ReportError, write_atomic};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Okabe–Ito: distinguishable with the common colour-vision deficiencies and in greyscale print.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
+];
+
+pub fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+const SIZE: (u32, u32) = (900, 560);
+const FONT: &str = "sans-serif";
+
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub colour: RGBColor,
+    /// Thin, unlabelled companion of another series (e.g. per-round delay beside its running mean).
+    pub faint: bool,
+}
+
+/// A horizontal reference line (e.g. the latency budget τ̄).
+pub struct Reference {
+    pub label: String,
+    pub y: f64,
+}
+
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub references: Vec<Reference>,
+    /// Pin the y axis to `[0, 1]` (accuracies, ratios).
+    pub unit_interval: bool,
+    /// Label the x axis with whole numbers (rounds).
+    pub integer_x: bool,
+}
+
+type DrawResult = Result<(), String>;
+
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    if (hi - lo).abs() < 1e-12 {
+        let pad = if lo.abs() > 0.0 { lo.abs() * 0.1 } else { 1.0 };
+        return (lo - pad, hi + pad);
+    }
+    let pad = (hi - lo) * 0.06;
+    (lo - pad, hi + pad)
+}
+
+fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -> DrawResult {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let xs = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let ys = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(c.references.iter().map(|r| r.y));
+    let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+    let (x0, x1) = padded(x0, x1);
+    let (y0, y1) = if c.unit_interval { (0.0, 1.0) } else { padded(y0, y1) };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&c.title, (FONT, 24))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(&c.x_label)
+        .x_label_formatter(&|x| if c.integer_x { format!("{x:.0}") } else { format!("{x}") })
+        .y_desc(&c.y_label)
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(210, 210, 210))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for s in &c.series {
+        let style = s.colour.stroke_width(if s.faint { 1 } else { 2 });
+        let line = if s.faint { s.colour.mix(0.45).stroke_width(1) } else { style };
+        let drawn = chart.draw_series(LineSeries::new(s.points.iter().copied(), line)).map_err(|e| e.to_string())?;
+        if !s.faint {
+            let col = s.colour;
+            drawn
+                .label(&s.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], col.stroke_width(2)));
+            if s.points.len() <= 40 {
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, s.colour.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    for r in &c.references {
+        let grey = RGBColor(90, 90, 90);
+        chart
+            .draw_series(DashedLineSeries::new([(x0, r.y), (x1, r.y)], 8, 5, grey.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(&r.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// One heatmap panel: an `r × r` matrix of values in `[0, 1]`.
+pub struct Heat {
+    pub title: String,
+    pub r: usize,
+    pub values: Vec<f64>,
+}
+
+/// White (0) to deep blue (1).
+fn ramp(v: f64) -> RGBColor {
+    let t = v.clamp(0.0, 1.0);
+    let mix = |lo: f64, hi: f64| (lo + (hi - lo) * t).round() as u8;
+    RGBColor(mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0))
+}
+
+fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, panels: &[Vec<Heat>]) -> DrawResult {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root.titled(title, (FONT, 20)).map_err(|e| e.to_string())?;
+    let (body, bar) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(70));
+    let rows = panels.len().max(1);
+    let cols = panels.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    for (area, heat) in body.split_evenly((rows, cols)).into_iter().zip(panels.iter().flatten()) {
+        let r = heat.r as i32;
+        // Ticks label cells by their rank index, centred under each cell.
+        let mut chart = ChartBuilder::on(&area)
+            .caption(&heat.title, (FONT, 16))
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(30)
+            .build_cartesian_2d(0..r, r..0)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .label_style((FONT, 12))
+            .x_labels(heat.r.min(8))
+            .y_labels(heat.r.min(8))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series((0..r).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| {
+                let v = heat.values[(i * r + j) as usize];
+                Rectangle::new([(j, i), (j + 1, i + 1)], ramp(v).filled())
+            }))
+            .map_err(|e| e.to_string())?;
+    }
+    // Colour bar: 0 at the bottom, 1 at the top.
+    let (w, h) = bar.dim_in_pixel();
+    let top = 60i32;
+    let bottom = h as i32 - 60;
+    for y in top..bottom {
+        let v = 1.0 - (y - top) as f64 / (bottom - top).max(1) as f64;
+        bar.draw(&Rectangle::new([(12, y), (32, y + 1)], ramp(v).filled())).map_err(|e| e.to_string())?;
+    }
+    let style = TextStyle::from((FONT, 14).into_font()).color(&BLACK);
+    bar.draw_text("1", &style, (38, top - 6)).map_err(|e| e.to_string())?;
+    bar.draw_text("0", &style, (38, bottom - 8)).map_err(|e| e.to_string())?;
+    let _ = w;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Renders with `draw` to `<stem>.png` and `<stem>.svg` in `out`, recording both paths.
+fn render(
+    out: &Path,
+    stem: &str,
+    size: (u32, u32),
+    files: &mut Vec<PathBuf>,
+    draw_png: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult,
+    draw_svg: impl FnOnce(DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult,
+) -> Result<(), ReportError> {
+    let png = out.join(format!("{stem}.png"));
+    let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
+    draw_png(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area())
+        .map_err(|e| ReportError::output(&png, e))?;
+    let mut encoded = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut encoded)
+        .write_image(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
+        .map_err(|e| ReportError::output(&png, e))?;
+    write_atomic(&png, &encoded)?;
+    files.push(png);
+
+    let svg = out.join(format!("{stem}.svg"));
+    let mut text = String::new();
+    draw_svg(SVGBackend::with_string(&mut text, size).into_drawing_area()).map_err(|e| ReportError::output(&svg, e))?;
+    write_atomic(&svg, text.as_bytes())?;
+    files.push(svg);
+    Ok(())
+}
+
+use image::ImageEncoder as _;
+
+pub fn line_chart(out: &Path, stem: &str, chart: &LineChart, files: &mut Vec<PathBuf>) -> Result<(), ReportError> {
+    render(out, stem, SIZE, files, |a| draw_lines(a, chart), |a| draw_lines(a, chart))
+}
+
+pub fn heatmaps(
+    out: &Path,
+    stem: &str,
+    title: &str,
+    panels: &[Vec<Heat>],
+    files: &mut Vec<PathBuf>,
+) -> Result<(), ReportError> {
+    let size = (900, 60 + 380 * panels.len().max(1) as u32);
+    render(out, stem, size, files, |a| draw_heat(a, title, panels), |a| draw_heat(a, title, panels))
+}

@@ -1,0 +1,131 @@
+//! Reading run directories: the per-round metrics and the summary, with errors that name file and line.
+
+use crate::ReportError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The fields of one `metrics.jsonl` line the figures use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Round {
+    pub round: u64,
+    pub rho: f64,
+    pub delay_s: f64,
+    pub avg_delay_s: f64,
+    pub queue: f64,
+    pub uplink_bits_paper: u64,
+    pub uplink_bits_encoded: u64,
+    /// Absent in runs whose clients never send their dense factors (networked runs).
+    #[serde(default)]
+    pub covariance: Option<f64>,
+    pub train_loss: f64,
+    #[serde(default)]
+    pub test_accuracy: Option<f64>,
+}
+
+/// The fields of `summary.json` the report shows.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub method: String,
+    pub controller: String,
+    pub rounds: u64,
+    pub completed: bool,
+    pub rank: usize,
+    pub final_test_accuracy: Option<f64>,
+    pub avg_delay_s: f64,
+    pub latency_budget_s: f64,
+    pub uplink_bits_paper: u64,
+    pub uplink_bits_encoded: u64,
+    pub wall_s: f64,
+    /// The orthogonality weight λ in force (older runs do not record it).
+    #[serde(default)]
+    pub orthogonality: Option<f64>,
+}
+
+/// One run as the report sees it.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub dir: PathBuf,
+    /// Legend label: method and controller, plus the directory name where those repeat.
+    pub label: String,
+    pub summary: Summary,
+    pub rounds: Vec<Round>,
+}
+
+impl Run {
+    /// `(round, accuracy)` of the evaluated rounds; rounds count from 1 in figures.
+    pub fn accuracy(&self) -> Vec<(f64, f64)> {
+        self.rounds.iter().filter_map(|r| r.test_accuracy.map(|a| ((r.round + 1) as f64, a))).collect()
+    }
+
+    /// `(cumulative paper-count uplink bits, accuracy)` of the evaluated rounds.
+    pub fn accuracy_vs_bits(&self) -> Vec<(f64, f64)> {
+        let mut total = 0u64;
+        let mut out = Vec::new();
+        for r in &self.rounds {
+            total += r.uplink_bits_paper;
+            if let Some(a) = r.test_accuracy {
+                out.push((total as f64, a));
+            }
+        }
+        out
+    }
+
+    pub fn series(&self, f: impl Fn(&Round) -> Option<f64>) -> Vec<(f64, f64)> {
+        self.rounds.iter().filter_map(|r| f(r).map(|v| ((r.round + 1) as f64, v))).collect()
+    }
+}
+
+fn read_run(dir: &Path) -> Result<Run, ReportError> {
+    let metrics = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).map_err(|e| ReportError::input(&metrics, e))?;
+    let mut rounds = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: Round =
+            serde_json::from_str(line).map_err(|e| ReportError::input(&metrics, format!("line {}: {e}", i + 1)))?;
+        rounds.push(r);
+    }
+    if rounds.is_empty() {
+        return Err(ReportError::input(&metrics, "no rounds recorded yet"));
+    }
+    let summary_path = dir.join("summary.json");
+    let summary: Summary = match std::fs::read_to_string(&summary_path) {
+        Ok(s) => serde_json::from_str(&s).map_err(|e| ReportError::input(&summary_path, e))?,
+        Err(e) => return Err(ReportError::input(&summary_path, e)),
+    };
+    Ok(Run { dir: dir.to_path_buf(), label: String::new(), summary, rounds })
+}
+
+/// Expands the inputs (a run directory, or a directory whose sub-directories are runs) and labels the runs.
+pub fn load_runs(inputs: &[PathBuf]) -> Result<Vec<Run>, ReportError> {
+    if inputs.is_empty() {
+        return Err(ReportError::Input { path: "(none)".into(), detail: "give at least one run directory".into() });
+    }
+    let mut runs = Vec::new();
+    for input in inputs {
+        if input.join("metrics.jsonl").is_file() {
+            runs.push(read_run(input)?);
+            continue;
+        }
+        let entries = std::fs::read_dir(input).map_err(|e| ReportError::input(input, e))?;
+        let mut dirs: Vec<PathBuf> =
+            entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join("metrics.jsonl").is_file()).collect();
+        dirs.sort();
+        if dirs.is_empty() {
+            return Err(ReportError::input(
+                input,
+                "holds no metrics.jsonl, nor do its sub-directories: expected a run directory or a compare directory",
+            ));
+        }
+        for d in dirs {
+            runs.push(read_run(&d)?);
+        }
+    }
+    let base: Vec<String> = runs.iter().map(|r| format!("{}/{}", r.summary.method, r.summary.controller)).collect();
+    for i in 0..runs.len() {
+        let repeated = base.iter().filter(|b| **b == base[i]).count() > 1;
+        let name = runs[i].dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        runs[i].label = if repeated { format!("{} ({name})", base[i]) } else { base[i].clone() };
+    }
+    Ok(runs)
+}

@@ -1,0 +1,174 @@
+//! The report on run directories the tests write in the engine's formats.
+
+use fedsoft_data::assets;
+use fedsoft_report::{ReportError, gram_matrices, load_runs, register_font, report};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use std::path::{Path, PathBuf};
+
+fn cache() -> PathBuf {
+    std::env::var_os("FEDSOFT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft")))
+}
+
+/// Registers the packaged font; `false` (after saying so) when it is absent and not required.
+fn font() -> bool {
+    let a = assets::find("dejavu-fonts").unwrap();
+    match assets::installed(&cache(), a) {
+        Some(dir) => {
+            register_font(std::fs::read(dir.join("DejaVuSans.ttf")).unwrap()).unwrap();
+            true
+        }
+        None if std::env::var_os("FEDSOFT_REQUIRE_ASSETS").is_some() => panic!("asset dejavu-fonts missing"),
+        None => {
+            eprintln!("skipping: the dejavu-fonts asset is not fetched");
+            false
+        }
+    }
+}
+
+fn write_run(dir: &Path, method: &str, controller: &str, rounds: u64, lambda: f64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut lines = String::new();
+    let mut sum = 0.0;
+    for t in 0..rounds {
+        let delay = 2.0 + (t % 3) as f64 * 0.3;
+        sum += delay;
+        let mut rec = serde_json::json!({
+            "round": t, "method": method, "controller": controller, "rank": 4, "rho": 0.8 + 0.01 * t as f64,
+            "delay_s": delay, "avg_delay_s": sum / (t + 1) as f64, "queue": (t as f64 * 0.1),
+            "uplink_bits_paper": 1000 * (t + 1), "uplink_bits_encoded": 900 * (t + 1), "covariance": 0.5 / (t + 1) as f64,
+            "train_loss": 2.0 / (t + 1) as f64, "kept_entries": 10, "clients": [1, 2], "dropped": 0,
+            "dense_delay_s": 9.0, "wall_s": 1.0,
+            "time": {"train_s": 1.0, "sparsify_s": 0.0, "aggregate_s": 0.0, "eval_s": 0.0, "other_s": 0.0},
+        });
+        if t % 2 == 1 {
+            rec["test_accuracy"] = serde_json::json!(0.5 + 0.05 * t as f64);
+        }
+        lines.push_str(&format!("{rec}\n"));
+    }
+    std::fs::write(dir.join("metrics.jsonl"), lines).unwrap();
+    let summary = serde_json::json!({
+        "name": "t", "method": method, "controller": controller, "rounds": rounds, "completed": true,
+        "num_classes": 3, "rank": 4, "orthogonality": lambda, "final_test_accuracy": 0.7, "final_test_loss": 0.9,
+        "avg_delay_s": sum / rounds as f64, "latency_budget_s": 2.3, "uplink_bits_paper": 55000,
+        "uplink_bits_encoded": 49500, "uploads": 20, "wall_s": 12.0, "out_dir": dir.display().to_string(),
+    });
+    std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+}
+
+/// PEFT adapter with `B` (d×r) and `A` (r×k); `orthogonal` puts each rank on its own coordinates.
+fn write_adapter(dir: &Path, orthogonal: bool) {
+    let (d, r, k) = (12, 4, 10);
+    let mut b = vec![0f32; d * r];
+    let mut a = vec![0f32; r * k];
+    for i in 0..d {
+        for j in 0..r {
+            b[i * r + j] = if orthogonal {
+                if i % r == j { 1.0 + j as f32 } else { 0.0 }
+            } else {
+                ((i * 7 + j * 3) % 5) as f32 + 1.0
+            };
+        }
+    }
+    for j in 0..r {
+        for c in 0..k {
+            a[j * k + c] =
+                if orthogonal { if c % r == j { 0.5 } else { 0.0 } } else { ((j * 5 + c * 2) % 7) as f32 + 0.5 };
+        }
+    }
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (ab, bb) = (bytes(&a), bytes(&b));
+    let m = "encoder.layer.0.attention.self.query";
+    let views = vec![
+        (format!("base_model.model.{m}.lora_A.weight"), TensorView::new(Dtype::F32, vec![r, k], &ab).unwrap()),
+        (format!("base_model.model.{m}.lora_B.weight"), TensorView::new(Dtype::F32, vec![d, r], &bb).unwrap()),
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("adapter_model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn gram_of_orthogonal_factors_is_diagonal_and_of_generic_factors_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_adapter(&tmp.path().join("o"), true);
+    write_adapter(&tmp.path().join("g"), false);
+    let o = gram_matrices(&tmp.path().join("o")).unwrap().unwrap();
+    let g = gram_matrices(&tmp.path().join("g")).unwrap().unwrap();
+    assert_eq!((o.rank, o.module.as_str()), (4, "encoder.layer.0.attention.self.query"));
+    assert!(o.off_diagonal_b < 1e-12 && o.off_diagonal_a < 1e-12);
+    assert!(g.off_diagonal_b > 0.3 && g.off_diagonal_a > 0.3, "{} {}", g.off_diagonal_b, g.off_diagonal_a);
+    for i in 0..4 {
+        assert!((o.btb[i * 4 + i] - 1.0).abs() < 1e-12 && (g.aat[i * 4 + i] - 1.0).abs() < 1e-12);
+    }
+    assert!(gram_matrices(&tmp.path().join("none")).unwrap().is_none());
+}
+
+#[test]
+fn a_comparison_gets_every_figure_in_png_and_svg_and_a_summary() {
+    if !font() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cmp = tmp.path().join("cmp");
+    write_run(&cmp.join("soft"), "soft", "tsfa", 8, 1.0);
+    write_adapter(&cmp.join("soft/adapter"), true);
+    write_run(&cmp.join("flasc"), "flasc", "fixed", 8, 0.0);
+    write_adapter(&cmp.join("flasc/adapter"), false);
+    let out = tmp.path().join("report");
+    let files = report(&[cmp], &out).unwrap();
+    for stem in ["accuracy", "accuracy_vs_bits", "rho", "delay", "queue", "covariance", "train_loss", "gram"] {
+        for ext in ["png", "svg"] {
+            assert!(files.figures.contains(&out.join(format!("{stem}.{ext}"))), "{stem}.{ext} missing");
+        }
+    }
+    let png = image::open(out.join("accuracy.png")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (900, 560));
+    // Both runs' line colours (Okabe–Ito blue and vermillion) are on the canvas.
+    for c in [[0u8, 114, 178], [213, 94, 0]] {
+        assert!(png.pixels().any(|p| p.0 == c), "colour {c:?} not drawn");
+    }
+    let svg = std::fs::read_to_string(out.join("delay.svg")).unwrap();
+    assert!(svg.contains("soft/tsfa (running mean)") && svg.contains("latency budget 2.300 s"));
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert!(md.contains("| soft/tsfa |") && md.contains("| flasc/fixed |"));
+    assert!(md.contains("![Test accuracy vs round](accuracy.png)") && md.contains("(gram.svg)"));
+    assert!(md.contains("soft/tsfa: off-diagonal energy 0.0000 (BᵀB)"));
+}
+
+#[test]
+fn fixed_controllers_have_no_queue_figure() {
+    if !font() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_run(&tmp.path().join("a"), "rlora", "fixed", 3, 0.0);
+    let files = report(&[tmp.path().join("a")], &tmp.path().join("r")).unwrap();
+    assert!(!files.figures.iter().any(|p| p.ends_with("queue.png")));
+    assert!(!files.figures.iter().any(|p| p.ends_with("gram.png")));
+    assert!(files.figures.iter().any(|p| p.ends_with("delay.png")));
+}
+
+#[test]
+fn bad_inputs_name_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = load_runs(std::slice::from_ref(&empty)).unwrap_err().to_string();
+    assert!(e.contains("empty") && e.contains("expected a run directory"), "{e}");
+
+    let run = tmp.path().join("run");
+    write_run(&run, "soft", "tsfa", 3, 1.0);
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let broken: Vec<&str> = text.lines().collect();
+    std::fs::write(run.join("metrics.jsonl"), format!("{}\n{{\"round\": 1, \"rho\": \"x\"}}\n", broken[0])).unwrap();
+    let e = load_runs(std::slice::from_ref(&run)).unwrap_err();
+    assert!(matches!(e, ReportError::Input { .. }));
+    let e = e.to_string();
+    assert!(e.contains("metrics.jsonl") && e.contains("line 2"), "{e}");
+
+    std::fs::write(run.join("metrics.jsonl"), text).unwrap();
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    assert!(load_runs(&[run]).unwrap_err().to_string().contains("summary.json"));
+}
