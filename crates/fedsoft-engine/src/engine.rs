@@ -204,7 +204,9 @@ impl Experiment {
         head: &Head,
     ) -> Result<(LoraState, Head, f64), ConfigError> {
         let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
-        let own = &self.task.partition.clients[client];
+        let own = self.task.partition.clients.get(client).ok_or_else(|| {
+            ConfigError::invalid("client", format!("client {client} is not one of the {} clients", self.cfg.clients.total))
+        })?;
         let bs = self.cfg.training.batch_size;
         let mut order = Vec::with_capacity(own.len() * self.cfg.training.local_epochs);
         for epoch in 0..self.cfg.training.local_epochs {
@@ -223,8 +225,97 @@ impl Experiment {
         Ok((ad.to_state(&self.plan.shapes).map_err(model_err)?, ad.head(), loss))
     }
 
-    /// Runs (or resumes) the experiment, calling `on_round` after each round.
-    pub fn run(&self, opts: &RunOptions, mut on_round: impl FnMut(&RoundRecord)) -> Result<Summary, ConfigError> {
+    /// One scheduled client's whole round, wherever it runs (in this process or behind `fedsoft join`):
+    /// local training from the broadcast model, error-feedback compensation with its own memory,
+    /// sparsification, and encoding in the wire format. Returns the upload and the client's new memory
+    /// (`None` without error feedback).
+    pub fn client_update(
+        &self,
+        client: usize,
+        task: &RoundTask<'_>,
+        memory: Option<&LoraState>,
+    ) -> Result<(ClientUpload, Option<LoraState>), ConfigError> {
+        let t = Instant::now();
+        let (local, head, train_loss) = self.train_client(client, task.round, task.global, task.head)?;
+        let train_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let ef = self.cfg.method.error_feedback();
+        let mode = self.cfg.method.feedback_mode;
+        let u = compensate(mode, &local, task.global, if ef { memory } else { None }).map_err(method_err)?;
+        let input = SelectInput {
+            update: &u,
+            local: &local,
+            rho: task.rho,
+            seed: self.cfg.seed,
+            round: task.round,
+            client: client as u64,
+        };
+        let sel = self.sparsifier.select(&input).map_err(method_err)?;
+        let sent = SparseUpdate::gather(&u, &sel).map_err(method_err)?;
+        let new_memory = if ef { Some(residual(&u, &sent).map_err(method_err)?) } else { None };
+        let bytes = encode(task.round as u32, client as u32, &self.plan.shapes, &sent).map_err(method_err)?;
+        let upload = ClientUpload {
+            client,
+            bytes,
+            head,
+            train_loss,
+            local: Some(local),
+            train_s,
+            sparsify_s: t.elapsed().as_secs_f64(),
+            transfer_s: None,
+        };
+        Ok((upload, new_memory))
+    }
+
+    /// The server's check of one upload before it may reach the aggregate: the wire format (lengths,
+    /// checksum, module shapes), the round and sender, finite values, and the method's budget at this
+    /// round's ratio. The error is the logged reason for dropping it.
+    pub fn accept(&self, task: &RoundTask<'_>, upload: &ClientUpload) -> Result<SparseUpdate, String> {
+        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| format!("malformed upload: {e}"))?;
+        if u64::from(msg.round) != task.round {
+            return Err(format!("stale upload: round {} while the server is in round {}", msg.round, task.round));
+        }
+        if msg.client as usize != upload.client {
+            return Err(format!("upload names client {} but came from client {}", msg.client, upload.client));
+        }
+        let nnz = msg.update.nnz();
+        let budget = self.cfg.method.name.upload_budget(&self.plan.shapes, task.rho);
+        if nnz > budget {
+            return Err(format!("over budget: {nnz} entries where {} at rho {} allows {budget}", self.cfg.method.name, task.rho.get()));
+        }
+        if msg.update.modules.iter().any(|m| m.values.iter().any(|v| !v.is_finite())) {
+            return Err("non-finite values in the update".into());
+        }
+        let (hw, hb) = (self.backbone.spec.hidden * self.task.classes.len(), self.task.classes.len());
+        if upload.head.weight.len() != hw || upload.head.bias.len() != hb {
+            return Err(format!(
+                "head has {} + {} values, expected {hw} + {hb}",
+                upload.head.weight.len(),
+                upload.head.bias.len()
+            ));
+        }
+        if upload.head.weight.iter().chain(&upload.head.bias).any(|v| !v.is_finite()) {
+            return Err("non-finite values in the head".into());
+        }
+        Ok(msg.update)
+    }
+
+    /// Runs (or resumes) the experiment with every client in this process, calling `on_round` after each
+    /// round.
+    pub fn run(&self, opts: &RunOptions, on_round: impl FnMut(&RoundRecord)) -> Result<Summary, ConfigError> {
+        self.run_with(&mut LocalClients::default(), opts, on_round)
+    }
+
+    /// Runs (or resumes) the experiment with the scheduled clients' local work done by `pool`: in this
+    /// process ([`LocalClients`]) or on remote clients (the networked server). Everything else — sampling,
+    /// control, validation, the uplink model, aggregation, the queue, evaluation, metrics, checkpoints — is
+    /// this one function.
+    pub fn run_with(
+        &self,
+        pool: &mut dyn ClientPool,
+        opts: &RunOptions,
+        mut on_round: impl FnMut(&RoundRecord),
+    ) -> Result<Summary, ConfigError> {
         let out = &opts.out_dir;
         std::fs::create_dir_all(out).map_err(|e| ConfigError::invalid("output", format!("{}: {e}", out.display())))?;
         let mut state = match (opts.resume, checkpoint::load(out, &self.plan.shapes)?) {
@@ -249,6 +340,7 @@ impl Experiment {
             }
             (false, None) => self.fresh_state()?,
         };
+        pool.restore(std::mem::take(&mut state.memories));
         checkpoint::write_atomic(&out.join("config.toml"), self.cfg.to_toml().as_bytes())?;
         let hist = serde_json::json!({"classes": self.task.classes, "clients": self.task.partition.histograms});
         checkpoint::write_atomic(&out.join("partition.json"), hist.to_string().as_bytes())?;
@@ -272,7 +364,6 @@ impl Experiment {
                 Control::Lyapunov(c)
             }
         };
-        let ef = cfg.method.error_feedback();
         let mode = cfg.method.feedback_mode;
         let total_rounds = cfg.rounds.total;
         let end = opts.stop_after.map_or(total_rounds, |s| s.min(total_rounds));
@@ -282,83 +373,82 @@ impl Experiment {
             let scheduled = sample_clients(cfg.seed, round, cfg.clients.total, cfg.clients.per_round)
                 .map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
             let channels = self.planner.cell.round_snr(cfg.seed, round, &scheduled);
-            let snr: Vec<f64> = channels.iter().map(|c| c.snr).collect();
-            let a_t = dense_round_delay(w.rate_model, dense_bits, &snr, w.bandwidth_hz).map_err(ConfigError::from)?;
+            let a_t = dense_round_delay(
+                w.rate_model,
+                dense_bits,
+                &channels.iter().map(|c| c.snr).collect::<Vec<_>>(),
+                w.bandwidth_hz,
+            )
+            .map_err(ConfigError::from)?;
             let rho = match &control {
                 Control::Fixed(r) => *r,
                 Control::Lyapunov(c) => c.choose(a_t),
             };
             let drop = DropRatio::new(rho).map_err(|e| ConfigError::invalid("controller.rho", e.to_string()))?;
+            let task = RoundTask { round, global: &state.global, head: &state.head, rho: drop };
 
-            let mut locals = Vec::new();
-            let mut heads = Vec::new();
-            let mut uploads = Vec::new();
-            let mut records = Vec::new();
-            for &client in &scheduled {
-                let t = Instant::now();
-                let (local, head_i, loss) = self.train_client(client, round, &state.global, &state.head)?;
-                split.train_s += t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                let memory = if ef { state.memories.get(&client) } else { None };
-                let u = compensate(mode, &local, &state.global, memory).map_err(method_err)?;
-                let input =
-                    SelectInput { update: &u, local: &local, rho: drop, seed: cfg.seed, round, client: client as u64 };
-                let sel = self.sparsifier.select(&input).map_err(method_err)?;
-                let sent = SparseUpdate::gather(&u, &sel).map_err(method_err)?;
-                if ef {
-                    state.memories.insert(client, residual(&u, &sent).map_err(method_err)?);
+            // Local work, then the server's validation of every upload.
+            let t = Instant::now();
+            let results = pool.run_round(self, &task, &scheduled)?;
+            let pool_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut arrived: Vec<Arrival> = Vec::new();
+            let mut failed: Vec<(usize, String)> = Vec::new();
+            for (slot, (&client, result)) in scheduled.iter().zip(results).enumerate() {
+                match result.and_then(|u| self.accept(&task, &u).map(|update| (u, update))) {
+                    Ok((upload, update)) => {
+                        let cost = UploadCost {
+                            entries: update.nnz() as u64,
+                            paper_bits: bit_model.paper_bits(update.nnz(), numel),
+                            encoded_bits: 8 * upload.bytes.len() as u64,
+                        };
+                        arrived.push(Arrival { slot, samples: self.task.partition.clients[client].len(), cost, upload, update });
+                    }
+                    Err(reason) => failed.push((slot, reason)),
                 }
-                // What crosses the uplink, and what the server accepts: the encoded, validated message.
-                let bytes = encode(round as u32, client as u32, &self.plan.shapes, &sent).map_err(method_err)?;
-                let received = decode(&bytes, &self.plan.shapes)
-                    .map_err(|e| ConfigError::invalid("upload", e.to_string()))?
-                    .update;
-                let cost = UploadCost {
-                    entries: received.nnz() as u64,
-                    paper_bits: bit_model.paper_bits(received.nnz(), numel),
-                    encoded_bits: 8 * bytes.len() as u64,
-                };
-                split.sparsify_s += t.elapsed().as_secs_f64();
-                records.push((client, self.task.partition.clients[client].len(), cost, loss));
-                locals.push(local);
-                heads.push(head_i);
-                uploads.push(received);
             }
+            // The pool's time is the clients' training plus their sparsification and encoding (in process they
+            // run one after another; remote clients run in parallel and the server waits for them).
+            let local_sparsify_s: f64 = arrived.iter().map(|a| a.upload.sparsify_s).sum::<f64>().min(pool_s);
+            split.train_s += pool_s - local_sparsify_s;
+            split.sparsify_s += local_sparsify_s + t.elapsed().as_secs_f64();
 
-            // The uplink: bandwidth split over this round's payloads, per-client delays, the slowest decides.
-            let bits: Vec<f64> = records
+            // The uplink: bandwidth split over the arrived payloads, per-client delays, the slowest decides.
+            let bits: Vec<f64> = arrived
                 .iter()
-                .map(|r| match w.payload {
-                    PayloadSize::Paper => r.2.paper_bits as f64,
-                    PayloadSize::Encoded => r.2.encoded_bits as f64,
+                .map(|a| match w.payload {
+                    PayloadSize::Paper => a.cost.paper_bits as f64,
+                    PayloadSize::Encoded => a.cost.encoded_bits as f64,
                 })
                 .collect();
-            let shares =
-                allocate(w.bandwidth_rule, w.rate_model, &bits, &snr, w.bandwidth_hz).map_err(ConfigError::from)?;
-            let delay_each = delays(w.rate_model, &bits, &shares, &snr, w.bandwidth_hz);
+            let snr: Vec<f64> = arrived.iter().map(|a| channels[a.slot].snr).collect();
+            let (shares, delay_each) = if arrived.is_empty() {
+                (vec![], vec![])
+            } else {
+                let shares = allocate(w.bandwidth_rule, w.rate_model, &bits, &snr, w.bandwidth_hz)
+                    .map_err(ConfigError::from)?;
+                let d = delays(w.rate_model, &bits, &shares, &snr, w.bandwidth_hz);
+                (shares, d)
+            };
             let cap = cfg.rounds.outage_delay_s;
-            let kept: Vec<usize> = (0..scheduled.len()).filter(|&i| cap.is_none_or(|c| delay_each[i] <= c)).collect();
+            let kept: Vec<usize> = (0..arrived.len()).filter(|&i| cap.is_none_or(|c| delay_each[i] <= c)).collect();
             let round_delay = match cap {
-                Some(c) if kept.len() < scheduled.len() => c,
+                Some(c) if kept.len() < arrived.len() => c,
                 _ => delay_each.iter().cloned().fold(0.0, f64::max),
             };
 
             let t = Instant::now();
-            let sizes: Vec<usize> = records.iter().map(|r| r.1).collect();
-            let all_w = weights(&sizes).map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
-            let local_refs: Vec<&LoraState> = locals.iter().collect();
-            let covariance =
-                covariance_norm(&local_refs, &all_w).map_err(|e| ConfigError::invalid("aggregation", e.to_string()))?;
+            let covariance = self.covariance(&arrived)?;
             if !kept.is_empty() {
-                let kw = weights(&kept.iter().map(|&i| sizes[i]).collect::<Vec<_>>())
+                let kw = weights(&kept.iter().map(|&i| arrived[i].samples).collect::<Vec<_>>())
                     .map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
-                let ups: Vec<&SparseUpdate> = kept.iter().map(|&i| &uploads[i]).collect();
+                let ups: Vec<&SparseUpdate> = kept.iter().map(|&i| &arrived[i].update).collect();
                 match mode {
                     FeedbackMode::Delta => apply_deltas(&mut state.global, &ups, &kw),
                     FeedbackMode::Model => average_sparse_models(&state.global, &ups, &kw).map(|g| state.global = g),
                 }
                 .map_err(|e| ConfigError::invalid("aggregation", e.to_string()))?;
-                let kept_heads: Vec<&Head> = kept.iter().map(|&i| &heads[i]).collect();
+                let kept_heads: Vec<&Head> = kept.iter().map(|&i| &arrived[i].upload.head).collect();
                 aggregate_head(&mut state.head, &kept_heads, &kw);
             }
             split.aggregate_s += t.elapsed().as_secs_f64();
@@ -366,10 +456,8 @@ impl Experiment {
                 c.observe(round_delay);
                 state.meta.queue = c.queue;
             }
-            for (i, r) in records.iter().enumerate() {
-                if kept.contains(&i) {
-                    state.meta.ledger.record(r.2);
-                }
+            for &i in &kept {
+                state.meta.ledger.record(arrived[i].cost);
             }
             state.meta.delay_sum_s += round_delay;
 
@@ -387,7 +475,7 @@ impl Experiment {
             let wall = t_round.elapsed().as_secs_f64();
             split.other_s = (wall - split.train_s - split.sparsify_s - split.aggregate_s - split.eval_s).max(0.0);
             state.meta.wall_s += wall;
-            let kept_loss: Vec<f64> = records.iter().map(|r| r.3).collect();
+            let losses: Vec<f64> = arrived.iter().map(|a| a.upload.train_loss).collect();
             let rec = RoundRecord {
                 round,
                 method: cfg.method.name.to_string(),
@@ -398,13 +486,13 @@ impl Experiment {
                 delay_s: round_delay,
                 avg_delay_s: state.meta.delay_sum_s / (round + 1) as f64,
                 queue: state.meta.queue,
-                uplink_bits_paper: kept.iter().map(|&i| records[i].2.paper_bits).sum(),
-                uplink_bits_encoded: kept.iter().map(|&i| records[i].2.encoded_bits).sum(),
-                kept_entries: kept.iter().map(|&i| records[i].2.entries).sum(),
+                uplink_bits_paper: kept.iter().map(|&i| arrived[i].cost.paper_bits).sum(),
+                uplink_bits_encoded: kept.iter().map(|&i| arrived[i].cost.encoded_bits).sum(),
+                kept_entries: kept.iter().map(|&i| arrived[i].cost.entries).sum(),
                 clients: scheduled.clone(),
                 dropped: scheduled.len() - kept.len(),
                 covariance,
-                train_loss: kept_loss.iter().sum::<f64>() / kept_loss.len().max(1) as f64,
+                train_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
                 test_accuracy: acc,
                 test_loss,
                 wall_s: wall,
@@ -412,22 +500,49 @@ impl Experiment {
             };
             writeln!(metrics, "{}", serde_json::to_string(&rec).expect("record"))
                 .map_err(|e| ConfigError::invalid("output", e.to_string()))?;
-            for (i, r) in records.iter().enumerate() {
-                let c = ClientRecord {
+            let mut client_records: Vec<ClientRecord> = arrived
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ClientRecord {
                     round,
-                    client: r.0,
-                    samples: r.1,
-                    fading: channels[i].fading,
-                    snr_db: 10.0 * channels[i].snr.log10(),
+                    client: scheduled[a.slot],
+                    samples: a.samples,
+                    fading: channels[a.slot].fading,
+                    snr_db: 10.0 * channels[a.slot].snr.log10(),
                     bandwidth_share: shares[i],
-                    kept_entries: r.2.entries,
-                    bits_paper: r.2.paper_bits,
-                    bits_encoded: r.2.encoded_bits,
+                    kept_entries: a.cost.entries,
+                    bits_paper: a.cost.paper_bits,
+                    bits_encoded: a.cost.encoded_bits,
                     delay_s: delay_each[i],
-                    train_loss: r.3,
+                    train_loss: a.upload.train_loss,
                     dropped: !kept.contains(&i),
-                };
-                writeln!(clients_log, "{}", serde_json::to_string(&c).expect("record"))
+                    reason: (!kept.contains(&i)).then(|| "simulated outage: delay above rounds.outage_delay_s".into()),
+                    train_wall_s: a.upload.train_s,
+                    transfer_s: a.upload.transfer_s,
+                })
+                .collect();
+            for (slot, reason) in failed {
+                let client = scheduled[slot];
+                client_records.push(ClientRecord {
+                    round,
+                    client,
+                    samples: self.task.partition.clients[client].len(),
+                    fading: channels[slot].fading,
+                    snr_db: 10.0 * channels[slot].snr.log10(),
+                    bandwidth_share: 0.0,
+                    kept_entries: 0,
+                    bits_paper: 0,
+                    bits_encoded: 0,
+                    delay_s: 0.0,
+                    train_loss: f64::NAN,
+                    dropped: true,
+                    reason: Some(reason),
+                    train_wall_s: 0.0,
+                    transfer_s: None,
+                });
+            }
+            for c in &client_records {
+                writeln!(clients_log, "{}", serde_json::to_string(c).expect("record"))
                     .map_err(|e| ConfigError::invalid("output", e.to_string()))?;
             }
             metrics.flush().map_err(|e| ConfigError::invalid("output", e.to_string()))?;
@@ -435,6 +550,7 @@ impl Experiment {
             state.next_round = round + 1;
             if last || state.next_round % cfg.rounds.checkpoint_every == 0 || opts.stop_after == Some(state.next_round)
             {
+                state.memories = pool.memories();
                 checkpoint::save(out, &state)?;
             }
             on_round(&rec);
@@ -474,6 +590,103 @@ impl Experiment {
         )?;
         Ok(summary)
     }
+
+    /// The covariance of the arrived clients' local models (SPEC §2.4), where their dense local factors are
+    /// known: in process. Networked clients never send them, so the metric is absent there.
+    fn covariance(&self, arrived: &[Arrival]) -> Result<Option<f64>, ConfigError> {
+        let locals: Option<Vec<&LoraState>> = arrived.iter().map(|a| a.upload.local.as_ref()).collect();
+        match locals {
+            Some(l) if !l.is_empty() => {
+                let w = weights(&arrived.iter().map(|a| a.samples).collect::<Vec<_>>())
+                    .map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
+                covariance_norm(&l, &w).map(Some).map_err(|e| ConfigError::invalid("aggregation", e.to_string()))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// This round's broadcast: what every scheduled client starts from.
+pub struct RoundTask<'a> {
+    pub round: u64,
+    pub global: &'a LoraState,
+    pub head: &'a Head,
+    pub rho: DropRatio,
+}
+
+/// What a scheduled client sends back for one round.
+pub struct ClientUpload {
+    pub client: usize,
+    /// The sparse update in the wire format (`fedsoft_core::encoding`).
+    pub bytes: Vec<u8>,
+    /// The locally trained head (dense; it is small).
+    pub head: Head,
+    pub train_loss: f64,
+    /// The dense local factors, known only in process (for the covariance metric).
+    pub local: Option<LoraState>,
+    /// Seconds of local training and of sparsification + encoding, as the client measured them.
+    pub train_s: f64,
+    pub sparsify_s: f64,
+    /// Real seconds from handing the task out to receiving the upload (networked clients).
+    pub transfer_s: Option<f64>,
+}
+
+/// Where the scheduled clients of a round do their local work.
+pub trait ClientPool {
+    /// Every client of `clients`, in order: its upload, or why it has none (crashed, timed out,
+    /// disconnected). A client without an upload is dropped from the round; an `Err` of the whole call
+    /// stops the run.
+    fn run_round(
+        &mut self,
+        exp: &Experiment,
+        task: &RoundTask<'_>,
+        clients: &[usize],
+    ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError>;
+    /// The error-feedback memories this pool keeps, for checkpoints (empty when clients keep their own).
+    fn memories(&self) -> BTreeMap<usize, LoraState>;
+    /// Hands the pool the memories of a resumed checkpoint.
+    fn restore(&mut self, memories: BTreeMap<usize, LoraState>);
+}
+
+/// Every client in this process, one after another, their memories kept here (and in checkpoints).
+#[derive(Default)]
+pub struct LocalClients {
+    memories: BTreeMap<usize, LoraState>,
+}
+
+impl ClientPool for LocalClients {
+    fn run_round(
+        &mut self,
+        exp: &Experiment,
+        task: &RoundTask<'_>,
+        clients: &[usize],
+    ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError> {
+        let mut out = Vec::with_capacity(clients.len());
+        for &client in clients {
+            let (upload, memory) = exp.client_update(client, task, self.memories.get(&client))?;
+            if let Some(m) = memory {
+                self.memories.insert(client, m);
+            }
+            out.push(Ok(upload));
+        }
+        Ok(out)
+    }
+    fn memories(&self) -> BTreeMap<usize, LoraState> {
+        self.memories.clone()
+    }
+    fn restore(&mut self, memories: BTreeMap<usize, LoraState>) {
+        self.memories = memories;
+    }
+}
+
+/// An upload the server accepted this round.
+struct Arrival {
+    /// Position in the round's schedule.
+    slot: usize,
+    samples: usize,
+    cost: UploadCost,
+    upload: ClientUpload,
+    update: SparseUpdate,
 }
 
 /// A sparsifier or feedback step refused its input: reported against the `[method]` section.

@@ -30,7 +30,8 @@ pub struct RoundRecord {
     pub kept_entries: u64,
     pub clients: Vec<usize>,
     pub dropped: usize,
-    pub covariance: f64,
+    /// `‖Cov‖` of the arrived clients' local models; `null` where they are not known (networked runs).
+    pub covariance: Option<f64>,
     pub train_loss: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub test_accuracy: Option<f64>,
@@ -55,6 +56,15 @@ pub struct ClientRecord {
     pub delay_s: f64,
     pub train_loss: f64,
     pub dropped: bool,
+    /// Why a dropped client's upload did not count (outage, crash, deadline, validation).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// Real seconds of local training, as the client measured them.
+    #[serde(default)]
+    pub train_wall_s: f64,
+    /// Real seconds from task to upload (networked runs).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub transfer_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

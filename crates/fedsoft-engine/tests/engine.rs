@@ -150,7 +150,7 @@ fn every_method_and_controller_runs_end_to_end() {
             for r in &recs {
                 assert_eq!(r.method, method);
                 assert_eq!(r.clients.len(), 3);
-                assert!(r.covariance.is_finite() && r.train_loss.is_finite());
+                assert!(r.covariance.unwrap().is_finite() && r.train_loss.is_finite());
                 // Exact budgets: every upload keeps what its method promises.
                 let rho = DropRatio::new(r.rho).unwrap();
                 let per_client = match method {
@@ -161,6 +161,7 @@ fn every_method_and_controller_runs_end_to_end() {
                         .sum(),
                     _ => total_budget(&shapes, rho),
                 };
+                assert_eq!(per_client, method.parse::<fedsoft_core::sparsify::MethodKind>().unwrap().upload_budget(&shapes, rho));
                 assert_eq!(r.kept_entries as usize, 3 * per_client, "{method}/{controller} round {}", r.round);
                 assert_eq!(r.uplink_bits_paper, 32 * r.kept_entries);
                 assert!(r.uplink_bits_encoded > 0);

@@ -175,6 +175,17 @@ impl MethodKind {
             MethodKind::Svd => "svd",
         }
     }
+    /// The entries one upload of this method carries at drop ratio `rho` (all methods keep exactly this
+    /// many): the most a server accepts.
+    pub fn upload_budget(self, shapes: &[crate::lora::ModuleShape], rho: crate::budget::DropRatio) -> usize {
+        match self {
+            MethodKind::Ilora => shapes.iter().map(|s| s.numel()).sum(),
+            MethodKind::Fedlodrop => {
+                shapes.iter().map(|s| fedlodrop_components(s.r, rho) * s.component_len()).sum()
+            }
+            _ => crate::budget::total_budget(shapes, rho),
+        }
+    }
     /// Error feedback by default (SPEC D10): on for SOFT, the exact selector and RLoRA.
     pub fn default_error_feedback(self) -> bool {
         matches!(self, MethodKind::Soft | MethodKind::Svd | MethodKind::Rlora)
