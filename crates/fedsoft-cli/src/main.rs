@@ -2,6 +2,7 @@
 //! TSFA controller.
 
 mod fetch_cmd;
+mod net_cmd;
 mod plan_cmd;
 mod report_cmd;
 mod run_cmd;
@@ -53,6 +54,17 @@ enum Command {
     /// against the latency budget, the virtual queue, the covariance of local models, the training loss,
     /// and the Gram matrices of the final adapter. `run` and `compare` draw it themselves when they finish.
     Report(report_cmd::ReportArgs),
+    /// Serve an experiment to remote clients over gRPC: the same rounds as `run`, with each scheduled
+    /// client's local training done by a `fedsoft join` process.
+    ///
+    /// TLS comes from serve.tls_cert / serve.tls_key; without them the server starts only on loopback and only
+    /// with --insecure. Every client presents its token (`--issue-token ID`). A round waits at most
+    /// serve.round_deadline_s for uploads and aggregates what arrived; uploads are validated (format, checksum,
+    /// round, budget, finite values) before they can reach the aggregate. --resume continues from the last
+    /// checkpoint and clients carry on.
+    Serve(net_cmd::ServeArgs),
+    /// Take part in a served experiment as one client, with this machine's model and data.
+    Join(net_cmd::JoinArgs),
 }
 
 #[derive(clap::Args)]
@@ -81,6 +93,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(&args),
         Command::Compare(args) => run_cmd::compare(&args),
         Command::Report(args) => report_cmd::run(&args),
+        Command::Serve(args) => net_cmd::run_serve(&args),
+        Command::Join(args) => net_cmd::run_join(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

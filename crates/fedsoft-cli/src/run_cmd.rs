@@ -68,6 +68,19 @@ fn on_round(bar: &ProgressBar, last_acc: &mut Option<f64>, r: &RoundRecord) {
     bar.set_position(r.round + 1);
 }
 
+/// One line per round on stderr, for servers and logs (no progress bar).
+pub fn on_round_line(r: &RoundRecord) {
+    let acc = r.test_accuracy.map_or(String::new(), |a| format!(" accuracy {a:.4}"));
+    eprintln!(
+        "round {}: rho {:.3} delay {:.3} s (avg {:.3}) dropped {}{acc}",
+        r.round + 1,
+        r.rho,
+        r.delay_s,
+        r.avg_delay_s,
+        r.dropped
+    );
+}
+
 fn execute(cfg: &ExperimentConfig, out: &Path, resume: bool, cache: &Path, label: &str) -> Result<Summary> {
     let opts = RunOptions { out_dir: out.to_path_buf(), resume, cache: cache.to_path_buf(), stop_after: None };
     if cfg.tsfa.pilot.is_some() {

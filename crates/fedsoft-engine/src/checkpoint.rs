@@ -47,8 +47,11 @@ fn io(path: &Path, e: impl ToString) -> ConfigError {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+    use std::io::Write;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
@@ -74,22 +77,34 @@ pub fn save(dir: &Path, st: &RunState) -> Result<(), ConfigError> {
         .iter()
         .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent sizes")))
         .collect();
-    let bytes = safetensors::serialize(views, None).map_err(|e| io(dir, e))?;
-    write_atomic(&dir.join("checkpoint.safetensors"), &bytes)?;
+    // The metadata travels inside the tensor file, so one atomic rename switches the whole checkpoint: a
+    // kill at any moment leaves either the old checkpoint or the new one, never a mix.
     let meta = Meta { next_round: st.next_round, ..st.meta.clone() };
+    let meta_json = serde_json::to_string(&meta).expect("meta");
+    let header = std::collections::HashMap::from([(META_KEY.to_string(), meta_json)]);
+    let bytes = safetensors::serialize(views, Some(header)).map_err(|e| io(dir, e))?;
+    write_atomic(&dir.join(CHECKPOINT), &bytes)?;
+    // A readable copy for people; never read back.
     write_atomic(&dir.join("checkpoint.json"), serde_json::to_string_pretty(&meta).expect("meta").as_bytes())
 }
 
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const META_KEY: &str = "fedsoft.meta";
+
 /// Loads the checkpoint in `dir` for modules `shapes`, or `None` if there is none.
 pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, ConfigError> {
-    let meta_path = dir.join("checkpoint.json");
-    if !meta_path.is_file() {
+    let path = dir.join(CHECKPOINT);
+    if !path.is_file() {
         return Ok(None);
     }
-    let meta: Meta = serde_json::from_str(&std::fs::read_to_string(&meta_path).map_err(|e| io(&meta_path, e))?)
-        .map_err(|e| io(&meta_path, e))?;
-    let path = dir.join("checkpoint.safetensors");
     let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| io(&path, e))?;
+    let meta_json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| io(&path, format!("no `{META_KEY}` entry in the header: not a fedsoft checkpoint")))?;
+    let meta: Meta = serde_json::from_str(meta_json).map_err(|e| io(&path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| io(&path, e))?;
     let get = |name: &str, len: usize| -> Result<Vec<f32>, ConfigError> {
         let t = st.tensor(name).map_err(|_| io(&path, format!("missing tensor {name}")))?;

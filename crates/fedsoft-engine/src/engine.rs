@@ -205,7 +205,10 @@ impl Experiment {
     ) -> Result<(LoraState, Head, f64), ConfigError> {
         let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
         let own = self.task.partition.clients.get(client).ok_or_else(|| {
-            ConfigError::invalid("client", format!("client {client} is not one of the {} clients", self.cfg.clients.total))
+            ConfigError::invalid(
+                "client",
+                format!("client {client} is not one of the {} clients", self.cfg.clients.total),
+            )
         })?;
         let bs = self.cfg.training.batch_size;
         let mut order = Vec::with_capacity(own.len() * self.cfg.training.local_epochs);
@@ -281,7 +284,11 @@ impl Experiment {
         let nnz = msg.update.nnz();
         let budget = self.cfg.method.name.upload_budget(&self.plan.shapes, task.rho);
         if nnz > budget {
-            return Err(format!("over budget: {nnz} entries where {} at rho {} allows {budget}", self.cfg.method.name, task.rho.get()));
+            return Err(format!(
+                "over budget: {nnz} entries where {} at rho {} allows {budget}",
+                self.cfg.method.name,
+                task.rho.get()
+            ));
         }
         if msg.update.modules.iter().any(|m| m.values.iter().any(|v| !v.is_finite())) {
             return Err("non-finite values in the update".into());
@@ -402,7 +409,13 @@ impl Experiment {
                             paper_bits: bit_model.paper_bits(update.nnz(), numel),
                             encoded_bits: 8 * upload.bytes.len() as u64,
                         };
-                        arrived.push(Arrival { slot, samples: self.task.partition.clients[client].len(), cost, upload, update });
+                        arrived.push(Arrival {
+                            slot,
+                            samples: self.task.partition.clients[client].len(),
+                            cost,
+                            upload,
+                            update,
+                        });
                     }
                     Err(reason) => failed.push((slot, reason)),
                 }
@@ -425,8 +438,8 @@ impl Experiment {
             let (shares, delay_each) = if arrived.is_empty() {
                 (vec![], vec![])
             } else {
-                let shares = allocate(w.bandwidth_rule, w.rate_model, &bits, &snr, w.bandwidth_hz)
-                    .map_err(ConfigError::from)?;
+                let shares =
+                    allocate(w.bandwidth_rule, w.rate_model, &bits, &snr, w.bandwidth_hz).map_err(ConfigError::from)?;
                 let d = delays(w.rate_model, &bits, &shares, &snr, w.bandwidth_hz);
                 (shares, d)
             };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod engine;
 pub mod export;
+pub mod fixtures;
 pub mod metrics;
 pub mod pilot;
 pub mod plan;

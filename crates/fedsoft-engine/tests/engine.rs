@@ -3,109 +3,16 @@
 use fedsoft_core::budget::{DropRatio, total_budget};
 use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::engine::{Experiment, RunOptions};
+use fedsoft_engine::fixtures::{tiny_config, tiny_text_task};
 use fedsoft_engine::metrics::RoundRecord;
-use fedsoft_model::load::random_checkpoint;
-use fedsoft_model::spec::{EncoderSpec, Family};
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 use std::path::{Path, PathBuf};
 
-const WORDS: [&str; 16] = [
-    "alpha", "beta", "gamma", "delta", "red", "green", "blue", "black", "one", "two", "three", "four", "sun", "moon",
-    "star", "sky",
-];
-
-/// A 2-layer BERT (hidden 16) in HF layout with a WordPiece vocabulary, and a 4-class text task whose class
-/// is the group of words a sentence is made of.
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
-    let model = dir.join("tiny-bert");
-    std::fs::create_dir_all(&model).unwrap();
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
-    vocab.extend(WORDS.iter().map(|s| s.to_string()));
-    std::fs::write(model.join("vocab.txt"), vocab.join("\n")).unwrap();
-    let spec = EncoderSpec {
-        family: Family::Bert,
-        hidden: 16,
-        layers: 2,
-        heads: 2,
-        intermediate: 32,
-        eps: 1e-12,
-        vocab: vocab.len(),
-        max_positions: 16,
-        type_vocab: 2,
-        patch: 0,
-        pos_grid: 0,
-        channels: 0,
-    };
-    std::fs::write(
-        model.join("config.json"),
-        format!(
-            r#"{{"model_type":"bert","hidden_size":16,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":32,"vocab_size":{},"max_position_embeddings":16,"type_vocab_size":2}}"#,
-            vocab.len()
-        ),
-    )
-    .unwrap();
-    let map = random_checkpoint(&spec, 7);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = map
-        .tensors
-        .iter()
-        .map(|(k, (s, v))| (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<(String, TensorView)> =
-        bytes.iter().map(|(k, s, b)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(views, None, &model.join("model.safetensors")).unwrap();
-
-    let data = dir.join("task.csv");
-    let mut csv = String::from("label,text\n");
-    for i in 0..240usize {
-        let class = i % 4;
-        let words: Vec<&str> = (0..5).map(|j| WORDS[class * 4 + (i * 7 + j * 3) % 4]).collect();
-        csv += &format!("c{class},{}\n", words.join(" "));
-    }
-    std::fs::write(&data, csv).unwrap();
-    (model, data)
+    tiny_text_task(dir)
 }
 
 fn config(model: &Path, data: &Path, extra: &[&str]) -> ExperimentConfig {
-    let text = format!(
-        r#"
-name = "tiny"
-seed = 3
-[model]
-arch = "custom"
-hidden = 16
-layers = 2
-intermediate = 32
-path = "{}"
-[lora]
-rank = 2
-targets = ["query", "value"]
-[clients]
-total = 8
-per_round = 3
-[data]
-dataset = "csv-text"
-path = "{}"
-max_len = 8
-test_fraction = 0.25
-[training]
-batch_size = 8
-lr = 5e-3
-[rounds]
-total = 4
-eval_every = 2
-checkpoint_every = 2
-[tsfa]
-candidate_ranks = [1, 2, 4]
-latency_budget = {{ rank = 2, rho = 0.75 }}
-[tsfa.bound]
-max_rank = 8
-"#,
-        model.display(),
-        data.display()
-    );
-    let o: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    ExperimentConfig::from_toml(&text, "tiny.toml", &o).unwrap()
+    tiny_config(model, data, extra)
 }
 
 fn run(cfg: &ExperimentConfig, out: &Path, resume: bool, stop_after: Option<u64>) -> Vec<RoundRecord> {
@@ -161,7 +68,10 @@ fn every_method_and_controller_runs_end_to_end() {
                         .sum(),
                     _ => total_budget(&shapes, rho),
                 };
-                assert_eq!(per_client, method.parse::<fedsoft_core::sparsify::MethodKind>().unwrap().upload_budget(&shapes, rho));
+                assert_eq!(
+                    per_client,
+                    method.parse::<fedsoft_core::sparsify::MethodKind>().unwrap().upload_budget(&shapes, rho)
+                );
                 assert_eq!(r.kept_entries as usize, 3 * per_client, "{method}/{controller} round {}", r.round);
                 assert_eq!(r.uplink_bits_paper, 32 * r.kept_entries);
                 assert!(r.uplink_bits_encoded > 0);

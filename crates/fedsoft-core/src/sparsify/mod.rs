@@ -180,9 +180,7 @@ impl MethodKind {
     pub fn upload_budget(self, shapes: &[crate::lora::ModuleShape], rho: crate::budget::DropRatio) -> usize {
         match self {
             MethodKind::Ilora => shapes.iter().map(|s| s.numel()).sum(),
-            MethodKind::Fedlodrop => {
-                shapes.iter().map(|s| fedlodrop_components(s.r, rho) * s.component_len()).sum()
-            }
+            MethodKind::Fedlodrop => shapes.iter().map(|s| fedlodrop_components(s.r, rho) * s.component_len()).sum(),
             _ => crate::budget::total_budget(shapes, rho),
         }
     }

@@ -1,0 +1,89 @@
+//! Per-client tokens without a token table: a client's token is `HMAC-SHA256(secret, client id)`, so the
+//! server keeps one secret, can issue any client its token, and checks a presented token in constant time.
+
+use crate::NetError;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::path::Path;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The server's token authority.
+#[derive(Clone)]
+pub struct Tokens {
+    secret: Vec<u8>,
+}
+
+const MIN_SECRET: usize = 16;
+
+impl Tokens {
+    pub fn new(secret: Vec<u8>) -> Result<Self, NetError> {
+        if secret.len() < MIN_SECRET {
+            return Err(NetError::setup("serve.secret_file", format!("the secret needs at least {MIN_SECRET} bytes")));
+        }
+        Ok(Tokens { secret })
+    }
+
+    /// Reads the secret (surrounding whitespace ignored).
+    pub fn from_file(path: &Path) -> Result<Self, NetError> {
+        let text = std::fs::read(path).map_err(|e| NetError::io(path, e))?;
+        let trimmed = text.trim_ascii().to_vec();
+        Tokens::new(trimmed).map_err(|e| NetError::setup("serve.secret_file", format!("{}: {e}", path.display())))
+    }
+
+    /// The secret of `path`, created there (random, owner-only permissions) when absent: a run directory
+    /// keeps its secret, so tokens stay valid across `--resume`.
+    pub fn load_or_create(path: &Path) -> Result<Self, NetError> {
+        if !path.exists() {
+            let mut bytes = [0u8; 32];
+            rand_bytes(&mut bytes).map_err(|e| {
+                NetError::setup(
+                    "serve.secret_file",
+                    format!("no system randomness to create {} ({e}); write a secret there yourself", path.display()),
+                )
+            })?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &hex).map_err(|e| NetError::io(&tmp, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| NetError::io(&tmp, e))?;
+            }
+            std::fs::rename(&tmp, path).map_err(|e| NetError::io(path, e))?;
+        }
+        Tokens::from_file(path)
+    }
+
+    fn mac(&self, client: u32) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
+        mac.update(b"fedsoft client token v1:");
+        mac.update(&client.to_le_bytes());
+        mac
+    }
+
+    /// Client `client`'s token (64 hex digits).
+    pub fn token(&self, client: u32) -> String {
+        self.mac(client).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `token` is client `client`'s, compared in constant time.
+    pub fn verify(&self, client: u32, token: &str) -> bool {
+        let Some(bytes) = from_hex(token) else { return false };
+        self.mac(client).verify_slice(&bytes).is_ok()
+    }
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Operating-system randomness for the secret (never the experiment's seeded streams).
+fn rand_bytes(out: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(out)
+}

@@ -1,0 +1,219 @@
+//! `fedsoft join`: a client process. It joins, builds the server's experiment locally (model, its own share of
+//! the data, the sparsifier), then polls for work: each task is the engine's own client step on the
+//! broadcast model, with the error memory kept on this machine. Lost connections are retried with backoff
+//! until the server is back or the client's patience runs out.
+
+use crate::memory::MemoryStore;
+use crate::proto::federation_client::FederationClient;
+use crate::proto::{JoinRequest, PollRequest, UploadRequest, poll_reply};
+use crate::server::message_limit as server_message_limit;
+use crate::wire::{f32_bytes, f32s, factors};
+use crate::{AUTH_KEY, CLIENT_KEY, NetError};
+use fedsoft_core::budget::DropRatio;
+use fedsoft_engine::ExperimentConfig;
+use fedsoft_engine::engine::{Experiment, RoundTask};
+use fedsoft_model::adapters::Head;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// `http://host:port` (development, no TLS) or `https://host:port`.
+    pub server: String,
+    pub client: u32,
+    pub token: String,
+    /// PEM of the CA that signed the server's certificate (`https` only).
+    pub ca: Option<PathBuf>,
+    /// Server name to check the certificate against, when it differs from the URL's host.
+    pub domain: Option<String>,
+    /// Where this client keeps its error memory.
+    pub state_dir: PathBuf,
+    /// `--set` overrides applied to the server's config (local paths: `model.path`, `data.path`, ...).
+    pub overrides: Vec<String>,
+    pub cache: PathBuf,
+    /// Give up after this many seconds without reaching the server.
+    pub patience_s: f64,
+}
+
+/// What a client did.
+#[derive(Debug, Clone, Default)]
+pub struct JoinSummary {
+    pub rounds_worked: u64,
+    pub rejected: u64,
+}
+
+type Client = FederationClient<InterceptedService<Channel, Auth>>;
+
+#[derive(Clone)]
+struct Auth {
+    client: MetadataValue<tonic::metadata::Ascii>,
+    bearer: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert(CLIENT_KEY, self.client.clone());
+        req.metadata_mut().insert(AUTH_KEY, self.bearer.clone());
+        Ok(req)
+    }
+}
+
+async fn connect(opts: &JoinOptions, auth: &Auth) -> Result<Client, String> {
+    let mut endpoint = Endpoint::from_shared(opts.server.clone()).map_err(|e| e.to_string())?;
+    if opts.server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &opts.ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some(d) = &opts.domain {
+            tls = tls.domain_name(d.clone());
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+    }
+    let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect().await.map_err(|e| format!("{e:?}"))?;
+    Ok(FederationClient::with_interceptor(channel, auth.clone()))
+}
+
+/// Refusals no retry can fix.
+fn fatal(client: u32, s: &Status) -> Option<NetError> {
+    matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument)
+        .then(|| NetError::Refused { client, detail: s.message().to_string() })
+}
+
+/// Takes part in the server's run until it is finished.
+pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
+    if opts.server.starts_with("https://") && opts.ca.is_none() {
+        return Err(NetError::setup("--ca", "an https server needs the PEM of the CA that signed its certificate"));
+    }
+    let auth = Auth {
+        client: opts.client.to_string().parse().map_err(|_| NetError::setup("--client-id", "not ASCII"))?,
+        bearer: format!("Bearer {}", opts.token).parse().map_err(|_| NetError::setup("--token", "not ASCII"))?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| NetError::setup("runtime", e))?;
+    let memory = MemoryStore::open(&opts.state_dir, opts.client)?;
+    let mut exp: Option<Experiment> = None;
+    let mut summary = JoinSummary::default();
+    let mut backoff = Duration::from_millis(100);
+    let mut last_contact = Instant::now();
+    let unreachable = |detail: String, since: Instant| NetError::Unreachable {
+        server: opts.server.clone(),
+        seconds: since.elapsed().as_secs_f64(),
+        detail,
+    };
+    'connection: loop {
+        let mut rpc = match runtime.block_on(connect(opts, &auth)) {
+            Ok(c) => c,
+            Err(e) => {
+                if last_contact.elapsed().as_secs_f64() > opts.patience_s {
+                    return Err(unreachable(e, last_contact));
+                }
+                tracing::info!(error = %e, ?backoff, "server unreachable; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if exp.is_none() {
+            let reply = match runtime.block_on(rpc.join(JoinRequest {})) {
+                Ok(r) => r.into_inner(),
+                Err(s) => match fatal(opts.client, &s) {
+                    Some(e) => return Err(e),
+                    None => continue 'connection,
+                },
+            };
+            let cfg = ExperimentConfig::from_toml(&reply.config_toml, "the server's experiment", &opts.overrides)?;
+            tracing::info!(client = opts.client, name = %cfg.name, "joined; preparing the model and data");
+            let e = Experiment::prepare(&cfg, &opts.cache)?;
+            let limit = server_message_limit(&e);
+            rpc = rpc.max_decoding_message_size(limit).max_encoding_message_size(limit);
+            exp = Some(e);
+        }
+        let exp = exp.as_ref().expect("prepared");
+        let limit = server_message_limit(exp);
+        rpc = rpc.max_decoding_message_size(limit).max_encoding_message_size(limit);
+        loop {
+            let reply = match runtime.block_on(rpc.poll(PollRequest {})) {
+                Ok(r) => r.into_inner(),
+                Err(s) => match fatal(opts.client, &s) {
+                    Some(e) => return Err(e),
+                    None => {
+                        tracing::info!(status = %s.message(), "lost the server; reconnecting");
+                        continue 'connection;
+                    }
+                },
+            };
+            last_contact = Instant::now();
+            backoff = Duration::from_millis(100);
+            match reply.state {
+                Some(poll_reply::State::Finished(_)) => return Ok(summary),
+                Some(poll_reply::State::Wait(w)) => {
+                    std::thread::sleep(Duration::from_millis(w.retry_after_ms.clamp(10, 5000) as u64))
+                }
+                None => std::thread::sleep(Duration::from_millis(200)),
+                Some(poll_reply::State::Task(task)) => {
+                    let request = work(exp, opts.client, &memory, &task)?;
+                    let round = task.round;
+                    match runtime.block_on(rpc.upload(request)) {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            summary.rounds_worked += 1;
+                            if r.accepted {
+                                tracing::info!(round, "upload accepted");
+                            } else {
+                                summary.rejected += 1;
+                                tracing::warn!(round, reason = %r.reason, "upload refused");
+                            }
+                        }
+                        Err(s) => match fatal(opts.client, &s) {
+                            Some(e) => return Err(e),
+                            None => continue 'connection,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One task: the engine's client step from the broadcast model and this client's stored memory; the new
+/// memory is on disk before the upload leaves.
+fn work(
+    exp: &Experiment,
+    client: u32,
+    memory: &MemoryStore,
+    task: &crate::proto::Task,
+) -> Result<UploadRequest, NetError> {
+    let bad = |detail: String| NetError::setup("task", format!("round {}: {detail}", task.round));
+    let global = factors(&exp.plan.shapes, &task.factors).map_err(bad)?;
+    let head = Head {
+        hidden: exp.backbone.spec.hidden,
+        classes: exp.task.classes.len(),
+        weight: f32s(&task.head_weight, "head weight").map_err(bad)?,
+        bias: f32s(&task.head_bias, "head bias").map_err(bad)?,
+    };
+    let rho = DropRatio::new(task.rho).map_err(|e| bad(e.to_string()))?;
+    let round_task = RoundTask { round: task.round, global: &global, head: &head, rho };
+    let previous = memory.before(task.round, &exp.plan.shapes)?;
+    let (upload, new_memory) = exp.client_update(client as usize, &round_task, previous.as_ref())?;
+    if let Some(m) = new_memory {
+        memory.save(task.round, &m)?;
+    }
+    Ok(UploadRequest {
+        round: task.round,
+        update: upload.bytes,
+        head_weight: f32_bytes(&upload.head.weight),
+        head_bias: f32_bytes(&upload.head.bias),
+        train_loss: upload.train_loss,
+        train_s: upload.train_s,
+        sparsify_s: upload.sparsify_s,
+    })
+}

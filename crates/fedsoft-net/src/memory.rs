@@ -1,0 +1,69 @@
+//! A client's error-feedback memory on its own disk, written atomically after every round's work and kept
+//! per round: the work of round `t` starts from the newest memory of a round before `t`. So a client that
+//! restarts carries on, and when a restarted server repeats a round, the client repeats it exactly.
+
+use crate::NetError;
+use fedsoft_core::encoding::{decode, encode};
+use fedsoft_core::lora::{LoraState, ModuleShape};
+use fedsoft_core::sparsify::{Selection, SparseUpdate};
+use std::path::{Path, PathBuf};
+
+/// How many past rounds' memories are kept (a server resumes at most from its last checkpoint).
+const KEEP: usize = 4;
+
+pub struct MemoryStore {
+    dir: PathBuf,
+    client: u32,
+}
+
+impl MemoryStore {
+    pub fn open(dir: &Path, client: u32) -> Result<Self, NetError> {
+        std::fs::create_dir_all(dir).map_err(|e| NetError::io(dir, e))?;
+        Ok(MemoryStore { dir: dir.to_path_buf(), client })
+    }
+
+    fn rounds(&self) -> Result<Vec<u64>, NetError> {
+        let mut rounds: Vec<u64> = std::fs::read_dir(&self.dir)
+            .map_err(|e| NetError::io(&self.dir, e))?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("memory-")?.strip_suffix(".fsup")?.parse().ok()
+            })
+            .collect();
+        rounds.sort_unstable();
+        Ok(rounds)
+    }
+
+    fn path(&self, round: u64) -> PathBuf {
+        self.dir.join(format!("memory-{round}.fsup"))
+    }
+
+    /// The newest memory written by a round before `round`, if any.
+    pub fn before(&self, round: u64, shapes: &[ModuleShape]) -> Result<Option<LoraState>, NetError> {
+        let Some(&r) = self.rounds()?.iter().rev().find(|&&r| r < round) else { return Ok(None) };
+        let path = self.path(r);
+        let bytes = std::fs::read(&path).map_err(|e| NetError::io(&path, e))?;
+        let msg = decode(&bytes, shapes).map_err(|e| NetError::io(&path, e))?;
+        let mut state = LoraState::zeros(shapes).map_err(|e| NetError::io(&path, e))?;
+        msg.update.add_into(&mut state, 1.0).map_err(|e| NetError::io(&path, e))?;
+        Ok(Some(state))
+    }
+
+    /// Stores the memory after round `round`'s work, then forgets all but the newest few.
+    pub fn save(&self, round: u64, memory: &LoraState) -> Result<(), NetError> {
+        let all = Selection { modules: memory.shapes.iter().map(|s| (0..s.numel() as u32).collect()).collect() };
+        let dense = SparseUpdate::gather(memory, &all).map_err(|e| NetError::io(&self.dir, e))?;
+        let bytes =
+            encode(round as u32, self.client, &memory.shapes, &dense).map_err(|e| NetError::io(&self.dir, e))?;
+        let path = self.path(round);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| NetError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| NetError::io(&path, e))?;
+        let rounds = self.rounds()?;
+        for r in rounds.iter().take(rounds.len().saturating_sub(KEEP)) {
+            let _ = std::fs::remove_file(self.path(*r));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,400 @@
+//! `fedsoft serve`: the engine's round loop with remote clients.
+//!
+//! The gRPC handlers run on a small tokio runtime; the engine runs on the calling thread and, each round,
+//! opens the round in the shared [`Hub`], waits (up to the deadline) for the scheduled clients' uploads, and
+//! judges each one with the engine's own [`Experiment::accept`] before the client hears the verdict.
+
+use crate::auth::Tokens;
+use crate::proto::federation_server::{Federation, FederationServer};
+use crate::proto::{self, JoinReply, JoinRequest, PollReply, PollRequest, UploadReply, UploadRequest, poll_reply};
+use crate::wire::{f32_bytes, f32s, factors_bytes};
+use crate::{AUTH_KEY, CLIENT_KEY, NetError};
+use fedsoft_core::lora::LoraState;
+use fedsoft_engine::ExperimentConfig;
+use fedsoft_engine::engine::{ClientPool, ClientUpload, Experiment, RoundTask, RunOptions};
+use fedsoft_engine::metrics::{RoundRecord, Summary};
+use fedsoft_model::adapters::Head;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+/// How often a client that has no work should ask again.
+const RETRY_MS: u32 = 200;
+
+/// An upload on its way from a handler to the engine, with the channel its verdict goes back on.
+struct Incoming {
+    client: usize,
+    request: UploadRequest,
+    received: Instant,
+    verdict: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+struct OpenRound {
+    task: proto::Task,
+    scheduled: Vec<usize>,
+    handed_out: BTreeMap<usize, Instant>,
+    answered: BTreeSet<usize>,
+    inbox: mpsc::Sender<Incoming>,
+}
+
+/// What the handlers and the engine share.
+struct Hub {
+    config_toml: String,
+    num_clients: u32,
+    round: Option<OpenRound>,
+    finished: bool,
+    /// Clients that have been told the run is over.
+    told_finished: BTreeSet<u32>,
+    joined: BTreeSet<u32>,
+}
+
+struct Service {
+    hub: Arc<Mutex<Hub>>,
+    tokens: Tokens,
+}
+
+impl Service {
+    /// The authenticated client id of a request.
+    fn client<T>(&self, req: &Request<T>) -> Result<u32, Status> {
+        let md = req.metadata();
+        let id: u32 = md
+            .get(CLIENT_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Status::unauthenticated(format!("missing or malformed `{CLIENT_KEY}` metadata")))?;
+        let token = md
+            .get(AUTH_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated(format!("missing `{AUTH_KEY}: Bearer <token>` metadata")))?;
+        let n = self.hub.lock().expect("hub").num_clients;
+        if id >= n {
+            tracing::warn!(client = id, "refused: unknown client id");
+            return Err(Status::permission_denied(format!("client {id} is not one of the {n} clients of this run")));
+        }
+        if !self.tokens.verify(id, token) {
+            tracing::warn!(client = id, "refused: wrong token");
+            return Err(Status::unauthenticated(format!("wrong token for client {id}")));
+        }
+        Ok(id)
+    }
+}
+
+#[tonic::async_trait]
+impl Federation for Service {
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let id = self.client(&req)?;
+        let mut hub = self.hub.lock().expect("hub");
+        if hub.joined.insert(id) {
+            tracing::info!(client = id, "joined");
+        }
+        Ok(Response::new(JoinReply { config_toml: hub.config_toml.clone(), num_clients: hub.num_clients }))
+    }
+
+    async fn poll(&self, req: Request<PollRequest>) -> Result<Response<PollReply>, Status> {
+        let id = self.client(&req)?;
+        let mut hub = self.hub.lock().expect("hub");
+        let state = if hub.finished {
+            hub.told_finished.insert(id);
+            poll_reply::State::Finished(proto::Finished {})
+        } else {
+            match hub.round.as_mut() {
+                Some(open) if open.scheduled.contains(&(id as usize)) && !open.answered.contains(&(id as usize)) => {
+                    open.handed_out.entry(id as usize).or_insert_with(Instant::now);
+                    poll_reply::State::Task(open.task.clone())
+                }
+                _ => poll_reply::State::Wait(proto::Wait { retry_after_ms: RETRY_MS }),
+            }
+        };
+        Ok(Response::new(PollReply { state: Some(state) }))
+    }
+
+    async fn upload(&self, req: Request<UploadRequest>) -> Result<Response<UploadReply>, Status> {
+        let id = self.client(&req)? as usize;
+        let request = req.into_inner();
+        let refuse = |reason: String| {
+            tracing::warn!(client = id, round = request.round, %reason, "upload refused");
+            Ok(Response::new(UploadReply { accepted: false, reason }))
+        };
+        let inbox = {
+            let hub = self.hub.lock().expect("hub");
+            match hub.round.as_ref() {
+                None => return refuse(format!("stale upload for round {}: no round is open", request.round)),
+                Some(open) if open.task.round != request.round => {
+                    return refuse(format!(
+                        "stale upload for round {}: round {} is open",
+                        request.round, open.task.round
+                    ));
+                }
+                Some(open) if !open.scheduled.contains(&id) => {
+                    return refuse(format!("client {id} is not scheduled in round {}", request.round));
+                }
+                Some(open) if open.answered.contains(&id) => {
+                    return refuse(format!("client {id} already uploaded in round {}", request.round));
+                }
+                Some(open) => open.inbox.clone(),
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let round = request.round;
+        if inbox.send(Incoming { client: id, request, received: Instant::now(), verdict: tx }).is_err() {
+            return Ok(Response::new(UploadReply { accepted: false, reason: format!("round {round} has closed") }));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(Response::new(UploadReply { accepted: true, reason: String::new() })),
+            Ok(Err(reason)) => Ok(Response::new(UploadReply { accepted: false, reason })),
+            Err(_) => Ok(Response::new(UploadReply { accepted: false, reason: format!("round {round} has closed") })),
+        }
+    }
+}
+
+/// The pool of remote clients: a round's work is whatever arrives before the deadline.
+pub struct RemoteClients {
+    hub: Arc<Mutex<Hub>>,
+    deadline: Duration,
+}
+
+impl ClientPool for RemoteClients {
+    fn run_round(
+        &mut self,
+        exp: &Experiment,
+        task: &RoundTask<'_>,
+        clients: &[usize],
+    ) -> Result<Vec<Result<ClientUpload, String>>, fedsoft_engine::ConfigError> {
+        let (tx, rx) = mpsc::channel();
+        let message = proto::Task {
+            round: task.round,
+            rho: task.rho.get(),
+            factors: factors_bytes(task.global),
+            head_weight: f32_bytes(&task.head.weight),
+            head_bias: f32_bytes(&task.head.bias),
+            deadline_s: self.deadline.as_secs_f64(),
+        };
+        self.hub.lock().expect("hub").round = Some(OpenRound {
+            task: message,
+            scheduled: clients.to_vec(),
+            handed_out: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            inbox: tx,
+        });
+        tracing::info!(round = task.round, ?clients, rho = task.rho.get(), "round open");
+        let deadline = Instant::now() + self.deadline;
+        let mut results: Vec<Option<Result<ClientUpload, String>>> = (0..clients.len()).map(|_| None).collect();
+        while results.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(inc) = rx.recv_timeout(left) else { break };
+            let Some(slot) = clients.iter().position(|&c| c == inc.client) else { continue };
+            let handed =
+                self.hub.lock().expect("hub").round.as_ref().and_then(|o| o.handed_out.get(&inc.client).copied());
+            let upload = to_upload(exp, inc.client, &inc.request, handed.map(|h| inc.received.duration_since(h)));
+            let verdict = upload.as_ref().map_err(Clone::clone).and_then(|u| exp.accept(task, u).map(|_| ()));
+            if let Some(open) = self.hub.lock().expect("hub").round.as_mut() {
+                open.answered.insert(inc.client);
+            }
+            match &verdict {
+                Ok(()) => tracing::info!(
+                    round = task.round,
+                    client = inc.client,
+                    bytes = inc.request.update.len(),
+                    "upload accepted"
+                ),
+                Err(reason) => tracing::warn!(round = task.round, client = inc.client, %reason, "upload rejected"),
+            }
+            let _ = inc.verdict.send(verdict.clone());
+            results[slot] = Some(match verdict {
+                Ok(()) => upload,
+                Err(reason) => Err(format!("rejected: {reason}")),
+            });
+        }
+        self.hub.lock().expect("hub").round = None;
+        let secs = self.deadline.as_secs_f64();
+        Ok(results
+            .into_iter()
+            .zip(clients)
+            .map(|(r, &c)| {
+                r.unwrap_or_else(|| {
+                    tracing::warn!(round = task.round, client = c, "no upload before the deadline; dropped");
+                    Err(format!("no upload within the round deadline of {secs} s"))
+                })
+            })
+            .collect())
+    }
+
+    fn memories(&self) -> BTreeMap<usize, LoraState> {
+        BTreeMap::new()
+    }
+
+    fn restore(&mut self, _memories: BTreeMap<usize, LoraState>) {}
+}
+
+fn to_upload(
+    exp: &Experiment,
+    client: usize,
+    r: &UploadRequest,
+    since_task: Option<Duration>,
+) -> Result<ClientUpload, String> {
+    let head = Head {
+        hidden: exp.backbone.spec.hidden,
+        classes: exp.task.classes.len(),
+        weight: f32s(&r.head_weight, "head weight")?,
+        bias: f32s(&r.head_bias, "head bias")?,
+    };
+    if !(r.train_loss.is_finite() && r.train_s.is_finite() && r.sparsify_s.is_finite()) {
+        return Err("non-finite loss or timings".into());
+    }
+    Ok(ClientUpload {
+        client,
+        bytes: r.update.clone(),
+        head,
+        train_loss: r.train_loss,
+        local: None,
+        train_s: r.train_s.max(0.0),
+        sparsify_s: r.sparsify_s.max(0.0),
+        transfer_s: since_task.map(|d| d.as_secs_f64()),
+    })
+}
+
+/// How the server is started.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub run: RunOptions,
+    /// Overrides `serve.listen`.
+    pub listen: Option<String>,
+    /// Serve without TLS (loopback addresses only).
+    pub insecure: bool,
+    /// Seconds to keep answering after the last round, so clients learn that the run is over.
+    pub linger_s: f64,
+}
+
+/// The largest message either side accepts: a dense upload of every factor and the head, twice over, plus
+/// framing. Anything larger is refused by the transport before it is read.
+pub fn message_limit(exp: &Experiment) -> usize {
+    let numel: usize = exp.plan.shapes.iter().map(|s| s.numel()).sum();
+    let head = exp.backbone.spec.hidden * exp.task.classes.len() + exp.task.classes.len();
+    2 * 4 * (numel + head) + 16 * exp.plan.shapes.len() + (1 << 16)
+}
+
+/// The token authority of a run: `serve.secret_file`, or a secret kept in the run directory.
+pub fn tokens_for(cfg: &ExperimentConfig, out: &std::path::Path) -> Result<Tokens, NetError> {
+    match &cfg.serve.secret_file {
+        Some(p) => Tokens::from_file(p),
+        None => {
+            std::fs::create_dir_all(out).map_err(|e| NetError::io(out, e))?;
+            Tokens::load_or_create(&out.join("secret"))
+        }
+    }
+}
+
+/// Checks the transport settings before anything is loaded: TLS, or an explicitly insecure loopback server.
+pub fn transport_check(
+    cfg: &ExperimentConfig,
+    opts: &ServeOptions,
+) -> Result<(SocketAddr, Option<ServerTlsConfig>), NetError> {
+    let listen = opts.listen.clone().unwrap_or_else(|| cfg.serve.listen.clone());
+    let addr: SocketAddr = listen.parse().map_err(|e| NetError::setup("serve.listen", format!("{listen:?}: {e}")))?;
+    let tls = match (&cfg.serve.tls_cert, &cfg.serve.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = std::fs::read(cert).map_err(|e| NetError::io(cert, e))?;
+            let key_pem = std::fs::read(key).map_err(|e| NetError::io(key, e))?;
+            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+        }
+        _ if !addr.ip().is_loopback() => {
+            return Err(NetError::setup(
+                "serve.tls_cert",
+                format!("refusing to serve on {addr} without TLS: set serve.tls_cert and serve.tls_key"),
+            ));
+        }
+        _ if !opts.insecure => {
+            return Err(NetError::setup(
+                "serve.tls_cert",
+                "no TLS configured: set serve.tls_cert and serve.tls_key, or pass --insecure for a loopback development server",
+            ));
+        }
+        _ => None,
+    };
+    Ok((addr, tls))
+}
+
+/// Runs the experiment with remote clients; returns its summary once the last round is done and the
+/// clients have been told.
+pub fn serve(
+    cfg: &ExperimentConfig,
+    opts: &ServeOptions,
+    on_round: impl FnMut(&RoundRecord),
+) -> Result<Summary, NetError> {
+    let (addr, tls) = transport_check(cfg, opts)?;
+    let tokens = tokens_for(cfg, &opts.run.out_dir)?;
+    let exp = Experiment::prepare_run(cfg, &opts.run)?;
+    let limit = message_limit(&exp);
+    let hub = Arc::new(Mutex::new(Hub {
+        // Clients build their experiment from this; `[serve]` stays on the server.
+        config_toml: ExperimentConfig { serve: Default::default(), ..exp.cfg.clone() }.to_toml(),
+        num_clients: cfg.clients.total as u32,
+        round: None,
+        finished: false,
+        told_finished: BTreeSet::new(),
+        joined: BTreeSet::new(),
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| NetError::setup("runtime", e))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|e| NetError::setup("serve.listen", format!("{addr}: {e}")))?;
+    let bound = listener.local_addr().map_err(|e| NetError::setup("serve.listen", e))?;
+    let addr_file = opts.run.out_dir.join("listen.addr");
+    fedsoft_engine::checkpoint::write_atomic(&addr_file, bound.to_string().as_bytes())?;
+    tracing::info!(%bound, tls = tls.is_some(), "listening");
+    eprintln!("fedsoft serve: listening on {bound}{}", if tls.is_some() { " (TLS)" } else { " (no TLS)" });
+
+    let service = FederationServer::new(Service { hub: hub.clone(), tokens })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| NetError::setup("serve.tls_cert", e))?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = builder.add_service(service);
+    let server = runtime.spawn(async move {
+        router
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+
+    let mut pool = RemoteClients { hub: hub.clone(), deadline: Duration::from_secs_f64(cfg.serve.round_deadline_s) };
+    let result = exp.run_with(&mut pool, &opts.run, on_round);
+    {
+        let mut h = hub.lock().expect("hub");
+        h.finished = true;
+    }
+    if result.as_ref().is_ok_and(|s| s.completed) {
+        let until = Instant::now() + Duration::from_secs_f64(opts.linger_s);
+        while Instant::now() < until {
+            let h = hub.lock().expect("hub");
+            // A restarted server has not seen every client join, so only all clients of the run being told
+            // ends the wait early.
+            if h.told_finished.len() as u32 >= h.num_clients {
+                break;
+            }
+            drop(h);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = runtime.block_on(server);
+    Ok(result?)
+}
+
+/// The out directory's address file, for tools that start a server on port 0.
+pub fn listen_addr_file(out: &std::path::Path) -> PathBuf {
+    out.join("listen.addr")
+}
