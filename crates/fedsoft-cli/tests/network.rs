@@ -233,3 +233,222 @@ fn a_killed_server_resumes_and_finishes_exactly_like_an_uninterrupted_run() {
         }
     }
 }
+
+mod rogue {
+    //! A hand-driven client speaking the protocol directly, to send what an honest `fedsoft join` never would.
+    use fedsoft_net::proto::federation_client::FederationClient;
+    use fedsoft_net::proto::{JoinRequest, PollRequest, Task, UploadReply, UploadRequest, poll_reply};
+    use tonic::Request;
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::Channel;
+
+    pub type Auth = Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>;
+    pub type Client = FederationClient<InterceptedService<Channel, Auth>>;
+
+    pub async fn connect(port: u16, id: u32, token: String) -> Client {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        let channel = loop {
+            match channel.connect().await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        };
+        let auth: Auth = Box::new(move |mut req: Request<()>| {
+            req.metadata_mut().insert("fedsoft-client", id.to_string().parse().unwrap());
+            req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            Ok(req)
+        });
+        FederationClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn join(c: &mut Client) -> Result<String, tonic::Status> {
+        c.join(JoinRequest {}).await.map(|r| r.into_inner().config_toml)
+    }
+
+    pub async fn task(c: &mut Client, round: u64) -> Task {
+        loop {
+            match c.poll(PollRequest {}).await.unwrap().into_inner().state {
+                Some(poll_reply::State::Task(t)) if t.round == round => return t,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    pub async fn upload(c: &mut Client, req: UploadRequest) -> Result<UploadReply, tonic::Status> {
+        c.upload(req).await.map(|r| r.into_inner())
+    }
+}
+
+#[test]
+fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
+    use fedsoft_core::budget::DropRatio;
+    use fedsoft_engine::engine::{Experiment, RoundTask};
+    use fedsoft_net::proto::UploadRequest;
+    use fedsoft_net::wire::{f32_bytes, f32s, factors};
+
+    let s = setup(&["clients.total=2", "clients.per_round=2", "rounds.total=3", "serve.round_deadline_s=30"]);
+    let out = s.root.join("served");
+    let port = free_port();
+    let (t0, t1) = (token(&s, &out, 0), token(&s, &out, 1));
+    let mut srv = server(&s, &out, port, &[]);
+
+    // Client 0 with client 1's token, and an id outside the run: refused, with the reason.
+    for (id, tok, want) in [("0", t1.as_str(), "wrong token"), ("7", t0.as_str(), "not one of the 2 clients")] {
+        let o = Command::new(BIN)
+            .args(["join", "--server", &format!("http://127.0.0.1:{port}"), "--client-id", id, "--token", tok])
+            .args(["--state", s.root.join("x").to_str().unwrap(), "--patience", "60"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{id}: {err}");
+    }
+
+    let mut honest = client(&s, port, 0, &t0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut c = rt.block_on(rogue::connect(port, 1, t1.clone()));
+    let cfg_text = rt.block_on(rogue::join(&mut c)).unwrap();
+    let cfg = fedsoft_engine::ExperimentConfig::from_toml(&cfg_text, "server", &[]).unwrap();
+    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+    // An honest upload for a task, which each round then spoils in its own way.
+    let honest_upload = |t: &fedsoft_net::proto::Task| {
+        let global = factors(&exp.plan.shapes, &t.factors).unwrap();
+        let head = fedsoft_model::adapters::Head {
+            hidden: exp.backbone.spec.hidden,
+            classes: exp.task.classes.len(),
+            weight: f32s(&t.head_weight, "w").unwrap(),
+            bias: f32s(&t.head_bias, "b").unwrap(),
+        };
+        let task = RoundTask { round: t.round, global: &global, head: &head, rho: DropRatio::new(t.rho).unwrap() };
+        let (u, _) = exp.client_update(1, &task, None).unwrap();
+        (u, global)
+    };
+    let request = |round: u64, update: Vec<u8>, head: &fedsoft_model::adapters::Head| UploadRequest {
+        round,
+        update,
+        head_weight: f32_bytes(&head.weight),
+        head_bias: f32_bytes(&head.bias),
+        train_loss: 1.0,
+        train_s: 0.1,
+        sparsify_s: 0.01,
+    };
+
+    // Round 0: a corrupted byte (the checksum catches it).
+    let t = rt.block_on(rogue::task(&mut c, 0));
+    let (u, _) = honest_upload(&t);
+    let mut bad = u.bytes.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x5a;
+    let r = rt.block_on(rogue::upload(&mut c, request(0, bad, &u.head))).unwrap();
+    assert!(!r.accepted && r.reason.contains("malformed"), "{}", r.reason);
+    // A second try in the same round is refused too.
+    let r = rt.block_on(rogue::upload(&mut c, request(0, u.bytes.clone(), &u.head))).unwrap();
+    assert!(!r.accepted && r.reason.contains("already uploaded"), "{}", r.reason);
+
+    // Round 1: every entry of the update, far over the round's budget.
+    let t = rt.block_on(rogue::task(&mut c, 1));
+    let (u, global) = honest_upload(&t);
+    let all = fedsoft_core::sparsify::Selection {
+        modules: global.shapes.iter().map(|s| (0..s.numel() as u32).collect()).collect(),
+    };
+    let dense = fedsoft_core::sparsify::SparseUpdate::gather(&global, &all).unwrap();
+    let bytes = fedsoft_core::encoding::encode(1, 1, &global.shapes, &dense).unwrap();
+    let r = rt.block_on(rogue::upload(&mut c, request(1, bytes, &u.head))).unwrap();
+    assert!(!r.accepted && r.reason.contains("over budget"), "{}", r.reason);
+
+    // Round 2: a NaN in the head, then (refused already) a stale upload for round 0; and a message over the
+    // size bound is stopped by the transport.
+    let t = rt.block_on(rogue::task(&mut c, 2));
+    let (mut u, _) = honest_upload(&t);
+    let huge = rt.block_on(rogue::upload(&mut c, request(2, vec![0u8; 64 << 20], &u.head)));
+    assert!(huge.is_err(), "a 64 MiB upload went through");
+    u.head.bias[0] = f32::NAN;
+    let r = rt.block_on(rogue::upload(&mut c, request(2, u.bytes.clone(), &u.head))).unwrap();
+    assert!(!r.accepted && r.reason.contains("non-finite"), "{}", r.reason);
+    let r = rt.block_on(rogue::upload(&mut c, request(0, u.bytes.clone(), &u.head))).unwrap();
+    assert!(!r.accepted && r.reason.contains("stale"), "{}", r.reason);
+
+    assert!(wait(&mut srv, 240, "the server"), "server failed:\n{}", log(&s));
+    assert!(wait(&mut honest, 30, "client 0"), "client 0 failed:\n{}", log(&s));
+    // The rogue's uploads were dropped with their reasons; only client 0's budget reached the aggregate.
+    let rogue_rows: Vec<serde_json::Value> =
+        lines(&out.join("clients.jsonl")).into_iter().filter(|c| c["client"] == 1).collect();
+    assert_eq!(rogue_rows.len(), 3);
+    assert!(rogue_rows.iter().all(|c| c["dropped"] == true && c["reason"].as_str().unwrap().starts_with("rejected")));
+    for r in lines(&out.join("metrics.jsonl")) {
+        let rho = DropRatio::new(r["rho"].as_f64().unwrap()).unwrap();
+        assert_eq!(r["dropped"], 1);
+        assert_eq!(r["kept_entries"].as_u64().unwrap() as usize, cfg.method.name.upload_budget(&exp.plan.shapes, rho));
+    }
+}
+
+#[test]
+fn without_tls_the_server_starts_only_on_loopback_and_only_when_asked() {
+    let s = setup(&[]);
+    let serve = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(["serve", s.config.to_str().unwrap(), "--out", s.root.join("o").to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (ok, err) = serve(&["--listen", "0.0.0.0:0", "--insecure"]);
+    assert!(!ok && err.contains("without TLS"), "{err}");
+    let (ok, err) = serve(&["--listen", "127.0.0.1:0"]);
+    assert!(!ok && err.contains("--insecure"), "{err}");
+}
+
+#[test]
+fn a_tls_server_and_client_complete_a_run() {
+    let s = setup(&["clients.total=2", "clients.per_round=2", "rounds.total=2"]);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let (cert_path, key_path, ca_path) = (s.root.join("server.pem"), s.root.join("server.key"), s.root.join("ca.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text = text.replace(
+        "[serve]\n",
+        &format!(
+            "[serve]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    );
+    std::fs::write(&s.config, text).unwrap();
+
+    let out = s.root.join("served");
+    let port = free_port();
+    let tokens: Vec<String> = (0..2).map(|i| token(&s, &out, i)).collect();
+    std::fs::create_dir_all(&out).unwrap();
+    let mut srv = Command::new(BIN)
+        .args(["serve", s.config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--linger", "5"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(log_file(&s.root.join("served.log")))
+        .spawn()
+        .unwrap();
+    let mut clients: Vec<Child> = (0..2)
+        .map(|i| {
+            Command::new(BIN)
+                .args(["join", "--server", &format!("https://localhost:{port}"), "--client-id", &i.to_string()])
+                .args(["--token", &tokens[i], "--ca", ca_path.to_str().unwrap(), "--patience", "60"])
+                .args(["--state", s.root.join(format!("c{i}")).to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(log_file(&s.root.join(format!("client-{i}.log"))))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    assert!(wait(&mut srv, 240, "the TLS server"), "TLS server failed:\n{}", log(&s));
+    for c in &mut clients {
+        assert!(wait(c, 30, "a TLS client"), "a TLS client failed:\n{}", log(&s));
+    }
+    assert_eq!(lines(&out.join("metrics.jsonl")).len(), 2);
+    assert!(std::fs::read_to_string(s.root.join("served.log")).unwrap().contains("(TLS)"));
+}
