@@ -49,7 +49,13 @@ pub struct JoinArgs {
     /// Where this client keeps its error-feedback memory (default .fedsoft-client/<ID>).
     #[arg(long)]
     pub state: Option<PathBuf>,
-    /// Override a field of the server's config locally, e.g. --set model.path="/models/vit" (repeatable).
+    /// This machine's copy of the data set (sets data.path); this client trains on its own share of it.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// This machine's copy of the pre-trained checkpoint (sets model.path).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Override a field of the server's config locally, e.g. --set training.device="cuda:0" (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Asset cache (default: $FEDSOFT_CACHE or .cache/fedsoft).
@@ -95,6 +101,20 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--data` / `--model` as overrides (TOML strings), before any `--set`.
+fn local_overrides(args: &JoinArgs) -> Vec<String> {
+    let quoted = |p: &PathBuf| format!("{:?}", p.display().to_string());
+    let mut o = Vec::new();
+    if let Some(d) = &args.data {
+        o.push(format!("data.path={}", quoted(d)));
+    }
+    if let Some(m) = &args.model {
+        o.push(format!("model.path={}", quoted(m)));
+    }
+    o.extend(args.overrides.iter().cloned());
+    o
+}
+
 pub fn run_join(args: &JoinArgs) -> Result<()> {
     init_logging();
     let token = match (&args.token, &args.token_file) {
@@ -112,7 +132,7 @@ pub fn run_join(args: &JoinArgs) -> Result<()> {
             .state
             .clone()
             .unwrap_or_else(|| PathBuf::from(".fedsoft-client").join(args.client_id.to_string())),
-        overrides: args.overrides.clone(),
+        overrides: local_overrides(args),
         cache: args.cache.clone().unwrap_or_else(assets::default_cache),
         patience_s: args.patience,
     };
