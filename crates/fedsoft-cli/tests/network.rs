@@ -107,6 +107,23 @@ fn comparable(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A served run of `s` on a free port with clients 0..4 joined.
+struct Served {
+    out: PathBuf,
+    port: u16,
+    srv: Child,
+    clients: Vec<Child>,
+}
+
+fn serve_four(s: &Setup) -> Served {
+    let out = s.root.join("served");
+    let port = free_port();
+    let tokens: Vec<String> = (0..4).map(|i| token(s, &out, i)).collect();
+    let srv = server(s, &out, port, &[]);
+    let clients = (0..4).map(|i| client(s, port, i, &tokens[i as usize])).collect();
+    Served { out, port, srv, clients }
+}
+
 fn in_process(s: &Setup, out: &Path) {
     let o =
         Command::new(BIN).args(["run", s.config.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
@@ -130,11 +147,7 @@ fn four_client_processes_give_exactly_the_in_process_result() {
     let reference = s.root.join("in-process");
     in_process(&s, &reference);
 
-    let out = s.root.join("served");
-    let port = free_port();
-    let tokens: Vec<String> = (0..4).map(|i| token(&s, &out, i)).collect();
-    let mut srv = server(&s, &out, port, &[]);
-    let mut clients: Vec<Child> = (0..4).map(|i| client(&s, port, i, &tokens[i as usize])).collect();
+    let Served { out, port: _, mut srv, mut clients } = serve_four(&s);
     assert!(wait(&mut srv, 240, "the server"), "server failed:\n{}", log(&s));
     for (i, c) in clients.iter_mut().enumerate() {
         assert!(wait(c, 30, "a client"), "client {i} failed:\n{}", log(&s));
@@ -162,11 +175,7 @@ fn four_client_processes_give_exactly_the_in_process_result() {
 #[test]
 fn a_killed_client_is_dropped_at_the_deadline_and_the_round_completes_without_it() {
     let s = setup(&["clients.per_round=4", "serve.round_deadline_s=3"]);
-    let out = s.root.join("served");
-    let port = free_port();
-    let tokens: Vec<String> = (0..4).map(|i| token(&s, &out, i)).collect();
-    let mut srv = server(&s, &out, port, &[]);
-    let mut clients: Vec<Child> = (0..4).map(|i| client(&s, port, i, &tokens[i as usize])).collect();
+    let Served { out, port: _, mut srv, mut clients } = serve_four(&s);
     // Kill client 3 once it has joined (the first round is open by then or soon after).
     let until = Instant::now() + Duration::from_secs(120);
     while !std::fs::read_to_string(s.root.join("client-3.log")).unwrap_or_default().contains("joined") {
@@ -199,11 +208,7 @@ fn a_killed_server_resumes_and_finishes_exactly_like_an_uninterrupted_run() {
     let s = setup(&[]);
     let reference = s.root.join("in-process");
     in_process(&s, &reference);
-    let out = s.root.join("served");
-    let port = free_port();
-    let tokens: Vec<String> = (0..4).map(|i| token(&s, &out, i)).collect();
-    let mut srv = server(&s, &out, port, &[]);
-    let mut clients: Vec<Child> = (0..4).map(|i| client(&s, port, i, &tokens[i as usize])).collect();
+    let Served { out, port, mut srv, mut clients } = serve_four(&s);
     let until = Instant::now() + Duration::from_secs(120);
     while lines(&out.join("metrics.jsonl")).len() < 2 {
         assert!(Instant::now() < until, "round 2 never finished:\n{}", log(&s));
