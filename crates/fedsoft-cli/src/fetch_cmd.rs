@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct FetchArgs {
-    /// Assets to fetch (default: all). Known: minilm, dinov2, fashion-mnist, brown, spamassassin.
+    /// Assets to fetch (default: all). Known: minilm, dinov2, fashion-mnist, brown, spamassassin, dejavu-fonts.
     pub names: Vec<String>,
     /// Cache directory (default: $FEDSOFT_CACHE or .cache/fedsoft).
     #[arg(long)]
