@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
-/// How often a client that has no work should ask again.
-const RETRY_MS: u32 = 200;
+/// How long a poll waits for work before it answers "ask again": clients hear of a new round at once
+/// instead of at their next poll.
+const LONG_POLL: Duration = Duration::from_secs(10);
 
 /// An upload on its way from a handler to the engine, with the channel its verdict goes back on.
 struct Incoming {
@@ -55,9 +56,27 @@ struct Hub {
 struct Service {
     hub: Arc<Mutex<Hub>>,
     tokens: Tokens,
+    /// Woken whenever a round opens or the run finishes.
+    news: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
+    /// The client's task in the open round, or the end of the run; `None` while there is nothing for it.
+    fn work_for(&self, id: u32) -> Option<poll_reply::State> {
+        let mut hub = self.hub.lock().expect("hub");
+        if hub.finished {
+            hub.told_finished.insert(id);
+            return Some(poll_reply::State::Finished(proto::Finished {}));
+        }
+        let open = hub.round.as_mut()?;
+        let c = id as usize;
+        if !open.scheduled.contains(&c) || open.answered.contains(&c) {
+            return None;
+        }
+        open.handed_out.entry(c).or_insert_with(Instant::now);
+        Some(poll_reply::State::Task(open.task.clone()))
+    }
+
     /// The authenticated client id of a request.
     fn client<T>(&self, req: &Request<T>) -> Result<u32, Status> {
         let md = req.metadata();
@@ -97,20 +116,20 @@ impl Federation for Service {
 
     async fn poll(&self, req: Request<PollRequest>) -> Result<Response<PollReply>, Status> {
         let id = self.client(&req)?;
-        let mut hub = self.hub.lock().expect("hub");
-        let state = if hub.finished {
-            hub.told_finished.insert(id);
-            poll_reply::State::Finished(proto::Finished {})
-        } else {
-            match hub.round.as_mut() {
-                Some(open) if open.scheduled.contains(&(id as usize)) && !open.answered.contains(&(id as usize)) => {
-                    open.handed_out.entry(id as usize).or_insert_with(Instant::now);
-                    poll_reply::State::Task(open.task.clone())
-                }
-                _ => poll_reply::State::Wait(proto::Wait { retry_after_ms: RETRY_MS }),
+        let until = tokio::time::Instant::now() + LONG_POLL;
+        loop {
+            // Registered before the state is read, so news that lands in between is not missed.
+            let news = self.news.notified();
+            tokio::pin!(news);
+            news.as_mut().enable();
+            if let Some(state) = self.work_for(id) {
+                return Ok(Response::new(PollReply { state: Some(state) }));
             }
-        };
-        Ok(Response::new(PollReply { state: Some(state) }))
+            if tokio::time::timeout_at(until, news).await.is_err() {
+                let wait = poll_reply::State::Wait(proto::Wait { retry_after_ms: 0 });
+                return Ok(Response::new(PollReply { state: Some(wait) }));
+            }
+        }
     }
 
     async fn upload(&self, req: Request<UploadRequest>) -> Result<Response<UploadReply>, Status> {
@@ -155,6 +174,7 @@ impl Federation for Service {
 /// The pool of remote clients: a round's work is whatever arrives before the deadline.
 pub struct RemoteClients {
     hub: Arc<Mutex<Hub>>,
+    news: Arc<tokio::sync::Notify>,
     deadline: Duration,
 }
 
@@ -181,6 +201,7 @@ impl ClientPool for RemoteClients {
             answered: BTreeSet::new(),
             inbox: tx,
         });
+        self.news.notify_waiters();
         tracing::info!(round = task.round, ?clients, rho = task.rho.get(), "round open");
         let deadline = Instant::now() + self.deadline;
         let mut results: Vec<Option<Result<ClientUpload, String>>> = (0..clients.len()).map(|_| None).collect();
@@ -353,7 +374,8 @@ pub fn serve(
     tracing::info!(%bound, tls = tls.is_some(), "listening");
     eprintln!("fedsoft serve: listening on {bound}{}", if tls.is_some() { " (TLS)" } else { " (no TLS)" });
 
-    let service = FederationServer::new(Service { hub: hub.clone(), tokens })
+    let news = Arc::new(tokio::sync::Notify::new());
+    let service = FederationServer::new(Service { hub: hub.clone(), tokens, news: news.clone() })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let mut builder = Server::builder();
@@ -370,12 +392,14 @@ pub fn serve(
             .await
     });
 
-    let mut pool = RemoteClients { hub: hub.clone(), deadline: Duration::from_secs_f64(cfg.serve.round_deadline_s) };
+    let mut pool = RemoteClients {
+        hub: hub.clone(),
+        news: news.clone(),
+        deadline: Duration::from_secs_f64(cfg.serve.round_deadline_s),
+    };
     let result = exp.run_with(&mut pool, &opts.run, on_round);
-    {
-        let mut h = hub.lock().expect("hub");
-        h.finished = true;
-    }
+    hub.lock().expect("hub").finished = true;
+    news.notify_waiters();
     if result.as_ref().is_ok_and(|s| s.completed) {
         let until = Instant::now() + Duration::from_secs_f64(opts.linger_s);
         while Instant::now() < until {
