@@ -345,9 +345,10 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
     bad[mid] ^= 0x5a;
     let r = rt.block_on(rogue::upload(&mut c, request(0, bad, &u.head))).unwrap();
     assert!(!r.accepted && r.reason.contains("malformed"), "{}", r.reason);
-    // A second try in the same round is refused too.
+    // A second try is refused too: as a repeat while the round is open, or as stale once client 0's upload
+    // has closed it.
     let r = rt.block_on(rogue::upload(&mut c, request(0, u.bytes.clone(), &u.head))).unwrap();
-    assert!(!r.accepted && r.reason.contains("already uploaded"), "{}", r.reason);
+    assert!(!r.accepted && (r.reason.contains("already uploaded") || r.reason.contains("stale")), "{}", r.reason);
 
     // Round 1: every entry of the update, far over the round's budget.
     let t = rt.block_on(rogue::task(&mut c, 1));
