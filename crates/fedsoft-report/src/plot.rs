@@ -52,6 +52,13 @@ pub struct LineChart {
 
 type DrawResult = Result<(), String>;
 
+/// An axis label without floating-point noise (`1.7`, not `1.7000000000000002`).
+fn tidy(x: f64) -> String {
+    let s = format!("{x:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_string() }
+}
+
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
     if !(lo.is_finite() && hi.is_finite()) {
         return (0.0, 1.0);
@@ -82,7 +89,8 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
     chart
         .configure_mesh()
         .x_desc(&c.x_label)
-        .x_label_formatter(&|x| if c.integer_x { format!("{x:.0}") } else { format!("{x}") })
+        .x_label_formatter(&|x| if c.integer_x { format!("{x:.0}") } else { tidy(*x) })
+        .y_label_formatter(&|y| tidy(*y))
         .y_desc(&c.y_label)
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))
@@ -228,4 +236,18 @@ pub fn heatmaps(
 ) -> Result<(), ReportError> {
     let size = (900, 60 + 380 * panels.len().max(1) as u32);
     render(out, stem, size, files, |a| draw_heat(a, title, panels), |a| draw_heat(a, title, panels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tidy;
+
+    #[test]
+    fn axis_labels_carry_no_floating_point_noise() {
+        assert_eq!(tidy(1.7000000000000002), "1.7");
+        assert_eq!(tidy(2.0), "2");
+        assert_eq!(tidy(0.25), "0.25");
+        assert_eq!(tidy(-0.00001), "0");
+        assert_eq!(tidy(1e6), "1000000");
+    }
 }
