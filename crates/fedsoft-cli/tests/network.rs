@@ -35,8 +35,16 @@ fn setup(extra: &[&str]) -> Setup {
     Setup { _tmp: tmp, root, config }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The port a server started with `--listen 127.0.0.1:0` bound (it writes `listen.addr` once listening).
+fn bound_port(out: &Path) -> u16 {
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(out.join("listen.addr")) {
+            return addr.trim().parse::<std::net::SocketAddr>().unwrap().port();
+        }
+        assert!(Instant::now() < until, "the server in {} never started listening", out.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn log_file(path: &Path) -> Stdio {
@@ -117,9 +125,9 @@ struct Served {
 
 fn serve_four(s: &Setup) -> Served {
     let out = s.root.join("served");
-    let port = free_port();
     let tokens: Vec<String> = (0..4).map(|i| token(s, &out, i)).collect();
-    let srv = server(s, &out, port, &[]);
+    let srv = server(s, &out, 0, &[]);
+    let port = bound_port(&out);
     let clients = (0..4).map(|i| client(s, port, i, &tokens[i as usize])).collect();
     Served { out, port, srv, clients }
 }
@@ -296,9 +304,9 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
 
     let s = setup(&["clients.total=2", "clients.per_round=2", "rounds.total=3", "serve.round_deadline_s=30"]);
     let out = s.root.join("served");
-    let port = free_port();
     let (t0, t1) = (token(&s, &out, 0), token(&s, &out, 1));
-    let mut srv = server(&s, &out, port, &[]);
+    let mut srv = server(&s, &out, 0, &[]);
+    let port = bound_port(&out);
 
     // Client 0 with client 1's token, and an id outside the run: refused, with the reason.
     for (id, tok, want) in [("0", t1.as_str(), "wrong token"), ("7", t0.as_str(), "not one of the 2 clients")] {
@@ -432,16 +440,16 @@ fn a_tls_server_and_client_complete_a_run() {
     std::fs::write(&s.config, text).unwrap();
 
     let out = s.root.join("served");
-    let port = free_port();
     let tokens: Vec<String> = (0..2).map(|i| token(&s, &out, i)).collect();
     std::fs::create_dir_all(&out).unwrap();
     let mut srv = Command::new(BIN)
         .args(["serve", s.config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--linger", "5"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(log_file(&s.root.join("served.log")))
         .spawn()
         .unwrap();
+    let port = bound_port(&out);
     let mut clients: Vec<Child> = (0..2)
         .map(|i| {
             Command::new(BIN)
