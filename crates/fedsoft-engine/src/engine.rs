@@ -266,6 +266,7 @@ impl Experiment {
             train_s,
             sparsify_s: t.elapsed().as_secs_f64(),
             transfer_s: None,
+            accepted: None,
         };
         Ok((upload, new_memory))
     }
@@ -402,7 +403,11 @@ impl Experiment {
             let mut arrived: Vec<Arrival> = Vec::new();
             let mut failed: Vec<(usize, String)> = Vec::new();
             for (slot, (&client, result)) in scheduled.iter().zip(results).enumerate() {
-                match result.and_then(|u| self.accept(&task, &u).map(|update| (u, update))) {
+                let checked = result.and_then(|mut u| match u.accepted.take() {
+                    Some(update) => Ok((u, update)),
+                    None => self.accept(&task, &u).map(|update| (u, update)),
+                });
+                match checked {
                     Ok((upload, update)) => {
                         let cost = UploadCost {
                             entries: update.nnz() as u64,
@@ -642,6 +647,9 @@ pub struct ClientUpload {
     pub sparsify_s: f64,
     /// Real seconds from handing the task out to receiving the upload (networked clients).
     pub transfer_s: Option<f64>,
+    /// The decoded update, where the pool has already run [`Experiment::accept`] on this upload (a server
+    /// must answer its client before the round closes); the round then does not decode it again.
+    pub accepted: Option<SparseUpdate>,
 }
 
 /// Where the scheduled clients of a round do their local work.

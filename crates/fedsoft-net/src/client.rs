@@ -132,10 +132,7 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
             };
             let cfg = ExperimentConfig::from_toml(&reply.config_toml, "the server's experiment", &opts.overrides)?;
             tracing::info!(client = opts.client, name = %cfg.name, "joined; preparing the model and data");
-            let e = Experiment::prepare(&cfg, &opts.cache)?;
-            let limit = server_message_limit(&e);
-            rpc = rpc.max_decoding_message_size(limit).max_encoding_message_size(limit);
-            exp = Some(e);
+            exp = Some(Experiment::prepare(&cfg, &opts.cache)?);
         }
         let exp = exp.as_ref().expect("prepared");
         let limit = server_message_limit(exp);

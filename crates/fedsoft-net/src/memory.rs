@@ -56,10 +56,7 @@ impl MemoryStore {
         let dense = SparseUpdate::gather(memory, &all).map_err(|e| NetError::io(&self.dir, e))?;
         let bytes =
             encode(round as u32, self.client, &memory.shapes, &dense).map_err(|e| NetError::io(&self.dir, e))?;
-        let path = self.path(round);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| NetError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| NetError::io(&path, e))?;
+        fedsoft_engine::checkpoint::write_atomic(&self.path(round), &bytes)?;
         let rounds = self.rounds()?;
         for r in rounds.iter().take(rounds.len().saturating_sub(KEEP)) {
             let _ = std::fs::remove_file(self.path(*r));

@@ -16,7 +16,6 @@ use fedsoft_engine::metrics::{RoundRecord, Summary};
 use fedsoft_model::adapters::Head;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -55,6 +54,7 @@ struct Hub {
 
 struct Service {
     hub: Arc<Mutex<Hub>>,
+    num_clients: u32,
     tokens: Tokens,
     /// Woken whenever a round opens or the run finishes.
     news: Arc<tokio::sync::Notify>,
@@ -90,7 +90,7 @@ impl Service {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated(format!("missing `{AUTH_KEY}: Bearer <token>` metadata")))?;
-        let n = self.hub.lock().expect("hub").num_clients;
+        let n = self.num_clients;
         if id >= n {
             tracing::warn!(client = id, "refused: unknown client id");
             return Err(Status::permission_denied(format!("client {id} is not one of the {n} clients of this run")));
@@ -211,8 +211,14 @@ impl ClientPool for RemoteClients {
             let Some(slot) = clients.iter().position(|&c| c == inc.client) else { continue };
             let handed =
                 self.hub.lock().expect("hub").round.as_ref().and_then(|o| o.handed_out.get(&inc.client).copied());
-            let upload = to_upload(exp, inc.client, &inc.request, handed.map(|h| inc.received.duration_since(h)));
-            let verdict = upload.as_ref().map_err(Clone::clone).and_then(|u| exp.accept(task, u).map(|_| ()));
+            // Judged here, so the client hears the verdict; the accepted update rides along and the round does
+            // not decode it again.
+            let upload = to_upload(exp, inc.client, &inc.request, handed.map(|h| inc.received.duration_since(h)))
+                .and_then(|mut u| {
+                    u.accepted = Some(exp.accept(task, &u)?);
+                    Ok(u)
+                });
+            let verdict = upload.as_ref().map(|_| ()).map_err(Clone::clone);
             if let Some(open) = self.hub.lock().expect("hub").round.as_mut() {
                 open.answered.insert(inc.client);
             }
@@ -226,10 +232,7 @@ impl ClientPool for RemoteClients {
                 Err(reason) => tracing::warn!(round = task.round, client = inc.client, %reason, "upload rejected"),
             }
             let _ = inc.verdict.send(verdict.clone());
-            results[slot] = Some(match verdict {
-                Ok(()) => upload,
-                Err(reason) => Err(format!("rejected: {reason}")),
-            });
+            results[slot] = Some(upload.map_err(|reason| format!("rejected: {reason}")));
         }
         self.hub.lock().expect("hub").round = None;
         let secs = self.deadline.as_secs_f64();
@@ -276,6 +279,7 @@ fn to_upload(
         train_s: r.train_s.max(0.0),
         sparsify_s: r.sparsify_s.max(0.0),
         transfer_s: since_task.map(|d| d.as_secs_f64()),
+        accepted: None,
     })
 }
 
@@ -375,9 +379,14 @@ pub fn serve(
     eprintln!("fedsoft serve: listening on {bound}{}", if tls.is_some() { " (TLS)" } else { " (no TLS)" });
 
     let news = Arc::new(tokio::sync::Notify::new());
-    let service = FederationServer::new(Service { hub: hub.clone(), tokens, news: news.clone() })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let service = FederationServer::new(Service {
+        hub: hub.clone(),
+        num_clients: cfg.clients.total as u32,
+        tokens,
+        news: news.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| NetError::setup("serve.tls_cert", e))?;
@@ -416,9 +425,4 @@ pub fn serve(
     let _ = stop_tx.send(());
     let _ = runtime.block_on(server);
     Ok(result?)
-}
-
-/// The out directory's address file, for tools that start a server on port 0.
-pub fn listen_addr_file(out: &std::path::Path) -> PathBuf {
-    out.join("listen.addr")
 }

@@ -16,15 +16,9 @@ pub struct Section {
 
 type DrawFn = fn(&[Run], &Path, &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError>;
 
-pub struct Figure {
-    pub draw: DrawFn,
-}
-
-pub fn all() -> Vec<Figure> {
+/// Every figure, in the order the report presents them.
+pub fn all() -> [DrawFn; 8] {
     [accuracy, accuracy_vs_bits, rho, delay, queue, covariance, train_loss, grams]
-        .into_iter()
-        .map(|draw| Figure { draw })
-        .collect()
 }
 
 fn per_run(runs: &[Run], f: impl Fn(&Run) -> Vec<(f64, f64)>) -> Vec<Series> {

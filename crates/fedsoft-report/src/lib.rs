@@ -71,8 +71,8 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportFiles, ReportError
     std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
     let mut files = ReportFiles::default();
     let mut sections = Vec::new();
-    for fig in figures::all() {
-        if let Some(section) = (fig.draw)(&runs, out, &mut files.figures)? {
+    for draw in figures::all() {
+        if let Some(section) = draw(&runs, out, &mut files.figures)? {
             sections.push(section);
         }
     }

@@ -99,8 +99,7 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .draw()
         .map_err(|e| e.to_string())?;
     for s in &c.series {
-        let style = s.colour.stroke_width(if s.faint { 1 } else { 2 });
-        let line = if s.faint { s.colour.mix(0.45).stroke_width(1) } else { style };
+        let line = if s.faint { s.colour.mix(0.45).stroke_width(1) } else { s.colour.stroke_width(2) };
         let drawn = chart.draw_series(LineSeries::new(s.points.iter().copied(), line)).map_err(|e| e.to_string())?;
         if !s.faint {
             let col = s.colour;
@@ -179,7 +178,7 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, pane
             .map_err(|e| e.to_string())?;
     }
     // Colour bar: 0 at the bottom, 1 at the top.
-    let (w, h) = bar.dim_in_pixel();
+    let h = bar.dim_in_pixel().1;
     let top = 60i32;
     let bottom = h as i32 - 60;
     for y in top..bottom {
@@ -189,7 +188,6 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, pane
     let style = TextStyle::from((FONT, 14).into_font()).color(&BLACK);
     bar.draw_text("1", &style, (38, top - 6)).map_err(|e| e.to_string())?;
     bar.draw_text("0", &style, (38, bottom - 8)).map_err(|e| e.to_string())?;
-    let _ = w;
     root.present().map_err(|e| e.to_string())
 }
 
