@@ -335,7 +335,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
             bias: f32s(&t.head_bias, "b").unwrap(),
         };
         let task = RoundTask { round: t.round, global: &global, head: &head, rho: DropRatio::new(t.rho).unwrap() };
-        let (u, _) = exp.client_update(1, &task, None).unwrap();
+        let (u, _) = exp.client_update(1, &task, &Default::default()).unwrap();
         (u, global)
     };
     let request = |round: u64, update: Vec<u8>, head: &fedsoft_model::adapters::Head| UploadRequest {
@@ -416,8 +416,11 @@ fn without_tls_the_server_starts_only_on_loopback_and_only_when_asked() {
 }
 
 #[test]
-fn a_tls_server_and_client_complete_a_run() {
-    let s = setup(&["clients.total=2", "clients.per_round=2", "rounds.total=2"]);
+fn a_tls_server_and_clients_that_keep_their_optimisers_complete_a_run() {
+    // Both clients take part in both rounds and keep their AdamW moments on their own disks in between.
+    let s = setup(&["clients.total=2", "clients.per_round=2", "rounds.total=2", "training.optimizer_state=\"keep\""]);
+    let reference = s.root.join("in-process");
+    in_process(&s, &reference);
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -468,4 +471,12 @@ fn a_tls_server_and_client_complete_a_run() {
     }
     assert_eq!(lines(&out.join("metrics.jsonl")).len(), 2);
     assert!(std::fs::read_to_string(s.root.join("served.log")).unwrap().contains("(TLS)"));
+    // Kept optimiser state lives with each client, and the served run equals the in-process one.
+    assert_eq!(comparable(&reference), comparable(&out));
+    for i in 0..2 {
+        let kept = std::fs::read(s.root.join(format!("c{i}/memory-1.safetensors"))).unwrap();
+        let names: Vec<String> =
+            safetensors::SafeTensors::deserialize(&kept).unwrap().names().iter().map(|n| n.to_string()).collect();
+        assert!(names.contains(&format!("optimizer.{i}")), "client {i} kept {names:?}");
+    }
 }

@@ -1,13 +1,15 @@
 //! Checkpoints: everything a run needs to continue bit for bit, written atomically.
 //!
-//! Tensors (global factors, head, every client's error memory) go to `checkpoint.safetensors`, the rest
-//! (round, queue, ledger, running sums) to `checkpoint.json`; each file is written to a temporary name and
-//! renamed into place, the JSON last, so a crash at any moment leaves the previous checkpoint intact.
+//! One file, `checkpoint.safetensors`: the tensors (global factors, head, every client's memory) and, in its
+//! header, the scalars (round, queue, ledger, running sums). It is written to a temporary name and renamed
+//! into place, so a crash at any moment leaves the previous checkpoint intact. `checkpoint.json` is a
+//! readable copy of the scalars that is never read back.
 
 use crate::config::ConfigError;
 use fedsoft_core::ledger::Ledger;
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
 use fedsoft_model::adapters::Head;
+use fedsoft_model::train::OptimizerState;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -21,9 +23,23 @@ pub struct RunState {
     pub next_round: u64,
     pub global: LoraState,
     pub head: Head,
-    /// Error-feedback memory of every client that has one.
-    pub memories: BTreeMap<usize, LoraState>,
+    /// What every client that has carried something over holds.
+    pub memories: BTreeMap<usize, ClientMemory>,
     pub meta: Meta,
+}
+
+/// What a client carries from one of its rounds to its next: the error-feedback residual (methods with
+/// error feedback) and the AdamW moments (`training.optimizer_state = "keep"`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClientMemory {
+    pub feedback: Option<LoraState>,
+    pub optimizer: Option<OptimizerState>,
+}
+
+impl ClientMemory {
+    pub fn is_empty(&self) -> bool {
+        self.feedback.is_none() && self.optimizer.as_ref().is_none_or(OptimizerState::is_empty)
+    }
 }
 
 /// The scalar part of a checkpoint.
@@ -59,30 +75,113 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-pub fn save(dir: &Path, st: &RunState) -> Result<(), ConfigError> {
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut push_state = |prefix: &str, s: &LoraState| {
-        for (i, (shape, f)) in s.shapes.iter().zip(&s.modules).enumerate() {
-            owned.push((format!("{prefix}.{i}.B"), vec![shape.d, shape.r], f32_bytes(&f.b)));
-            owned.push((format!("{prefix}.{i}.A"), vec![shape.r, shape.k], f32_bytes(&f.a)));
-        }
-    };
-    push_state("global", &st.global);
-    for (c, m) in &st.memories {
-        push_state(&format!("memory.{c}"), m);
+/// Named tensors waiting to be serialised: name, dtype, shape, little-endian bytes.
+type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+
+fn push_state(owned: &mut Owned, prefix: &str, s: &LoraState) {
+    for (i, (shape, f)) in s.shapes.iter().zip(&s.modules).enumerate() {
+        owned.push((format!("{prefix}.{i}.B"), Dtype::F32, vec![shape.d, shape.r], f32_bytes(&f.b)));
+        owned.push((format!("{prefix}.{i}.A"), Dtype::F32, vec![shape.r, shape.k], f32_bytes(&f.a)));
     }
-    owned.push(("head.weight".into(), vec![st.head.hidden, st.head.classes], f32_bytes(&st.head.weight)));
-    owned.push(("head.bias".into(), vec![st.head.classes], f32_bytes(&st.head.bias)));
+}
+
+/// A client's memory as tensors `memory.{c}.{i}.B|A` (feedback) and `optimizer.{c}` (bytes).
+fn push_memory(owned: &mut Owned, client: usize, m: &ClientMemory) {
+    if let Some(f) = &m.feedback {
+        push_state(owned, &format!("memory.{client}"), f);
+    }
+    if let Some(o) = m.optimizer.as_ref().filter(|o| !o.is_empty()) {
+        owned.push((format!("optimizer.{client}"), Dtype::U8, vec![o.0.len()], o.0.clone()));
+    }
+}
+
+fn serialize(owned: &Owned, header: Option<std::collections::HashMap<String, String>>) -> Result<Vec<u8>, String> {
     let views: Vec<(String, TensorView)> = owned
         .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent sizes")))
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent sizes")))
         .collect();
+    safetensors::serialize(views, header).map_err(|e| e.to_string())
+}
+
+/// One client's memory as a file of its own (what `fedsoft join` keeps on the client's disk).
+pub fn memory_to_bytes(client: usize, m: &ClientMemory) -> Vec<u8> {
+    let mut owned = Owned::new();
+    push_memory(&mut owned, client, m);
+    serialize(&owned, None).expect("memory tensors are consistent")
+}
+
+/// Reads what [`memory_to_bytes`] wrote; `path` only names the file in errors.
+pub fn memory_from_bytes(
+    bytes: &[u8],
+    client: usize,
+    shapes: &[ModuleShape],
+    path: &Path,
+) -> Result<ClientMemory, ConfigError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| io(path, e))?;
+    read_memory(&st, client, shapes, path)
+}
+
+fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>, ConfigError> {
+    let t = st.tensor(name).map_err(|_| io(path, format!("missing tensor {name}")))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(io(path, format!("tensor {name} is {:?}, expected F32", t.dtype())));
+    }
+    let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
+    if v.len() != len {
+        return Err(io(path, format!("tensor {name} has {} values, expected {len}", v.len())));
+    }
+    Ok(v)
+}
+
+fn read_state(st: &SafeTensors, prefix: &str, shapes: &[ModuleShape], path: &Path) -> Result<LoraState, ConfigError> {
+    let modules = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(ModuleFactors {
+                b: read_f32(st, &format!("{prefix}.{i}.B"), s.b_len(), path)?,
+                a: read_f32(st, &format!("{prefix}.{i}.A"), s.a_len(), path)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| io(path, e))
+}
+
+fn read_memory(
+    st: &SafeTensors,
+    client: usize,
+    shapes: &[ModuleShape],
+    path: &Path,
+) -> Result<ClientMemory, ConfigError> {
+    let names = st.names();
+    let has = |name: &str| names.contains(&name);
+    let feedback = if has(&format!("memory.{client}.0.B")) {
+        Some(read_state(st, &format!("memory.{client}"), shapes, path)?)
+    } else {
+        None
+    };
+    let optimizer = match st.tensor(&format!("optimizer.{client}")) {
+        Ok(t) if t.dtype() == Dtype::U8 => Some(OptimizerState(t.data().to_vec())),
+        Ok(t) => return Err(io(path, format!("tensor optimizer.{client} is {:?}, expected U8", t.dtype()))),
+        Err(_) => None,
+    };
+    Ok(ClientMemory { feedback, optimizer })
+}
+
+pub fn save(dir: &Path, st: &RunState) -> Result<(), ConfigError> {
+    let mut owned = Owned::new();
+    push_state(&mut owned, "global", &st.global);
+    for (c, m) in &st.memories {
+        push_memory(&mut owned, *c, m);
+    }
+    owned.push(("head.weight".into(), Dtype::F32, vec![st.head.hidden, st.head.classes], f32_bytes(&st.head.weight)));
+    owned.push(("head.bias".into(), Dtype::F32, vec![st.head.classes], f32_bytes(&st.head.bias)));
     // The metadata travels inside the tensor file, so one atomic rename switches the whole checkpoint: a
     // kill at any moment leaves either the old checkpoint or the new one, never a mix.
     let meta = Meta { next_round: st.next_round, ..st.meta.clone() };
     let meta_json = serde_json::to_string(&meta).expect("meta");
     let header = std::collections::HashMap::from([(META_KEY.to_string(), meta_json)]);
-    let bytes = safetensors::serialize(views, Some(header)).map_err(|e| io(dir, e))?;
+    let bytes = serialize(&owned, Some(header)).map_err(|e| io(dir, e))?;
     write_atomic(&dir.join(CHECKPOINT), &bytes)?;
     // A readable copy for people; never read back.
     write_atomic(&dir.join("checkpoint.json"), serde_json::to_string_pretty(&meta).expect("meta").as_bytes())
@@ -106,41 +205,31 @@ pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, Conf
         .ok_or_else(|| io(&path, format!("no `{META_KEY}` entry in the header: not a fedsoft checkpoint")))?;
     let meta: Meta = serde_json::from_str(meta_json).map_err(|e| io(&path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| io(&path, e))?;
-    let get = |name: &str, len: usize| -> Result<Vec<f32>, ConfigError> {
-        let t = st.tensor(name).map_err(|_| io(&path, format!("missing tensor {name}")))?;
-        let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
-        if v.len() != len {
-            return Err(io(&path, format!("tensor {name} has {} values, expected {len}", v.len())));
-        }
-        Ok(v)
-    };
-    let state = |prefix: &str| -> Result<LoraState, ConfigError> {
-        let modules = shapes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                Ok(ModuleFactors {
-                    b: get(&format!("{prefix}.{i}.B"), s.b_len())?,
-                    a: get(&format!("{prefix}.{i}.A"), s.a_len())?,
-                })
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
-        LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| io(&path, e))
-    };
-    let global = state("global")?;
-    let mut memories = BTreeMap::new();
+    let global = read_state(&st, "global", shapes, &path)?;
+    let mut clients = std::collections::BTreeSet::new();
     for name in st.names() {
-        if let Some(rest) = name.strip_prefix("memory.")
-            && rest.ends_with(".0.B")
-        {
-            let c: usize =
-                rest.trim_end_matches(".0.B").parse().map_err(|_| io(&path, format!("bad tensor name {name}")))?;
-            memories.insert(c, state(&format!("memory.{c}"))?);
+        let id = name
+            .strip_prefix("memory.")
+            .and_then(|rest| rest.split('.').next())
+            .or_else(|| name.strip_prefix("optimizer."));
+        if let Some(id) = id {
+            clients.insert(id.parse::<usize>().map_err(|_| io(&path, format!("bad tensor name {name}")))?);
         }
     }
+    let mut memories = BTreeMap::new();
+    for c in clients {
+        memories.insert(c, read_memory(&st, c, shapes, &path)?);
+    }
     let head_shape = st.tensor("head.weight").map_err(|_| io(&path, "missing head.weight"))?.shape().to_vec();
+    if head_shape.len() != 2 {
+        return Err(io(&path, format!("head.weight has shape {head_shape:?}, expected [hidden, classes]")));
+    }
     let (hidden, classes) = (head_shape[0], head_shape[1]);
-    let head =
-        Head { hidden, classes, weight: get("head.weight", hidden * classes)?, bias: get("head.bias", classes)? };
+    let head = Head {
+        hidden,
+        classes,
+        weight: read_f32(&st, "head.weight", hidden * classes, &path)?,
+        bias: read_f32(&st, "head.bias", classes, &path)?,
+    };
     Ok(Some(RunState { next_round: meta.next_round, global, head, memories, meta }))
 }

@@ -198,6 +198,18 @@ impl Default for PartitionConfig {
     }
 }
 
+/// What happens to a client's optimiser state between the rounds it takes part in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerStateMode {
+    /// A new AdamW every round, as in the paper.
+    #[default]
+    Fresh,
+    /// Each client keeps its AdamW moments and step count from its previous round (held per client: two
+    /// adapter-sized buffers for every client that has trained, and saved in checkpoints).
+    Keep,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainingConfig {
@@ -208,6 +220,8 @@ pub struct TrainingConfig {
     pub lr: f64,
     pub weight_decay: f64,
     pub epsilon: f64,
+    /// Whether a client's AdamW moments start fresh every round it is scheduled (the paper) or carry over.
+    pub optimizer_state: OptimizerStateMode,
     /// Orthogonality weight `lambda`; the method's default when absent (0.01 for SOFT, 0 otherwise).
     pub orthogonality: Option<f64>,
     pub pooling: fedsoft_model::backbone::Pooling,
@@ -224,6 +238,7 @@ impl Default for TrainingConfig {
             lr: 1e-3,
             weight_decay: 1e-2,
             epsilon: 1e-8,
+            optimizer_state: OptimizerStateMode::Fresh,
             orthogonality: None,
             pooling: fedsoft_model::backbone::Pooling::Cls,
             eval_batch: 64,

@@ -5,8 +5,8 @@
 //! memory. Every random draw is keyed by `(seed, round, client)`, so methods compared under one seed see the
 //! same clients, batches and channels, and a resumed run continues exactly where it stopped.
 
-use crate::checkpoint::{self, Meta, RunState};
-use crate::config::{ConfigError, ControllerKind, ExperimentConfig, PayloadSize};
+use crate::checkpoint::{self, ClientMemory, Meta, RunState};
+use crate::config::{ConfigError, ControllerKind, ExperimentConfig, OptimizerStateMode, PayloadSize};
 use crate::data::{TaskData, load_task};
 use crate::metrics::{ClientRecord, RoundRecord, Summary, TimeSplit};
 use crate::plan::Planner;
@@ -25,7 +25,7 @@ use fedsoft_model::adapters::{AdapterPlan, Adapters, Head};
 use fedsoft_model::backbone::Backbone;
 use fedsoft_model::device::parse_device;
 use fedsoft_model::load::{adapter_plan, load_dinov2_onnx, load_hf_dir};
-use fedsoft_model::train::{TrainSettings, evaluate, train_steps};
+use fedsoft_model::train::{OptimizerState, TrainSettings, evaluate, train_steps};
 use fedsoft_wireless::bandwidth::{allocate, delays};
 use fedsoft_wireless::simulate::dense_round_delay;
 use fedsoft_wireless::tsfa::LyapunovController;
@@ -202,6 +202,7 @@ impl Experiment {
         round: u64,
         global: &LoraState,
         head: &Head,
+        optimizer: Option<&mut OptimizerState>,
     ) -> Result<(LoraState, Head, f64), ConfigError> {
         let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
         let own = self.task.partition.clients.get(client).ok_or_else(|| {
@@ -224,27 +225,34 @@ impl Experiment {
             let key = augment.then_some((self.cfg.seed, round, (client as u64) << 20 | k as u64));
             (self.task.train.batch(idx, &self.device, key), l.as_slice())
         });
-        let (ad, loss) = train_steps(&self.backbone, ad, &self.plan, batches, &self.settings()).map_err(model_err)?;
+        let (ad, loss) =
+            train_steps(&self.backbone, ad, &self.plan, batches, &self.settings(), optimizer).map_err(model_err)?;
         Ok((ad.to_state(&self.plan.shapes).map_err(model_err)?, ad.head(), loss))
     }
 
     /// One scheduled client's whole round, wherever it runs (in this process or behind `fedsoft join`):
-    /// local training from the broadcast model, error-feedback compensation with its own memory,
-    /// sparsification, and encoding in the wire format. Returns the upload and the client's new memory
-    /// (`None` without error feedback).
+    /// local training from the broadcast model (with its kept optimiser state, if configured), error-feedback
+    /// compensation with its own memory, sparsification, and encoding in the wire format. Returns the upload
+    /// and what the client carries to its next round.
     pub fn client_update(
         &self,
         client: usize,
         task: &RoundTask<'_>,
-        memory: Option<&LoraState>,
-    ) -> Result<(ClientUpload, Option<LoraState>), ConfigError> {
+        memory: &ClientMemory,
+    ) -> Result<(ClientUpload, ClientMemory), ConfigError> {
         let t = Instant::now();
-        let (local, head, train_loss) = self.train_client(client, task.round, task.global, task.head)?;
+        let mut optimizer = match self.cfg.training.optimizer_state {
+            OptimizerStateMode::Fresh => None,
+            OptimizerStateMode::Keep => Some(memory.optimizer.clone().unwrap_or_default()),
+        };
+        let (local, head, train_loss) =
+            self.train_client(client, task.round, task.global, task.head, optimizer.as_mut())?;
         let train_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let ef = self.cfg.method.error_feedback();
         let mode = self.cfg.method.feedback_mode;
-        let u = compensate(mode, &local, task.global, if ef { memory } else { None }).map_err(method_err)?;
+        let previous = if ef { memory.feedback.as_ref() } else { None };
+        let u = compensate(mode, &local, task.global, previous).map_err(method_err)?;
         let input = SelectInput {
             update: &u,
             local: &local,
@@ -255,7 +263,7 @@ impl Experiment {
         };
         let sel = self.sparsifier.select(&input).map_err(method_err)?;
         let sent = SparseUpdate::gather(&u, &sel).map_err(method_err)?;
-        let new_memory = if ef { Some(residual(&u, &sent).map_err(method_err)?) } else { None };
+        let feedback = if ef { Some(residual(&u, &sent).map_err(method_err)?) } else { None };
         let bytes = encode(task.round as u32, client as u32, &self.plan.shapes, &sent).map_err(method_err)?;
         let upload = ClientUpload {
             client,
@@ -268,7 +276,7 @@ impl Experiment {
             transfer_s: None,
             accepted: None,
         };
-        Ok((upload, new_memory))
+        Ok((upload, ClientMemory { feedback, optimizer }))
     }
 
     /// The server's check of one upload before it may reach the aggregate: the wire format (lengths,
@@ -663,16 +671,16 @@ pub trait ClientPool {
         task: &RoundTask<'_>,
         clients: &[usize],
     ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError>;
-    /// The error-feedback memories this pool keeps, for checkpoints (empty when clients keep their own).
-    fn memories(&self) -> BTreeMap<usize, LoraState>;
+    /// The client memories this pool keeps, for checkpoints (empty when clients keep their own).
+    fn memories(&self) -> BTreeMap<usize, ClientMemory>;
     /// Hands the pool the memories of a resumed checkpoint.
-    fn restore(&mut self, memories: BTreeMap<usize, LoraState>);
+    fn restore(&mut self, memories: BTreeMap<usize, ClientMemory>);
 }
 
 /// Every client in this process, one after another, their memories kept here (and in checkpoints).
 #[derive(Default)]
 pub struct LocalClients {
-    memories: BTreeMap<usize, LoraState>,
+    memories: BTreeMap<usize, ClientMemory>,
 }
 
 impl ClientPool for LocalClients {
@@ -684,18 +692,19 @@ impl ClientPool for LocalClients {
     ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError> {
         let mut out = Vec::with_capacity(clients.len());
         for &client in clients {
-            let (upload, memory) = exp.client_update(client, task, self.memories.get(&client))?;
-            if let Some(m) = memory {
-                self.memories.insert(client, m);
+            let previous = self.memories.remove(&client).unwrap_or_default();
+            let (upload, memory) = exp.client_update(client, task, &previous)?;
+            if !memory.is_empty() {
+                self.memories.insert(client, memory);
             }
             out.push(Ok(upload));
         }
         Ok(out)
     }
-    fn memories(&self) -> BTreeMap<usize, LoraState> {
+    fn memories(&self) -> BTreeMap<usize, ClientMemory> {
         self.memories.clone()
     }
-    fn restore(&mut self, memories: BTreeMap<usize, LoraState>) {
+    fn restore(&mut self, memories: BTreeMap<usize, ClientMemory>) {
         self.memories = memories;
     }
 }

@@ -133,33 +133,52 @@ fn same_seed_same_metrics_and_methods_share_clients_and_channels() {
     assert_eq!(fading(&ca), fading(&cc));
 }
 
+/// Interrupted at round 3 and resumed equals uninterrupted, bit for bit, with fresh optimisers and with each
+/// client's optimiser kept across its rounds (whose state then rides in the checkpoint).
 #[test]
 fn resume_after_interruption_equals_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = fixture(tmp.path());
-    let cfg = config(&model, &data, &["rounds.checkpoint_every=1"]);
-    let whole = run(&cfg, &tmp.path().join("whole"), false, None);
-    let part = tmp.path().join("part");
-    let first = run(&cfg, &part, false, Some(3));
-    assert_eq!(first.len(), 3);
-    // A crash after the checkpoint but mid-way through the next round's logging: a stray line is dropped.
-    std::fs::write(
-        part.join("metrics.jsonl"),
-        std::fs::read_to_string(part.join("metrics.jsonl")).unwrap() + "{\"round\":3,\"partial\":true}\n",
-    )
-    .unwrap();
-    let resumed = run(&cfg, &part, true, None);
-    assert_eq!(comparable(&resumed), comparable(&whole));
-    let s_whole: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("whole/summary.json")).unwrap()).unwrap();
-    let s_part: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(part.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(s_whole["final_test_accuracy"], s_part["final_test_accuracy"]);
-    assert_eq!(s_whole["uplink_bits_encoded"], s_part["uplink_bits_encoded"]);
-    // Without --resume an existing run is not overwritten.
-    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
-    let opts = RunOptions { out_dir: part.clone(), resume: false, cache: PathBuf::from("/x"), stop_after: None };
-    assert!(exp.run(&opts, |_| {}).unwrap_err().to_string().contains("--resume"));
+    let mut finals = Vec::new();
+    for mode in ["fresh", "keep"] {
+        let cfg = config(&model, &data, &["rounds.checkpoint_every=1", &format!("training.optimizer_state={mode:?}")]);
+        let whole = run(&cfg, &tmp.path().join(format!("whole-{mode}")), false, None);
+        let part = tmp.path().join(format!("part-{mode}"));
+        let first = run(&cfg, &part, false, Some(3));
+        assert_eq!(first.len(), 3);
+        let ckpt = std::fs::read(part.join("checkpoint.safetensors")).unwrap();
+        let optimizers = safetensors::SafeTensors::deserialize(&ckpt)
+            .unwrap()
+            .names()
+            .iter()
+            .filter(|n| n.starts_with("optimizer."))
+            .count();
+        assert_eq!(optimizers > 0, mode == "keep", "{mode}: {optimizers} optimiser states in the checkpoint");
+        // A crash after the checkpoint but mid-way through the next round's logging: a stray line is dropped.
+        std::fs::write(
+            part.join("metrics.jsonl"),
+            std::fs::read_to_string(part.join("metrics.jsonl")).unwrap() + "{\"round\":3,\"partial\":true}\n",
+        )
+        .unwrap();
+        let resumed = run(&cfg, &part, true, None);
+        assert_eq!(comparable(&resumed), comparable(&whole), "{mode}");
+        let s_whole: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join(format!("whole-{mode}/summary.json"))).unwrap(),
+        )
+        .unwrap();
+        let s_part: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(part.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s_whole["final_test_accuracy"], s_part["final_test_accuracy"]);
+        assert_eq!(s_whole["uplink_bits_encoded"], s_part["uplink_bits_encoded"]);
+        finals.push(whole.iter().map(|r| r.train_loss).collect::<Vec<_>>());
+        // Without --resume an existing run is not overwritten.
+        let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+        let opts = RunOptions { out_dir: part.clone(), resume: false, cache: PathBuf::from("/x"), stop_after: None };
+        assert!(exp.run(&opts, |_| {}).unwrap_err().to_string().contains("--resume"));
+    }
+    // Round 1 is the same (no client has trained before); later rounds see the kept moments.
+    assert_eq!(finals[0][0], finals[1][0]);
+    assert_ne!(finals[0], finals[1]);
 }
 
 #[test]

@@ -6,13 +6,14 @@
 //! - `distilbert`: the DistilBERT shape, sequence 128, batch 16, LoRA r=8 on q and v of all 6 layers.
 //!
 //! Each case runs in its own process so its peak RSS is its own. Real weights are used when the packaged
-//! assets are in the cache, random weights of the same shape otherwise.
+//! assets are in the cache, random weights of the same shape otherwise. `FEDSOFT_DEVICE` picks the device
+//! (`cpu`, the default, or `cuda:N` in a build with `--features cuda`).
 //! `cargo bench -p fedsoft-model --bench step [-- CASE...]`
 
-use burn::tensor::Device;
 use fedsoft_core::lora::{LoraState, Target};
 use fedsoft_model::adapters::{Adapters, Head};
 use fedsoft_model::backbone::{Backbone, Batch};
+use fedsoft_model::device::parse_device;
 use fedsoft_model::load::{adapter_plan, build, load_dinov2_onnx, load_hf_dir, random_checkpoint};
 use fedsoft_model::spec::{EncoderSpec, Family};
 use fedsoft_model::train::{TrainSettings, train_steps};
@@ -55,7 +56,8 @@ fn text_spec(family: Family, hidden: usize, layers: usize, heads: usize, inter: 
 }
 
 fn run_case(case: &str) {
-    let device = Device::flex().autodiff();
+    let spec = std::env::var("FEDSOFT_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = parse_device(&spec).unwrap_or_else(|e| panic!("FEDSOFT_DEVICE: {e}"));
     let (backbone, layers, batch, n, weights): (Backbone, Option<Vec<usize>>, Batch, usize, &str) = match case {
         "minilm" | "distilbert" => {
             let (n, t) = if case == "minilm" { (8, 64) } else { (16, 128) };
@@ -114,7 +116,7 @@ fn run_case(case: &str) {
     let mut times = Vec::new();
     for i in 0..=steps {
         let t = Instant::now();
-        let (next, _) = train_steps(&backbone, ad, &plan, [(batch.clone(), labels.as_slice())], &s).unwrap();
+        let (next, _) = train_steps(&backbone, ad, &plan, [(batch.clone(), labels.as_slice())], &s, None).unwrap();
         ad = next;
         if i > 0 {
             times.push(t.elapsed().as_secs_f64());
@@ -122,7 +124,7 @@ fn run_case(case: &str) {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "{case:<11} {weights:<9} median step {:>8.3} s   min {:>8.3} s   peak RSS {:>8.0} MiB",
+        "{case:<11} {weights:<9} {spec:<7} median step {:>8.3} s   min {:>8.3} s   peak RSS {:>8.0} MiB",
         times[times.len() / 2],
         times[0],
         peak_rss_mib()

@@ -4,7 +4,7 @@
 //! only these small tensors are created, trained and read back into a [`LoraState`].
 
 use crate::error::ModelError;
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape, Target};
 use std::collections::HashMap;
@@ -67,6 +67,13 @@ fn tensor2(v: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(v.to_vec(), [rows, cols]), device)
 }
 
+/// A trainable parameter whose id is its position in [`Adapters`] (`A_i` = 2i, `B_i` = 2i + 1, then the
+/// head's weight and bias) rather than a fresh random id, so optimiser state saved after one round finds the
+/// same parameters when the next round builds the adapters anew.
+fn param<const D: usize>(position: usize, t: Tensor<D>) -> Param<Tensor<D>> {
+    Param::initialized(ParamId::from(position as u64), t.require_grad())
+}
+
 fn values(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().expect("f32 tensor")
 }
@@ -79,15 +86,16 @@ impl Adapters {
         }
         let mut a = Vec::new();
         let mut b = Vec::new();
-        for (s, f) in state.shapes.iter().zip(&state.modules) {
-            b.push(Param::from_tensor(tensor2(&f.b, s.d, s.r, device)));
-            a.push(Param::from_tensor(tensor2(&f.a, s.r, s.k, device)));
+        for (i, (s, f)) in state.shapes.iter().zip(&state.modules).enumerate() {
+            a.push(param(2 * i, tensor2(&f.a, s.r, s.k, device)));
+            b.push(param(2 * i + 1, tensor2(&f.b, s.d, s.r, device)));
         }
+        let n = 2 * state.modules.len();
         Ok(Adapters {
             a,
             b,
-            head_w: Param::from_tensor(tensor2(&head.weight, head.hidden, head.classes, device)),
-            head_b: Param::from_tensor(Tensor::from_data(TensorData::new(head.bias.clone(), [head.classes]), device)),
+            head_w: param(n, tensor2(&head.weight, head.hidden, head.classes, device)),
+            head_b: param(n + 1, Tensor::from_data(TensorData::new(head.bias.clone(), [head.classes]), device)),
         })
     }
 

@@ -6,7 +6,7 @@ use crate::error::ModelError;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bytes, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// Optimiser and loss settings of local training.
@@ -57,16 +57,43 @@ pub fn loss(
     Ok((total, task))
 }
 
-/// Runs AdamW over `batches` (fresh optimiser state, as the paper does each round) and returns the trained
-/// adapters and the mean task loss.
+/// A client's AdamW moments and step counts between rounds, in burn's optimiser-record format (burnpack).
+/// Empty means "no state yet": the first step starts the moments from zero.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OptimizerState(pub Vec<u8>);
+
+impl std::fmt::Debug for OptimizerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OptimizerState({} bytes)", self.0.len())
+    }
+}
+
+impl OptimizerState {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Runs AdamW over `batches` and returns the trained adapters and the mean task loss.
+///
+/// Without `carried` the optimiser starts fresh, as the paper does each round. With it, the moments are
+/// read from it first (when it holds any) and written back after the last step, so a client can keep its
+/// optimiser across the rounds it is scheduled in; [`Adapters`]' position-based parameter ids make the
+/// saved state match the next round's newly built parameters.
 pub fn train_steps<'a>(
     backbone: &Backbone,
     mut ad: Adapters,
     plan: &AdapterPlan,
     batches: impl IntoIterator<Item = (Batch, &'a [u32])>,
     s: &TrainSettings,
+    carried: Option<&mut OptimizerState>,
 ) -> Result<(Adapters, f64), ModelError> {
     let mut opt = AdamWConfig::new().with_epsilon(s.epsilon as f32).with_weight_decay(s.weight_decay as f32).init();
+    if let Some(state) = carried.as_deref().filter(|st| !st.is_empty()) {
+        opt = opt
+            .from_bytes(Bytes::from_bytes_vec(state.0.clone()))
+            .map_err(|e| ModelError::invalid("optimizer state", e.to_string()))?;
+    }
     let (mut sum, mut n) = (0.0f64, 0usize);
     for (batch, labels) in batches {
         let (total, task) = loss(backbone, &ad, plan, &batch, labels, s)?;
@@ -74,6 +101,10 @@ pub fn train_steps<'a>(
         sum += task.into_scalar::<f32>() as f64;
         n += 1;
         ad = opt.step(s.lr, ad, grads);
+    }
+    if let Some(state) = carried {
+        let bytes = opt.into_bytes().map_err(|e| ModelError::invalid("optimizer state", e.to_string()))?;
+        state.0 = bytes.to_vec();
     }
     Ok((ad, if n == 0 { 0.0 } else { sum / n as f64 }))
 }

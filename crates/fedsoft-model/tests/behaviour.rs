@@ -248,7 +248,7 @@ fn local_training_learns_and_the_regulariser_orthogonalises() {
         let train: Vec<(Batch, Vec<u32>)> = (0..300).map(|i| text_batch(8, 8, i, &device)).collect();
         let s = TrainSettings { lr: 5e-3, orthogonality: lambda, ..Default::default() };
         let (ad, _) =
-            train_steps(&backbone, ad, &plan, train.iter().map(|(b, l)| (b.clone(), l.as_slice())), &s).unwrap();
+            train_steps(&backbone, ad, &plan, train.iter().map(|(b, l)| (b.clone(), l.as_slice())), &s, None).unwrap();
         let (acc1, loss1) =
             evaluate(&backbone, &ad, &plan, test.iter().map(|(b, l)| (b.clone(), l.as_slice())), Pooling::Cls).unwrap();
         eprintln!("lambda {lambda}: accuracy {acc0:.3} -> {acc1:.3}, loss {loss0:.3} -> {loss1:.3}");
@@ -265,4 +265,46 @@ fn local_training_learns_and_the_regulariser_orthogonalises() {
         fractions.push(frac);
     }
     assert!(fractions[1] < 0.05 && fractions[1] < fractions[0] / 3.0, "{fractions:?}");
+}
+
+/// Carrying the optimiser state across calls is the same as one uninterrupted run: 6 steps in one call
+/// equal 3 + 3 steps with the adapters rebuilt in between from their flat values (as a client does between
+/// rounds), bit for bit; starting the second half fresh instead gives a different model.
+#[test]
+fn carried_optimizer_state_continues_the_run_exactly() {
+    use fedsoft_model::train::OptimizerState;
+    let device = Device::flex().autodiff();
+    let spec = tiny(Family::Bert);
+    let backbone = build(&spec, random_checkpoint(&spec, 5), &device).unwrap();
+    let plan = adapter_plan(&spec, 2, 4.0, &[Target::Query, Target::Value], None).unwrap();
+    let state = LoraState::random(&plan.shapes, 6, 0.2).unwrap();
+    let head = Head::init(16, 2, 7);
+    let data: Vec<(Batch, Vec<u32>)> = (0..6).map(|i| text_batch(4, 6, 40 + i, &device)).collect();
+    let steps = |range: std::ops::Range<usize>| data[range].iter().map(|(b, l)| (b.clone(), l.as_slice()));
+    let s = TrainSettings { lr: 1e-2, orthogonality: 0.1, ..Default::default() };
+
+    let ad = Adapters::from_state(&state, &head, &device).unwrap();
+    let mut whole_state = OptimizerState::default();
+    let (whole, _) = train_steps(&backbone, ad, &plan, steps(0..6), &s, Some(&mut whole_state)).unwrap();
+
+    let ad = Adapters::from_state(&state, &head, &device).unwrap();
+    let mut carried = OptimizerState::default();
+    let (half, _) = train_steps(&backbone, ad, &plan, steps(0..3), &s, Some(&mut carried)).unwrap();
+    assert!(!carried.is_empty(), "the optimiser state was not written back");
+    let (mid_state, mid_head) = (half.to_state(&plan.shapes).unwrap(), half.head());
+    let rebuilt = Adapters::from_state(&mid_state, &mid_head, &device).unwrap();
+    let (split, _) = train_steps(&backbone, rebuilt, &plan, steps(3..6), &s, Some(&mut carried)).unwrap();
+    assert_eq!(split.to_state(&plan.shapes).unwrap(), whole.to_state(&plan.shapes).unwrap());
+    assert_eq!(split.head(), whole.head());
+    // (The serialised bytes themselves may list parameters in another order.)
+    assert_eq!(carried.0.len(), whole_state.0.len());
+
+    let rebuilt = Adapters::from_state(&mid_state, &mid_head, &device).unwrap();
+    let (fresh, _) = train_steps(&backbone, rebuilt, &plan, steps(3..6), &s, None).unwrap();
+    assert_ne!(fresh.to_state(&plan.shapes).unwrap(), whole.to_state(&plan.shapes).unwrap());
+
+    let garbage = &mut OptimizerState(vec![1, 2, 3]);
+    let ad = Adapters::from_state(&state, &head, &device).unwrap();
+    let err = train_steps(&backbone, ad, &plan, steps(0..1), &s, Some(garbage)).unwrap_err().to_string();
+    assert!(err.contains("optimizer state"), "{err}");
 }

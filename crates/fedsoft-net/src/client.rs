@@ -30,7 +30,7 @@ pub struct JoinOptions {
     pub ca: Option<PathBuf>,
     /// Server name to check the certificate against, when it differs from the URL's host.
     pub domain: Option<String>,
-    /// Where this client keeps its error memory.
+    /// Where this client keeps what it carries between rounds (error memory, kept optimiser state).
     pub state_dir: PathBuf,
     /// `--set` overrides applied to the server's config (local paths: `model.path`, `data.path`, ...).
     pub overrides: Vec<String>,
@@ -200,9 +200,9 @@ fn work(
     let rho = DropRatio::new(task.rho).map_err(|e| bad(e.to_string()))?;
     let round_task = RoundTask { round: task.round, global: &global, head: &head, rho };
     let previous = memory.before(task.round, &exp.plan.shapes)?;
-    let (upload, new_memory) = exp.client_update(client as usize, &round_task, previous.as_ref())?;
-    if let Some(m) = new_memory {
-        memory.save(task.round, &m)?;
+    let (upload, new_memory) = exp.client_update(client as usize, &round_task, &previous)?;
+    if !new_memory.is_empty() {
+        memory.save(task.round, &new_memory)?;
     }
     Ok(UploadRequest {
         round: task.round,

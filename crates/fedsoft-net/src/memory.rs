@@ -1,11 +1,11 @@
-//! A client's error-feedback memory on its own disk, written atomically after every round's work and kept
-//! per round: the work of round `t` starts from the newest memory of a round before `t`. So a client that
-//! restarts carries on, and when a restarted server repeats a round, the client repeats it exactly.
+//! What a client carries between its rounds (error-feedback memory, kept optimiser state) on its own disk,
+//! written atomically after every round's work and kept per round: the work of round `t` starts from the
+//! newest memory of a round before `t`. So a client that restarts carries on, and when a restarted server
+//! repeats a round, the client repeats it exactly.
 
 use crate::NetError;
-use fedsoft_core::encoding::{decode, encode};
-use fedsoft_core::lora::{LoraState, ModuleShape};
-use fedsoft_core::sparsify::{Selection, SparseUpdate};
+use fedsoft_core::lora::ModuleShape;
+use fedsoft_engine::checkpoint::{ClientMemory, memory_from_bytes, memory_to_bytes};
 use std::path::{Path, PathBuf};
 
 /// How many past rounds' memories are kept (a server resumes at most from its last checkpoint).
@@ -28,7 +28,7 @@ impl MemoryStore {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("memory-")?.strip_suffix(".fsup")?.parse().ok()
+                name.strip_prefix("memory-")?.strip_suffix(".safetensors")?.parse().ok()
             })
             .collect();
         rounds.sort_unstable();
@@ -36,26 +36,20 @@ impl MemoryStore {
     }
 
     fn path(&self, round: u64) -> PathBuf {
-        self.dir.join(format!("memory-{round}.fsup"))
+        self.dir.join(format!("memory-{round}.safetensors"))
     }
 
-    /// The newest memory written by a round before `round`, if any.
-    pub fn before(&self, round: u64, shapes: &[ModuleShape]) -> Result<Option<LoraState>, NetError> {
-        let Some(&r) = self.rounds()?.iter().rev().find(|&&r| r < round) else { return Ok(None) };
+    /// The newest memory written by a round before `round` (empty if there is none).
+    pub fn before(&self, round: u64, shapes: &[ModuleShape]) -> Result<ClientMemory, NetError> {
+        let Some(&r) = self.rounds()?.iter().rev().find(|&&r| r < round) else { return Ok(ClientMemory::default()) };
         let path = self.path(r);
         let bytes = std::fs::read(&path).map_err(|e| NetError::io(&path, e))?;
-        let msg = decode(&bytes, shapes).map_err(|e| NetError::io(&path, e))?;
-        let mut state = LoraState::zeros(shapes).map_err(|e| NetError::io(&path, e))?;
-        msg.update.add_into(&mut state, 1.0).map_err(|e| NetError::io(&path, e))?;
-        Ok(Some(state))
+        Ok(memory_from_bytes(&bytes, self.client as usize, shapes, &path)?)
     }
 
     /// Stores the memory after round `round`'s work, then forgets all but the newest few.
-    pub fn save(&self, round: u64, memory: &LoraState) -> Result<(), NetError> {
-        let all = Selection { modules: memory.shapes.iter().map(|s| (0..s.numel() as u32).collect()).collect() };
-        let dense = SparseUpdate::gather(memory, &all).map_err(|e| NetError::io(&self.dir, e))?;
-        let bytes =
-            encode(round as u32, self.client, &memory.shapes, &dense).map_err(|e| NetError::io(&self.dir, e))?;
+    pub fn save(&self, round: u64, memory: &ClientMemory) -> Result<(), NetError> {
+        let bytes = memory_to_bytes(self.client as usize, memory);
         fedsoft_engine::checkpoint::write_atomic(&self.path(round), &bytes)?;
         let rounds = self.rounds()?;
         for r in rounds.iter().take(rounds.len().saturating_sub(KEEP)) {

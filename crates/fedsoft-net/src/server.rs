@@ -9,8 +9,8 @@ use crate::proto::federation_server::{Federation, FederationServer};
 use crate::proto::{self, JoinReply, JoinRequest, PollReply, PollRequest, UploadReply, UploadRequest, poll_reply};
 use crate::wire::{f32_bytes, f32s, factors_bytes};
 use crate::{AUTH_KEY, CLIENT_KEY, NetError};
-use fedsoft_core::lora::LoraState;
 use fedsoft_engine::ExperimentConfig;
+use fedsoft_engine::checkpoint::ClientMemory;
 use fedsoft_engine::engine::{ClientPool, ClientUpload, Experiment, RoundTask, RunOptions};
 use fedsoft_engine::metrics::{RoundRecord, Summary};
 use fedsoft_model::adapters::Head;
@@ -248,11 +248,11 @@ impl ClientPool for RemoteClients {
             .collect())
     }
 
-    fn memories(&self) -> BTreeMap<usize, LoraState> {
+    fn memories(&self) -> BTreeMap<usize, ClientMemory> {
         BTreeMap::new()
     }
 
-    fn restore(&mut self, _memories: BTreeMap<usize, LoraState>) {}
+    fn restore(&mut self, _memories: BTreeMap<usize, ClientMemory>) {}
 }
 
 fn to_upload(
