@@ -481,15 +481,19 @@ impl ExperimentConfig {
             toml::from_str(text).map_err(parse_err)?
         } else {
             let mut doc: toml::Table = toml::from_str(text).map_err(parse_err)?;
+            let parse = |doc: &toml::Table| -> Result<ExperimentConfig, String> {
+                let merged = toml::to_string(doc).map_err(|e| e.to_string())?;
+                toml::from_str(&merged).map_err(|e| e.message().to_string())
+            };
+            // Applied one at a time, so an error names the override that caused it (a line number in the
+            // merged document would point at text the user never wrote).
             for o in overrides {
                 apply_override(&mut doc, o)?;
+                if let Err(message) = parse(&doc) {
+                    return Err(ConfigError::Parse { path: format!("{origin} with --set {o}"), message });
+                }
             }
-            let merged = toml::to_string(&doc)
-                .map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
-            toml::from_str(&merged).map_err(|e| ConfigError::Parse {
-                path: format!("{origin} (with --set overrides)"),
-                message: e.to_string(),
-            })?
+            parse(&doc).map_err(|message| ConfigError::Parse { path: origin.into(), message })?
         };
         cfg.validate()?;
         Ok(cfg)

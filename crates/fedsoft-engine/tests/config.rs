@@ -55,6 +55,10 @@ fn bad_values_name_their_field() {
         ("[model]\narch = \"resnet\"\n", &[], "unknown variant `resnet`"),
         ("[model]\narch = \"vit-b16\"\n[lora]\nrnak = 4\n", &[], "unknown field `rnak`"),
         ("[model\narch = 1", &[], "test.toml"),
+        // A value of the wrong kind given with --set is reported against that override.
+        (MINIMAL, &["lora.rank=4", "training.optimizer_state=\"sometimes\""], "--set training.optimizer_state"),
+        (MINIMAL, &["training.optimizer_state=\"sometimes\""], "expected `fresh` or `keep`"),
+        (MINIMAL, &["training.pooling=3"], "--set training.pooling=3"),
     ];
     for (text, o, want) in cases {
         let e = err(text, o);
