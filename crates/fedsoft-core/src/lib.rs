@@ -16,6 +16,7 @@ pub mod budget;
 pub mod encoding;
 pub mod error;
 pub mod feedback;
+pub mod le;
 pub mod ledger;
 pub mod lora;
 pub mod partition;

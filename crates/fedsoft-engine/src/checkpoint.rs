@@ -6,6 +6,7 @@
 //! readable copy of the scalars that is never read back.
 
 use crate::config::ConfigError;
+use fedsoft_core::le::f32_to_le as f32_bytes;
 use fedsoft_core::ledger::Ledger;
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
 use fedsoft_model::adapters::Head;
@@ -71,10 +72,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 /// Named tensors waiting to be serialised: name, dtype, shape, little-endian bytes.
 type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
 
@@ -126,7 +123,7 @@ fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec
     if t.dtype() != Dtype::F32 {
         return Err(io(path, format!("tensor {name} is {:?}, expected F32", t.dtype())));
     }
-    let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
+    let v = fedsoft_core::le::f32_from_le(t.data());
     if v.len() != len {
         return Err(io(path, format!("tensor {name} has {} values, expected {len}", v.len())));
     }

@@ -9,6 +9,7 @@
 
 use crate::checkpoint::write_atomic;
 use crate::config::ConfigError;
+use fedsoft_core::le::f32_to_le as bytes;
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
 use fedsoft_model::adapters::Head;
 use fedsoft_model::backbone::Pooling;
@@ -18,10 +19,6 @@ use std::path::Path;
 
 fn err(path: &Path, e: impl ToString) -> ConfigError {
     ConfigError::Invalid { field: "export".into(), detail: format!("{}: {}", path.display(), e.to_string()) }
-}
-
-fn bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn key(module: &str, factor: &str) -> String {
@@ -95,7 +92,7 @@ pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Hea
         if t.shape() != shape || t.dtype() != Dtype::F32 {
             return Err(err(dir, format!("tensor {name} is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
         }
-        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect())
+        Ok(fedsoft_core::le::f32_from_le(t.data()))
     };
     let modules = shapes
         .iter()

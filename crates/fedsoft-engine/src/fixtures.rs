@@ -45,11 +45,8 @@ pub fn tiny_text_task(dir: &Path) -> (PathBuf, PathBuf) {
     )
     .expect("writing the tiny fixture");
     let map = random_checkpoint(&spec, 7);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = map
-        .tensors
-        .iter()
-        .map(|(k, (s, v))| (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        map.tensors.iter().map(|(k, (s, v))| (k.clone(), s.clone(), fedsoft_core::le::f32_to_le(v))).collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
         .map(|(k, s, b)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("writing the tiny fixture")))

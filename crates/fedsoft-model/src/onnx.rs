@@ -132,9 +132,7 @@ fn parse_tensor(buf: &[u8]) -> Result<(String, Initializer), String> {
                 }
             }
             (2, Value::Varint(t)) => dtype = t,
-            (4, Value::Bytes(b)) => {
-                floats.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))))
-            }
+            (4, Value::Bytes(b)) => floats.extend(fedsoft_core::le::f32_from_le(b)),
             (8, Value::Bytes(b)) => name = string(b)?,
             (9, Value::Bytes(b)) => raw = Some(b),
             _ => {}
@@ -142,7 +140,7 @@ fn parse_tensor(buf: &[u8]) -> Result<(String, Initializer), String> {
     }
     let numel: usize = dims.iter().product();
     let data: Vec<f32> = match (dtype, raw) {
-        (1, Some(b)) => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+        (1, Some(b)) => fedsoft_core::le::f32_from_le(b),
         (1, None) => floats,
         (10, Some(b)) => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         // Integer initialisers (shapes, indices) are not weights: keep their dims, no data.

@@ -24,9 +24,7 @@ impl TensorMap {
         for (name, view) in st.tensors() {
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => {
-                    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
-                }
+                Dtype::F32 => fedsoft_core::le::f32_from_le(data),
                 Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
                 Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
                 // Integer buffers (e.g. position ids) are not weights.

@@ -2,15 +2,13 @@
 
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
 
-pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
+pub use fedsoft_core::le::f32_to_le as f32_bytes;
 
 pub fn f32s(bytes: &[u8], what: &str) -> Result<Vec<f32>, String> {
     if bytes.len() % 4 != 0 {
         return Err(format!("{what}: {} bytes is not a whole number of f32 values", bytes.len()));
     }
-    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(fedsoft_core::le::f32_from_le(bytes))
 }
 
 pub fn factors_bytes(state: &LoraState) -> Vec<u8> {
