@@ -335,7 +335,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
             bias: f32s(&t.head_bias, "b").unwrap(),
         };
         let task = RoundTask { round: t.round, global: &global, head: &head, rho: DropRatio::new(t.rho).unwrap() };
-        let (u, _) = exp.client_update(1, &task, &Default::default()).unwrap();
+        let (u, _) = exp.client_update(1, &task, Default::default()).unwrap();
         (u, global)
     };
     let request = |round: u64, update: Vec<u8>, head: &fedsoft_model::adapters::Head| UploadRequest {

@@ -150,9 +150,8 @@ fn read_memory(
     shapes: &[ModuleShape],
     path: &Path,
 ) -> Result<ClientMemory, ConfigError> {
-    let names = st.names();
-    let has = |name: &str| names.contains(&name);
-    let feedback = if has(&format!("memory.{client}.0.B")) {
+    // A lookup by name, not a scan of all names: a checkpoint holds every client's memory.
+    let feedback = if st.tensor(&format!("memory.{client}.0.B")).is_ok() {
         Some(read_state(st, &format!("memory.{client}"), shapes, path)?)
     } else {
         None

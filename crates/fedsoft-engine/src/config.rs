@@ -487,13 +487,15 @@ impl ExperimentConfig {
             };
             // Applied one at a time, so an error names the override that caused it (a line number in the
             // merged document would point at text the user never wrote).
+            let mut parsed = None;
             for o in overrides {
                 apply_override(&mut doc, o)?;
-                if let Err(message) = parse(&doc) {
-                    return Err(ConfigError::Parse { path: format!("{origin} with --set {o}"), message });
-                }
+                parsed = Some(
+                    parse(&doc)
+                        .map_err(|message| ConfigError::Parse { path: format!("{origin} with --set {o}"), message })?,
+                );
             }
-            parse(&doc).map_err(|message| ConfigError::Parse { path: origin.into(), message })?
+            parsed.expect("this branch has at least one override")
         };
         cfg.validate()?;
         Ok(cfg)

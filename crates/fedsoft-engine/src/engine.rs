@@ -238,12 +238,12 @@ impl Experiment {
         &self,
         client: usize,
         task: &RoundTask<'_>,
-        memory: &ClientMemory,
+        memory: ClientMemory,
     ) -> Result<(ClientUpload, ClientMemory), ConfigError> {
         let t = Instant::now();
         let mut optimizer = match self.cfg.training.optimizer_state {
             OptimizerStateMode::Fresh => None,
-            OptimizerStateMode::Keep => Some(memory.optimizer.clone().unwrap_or_default()),
+            OptimizerStateMode::Keep => Some(memory.optimizer.unwrap_or_default()),
         };
         let (local, head, train_loss) =
             self.train_client(client, task.round, task.global, task.head, optimizer.as_mut())?;
@@ -693,7 +693,7 @@ impl ClientPool for LocalClients {
         let mut out = Vec::with_capacity(clients.len());
         for &client in clients {
             let previous = self.memories.remove(&client).unwrap_or_default();
-            let (upload, memory) = exp.client_update(client, task, &previous)?;
+            let (upload, memory) = exp.client_update(client, task, previous)?;
             if !memory.is_empty() {
                 self.memories.insert(client, memory);
             }

@@ -86,12 +86,13 @@ pub fn train_steps<'a>(
     plan: &AdapterPlan,
     batches: impl IntoIterator<Item = (Batch, &'a [u32])>,
     s: &TrainSettings,
-    carried: Option<&mut OptimizerState>,
+    mut carried: Option<&mut OptimizerState>,
 ) -> Result<(Adapters, f64), ModelError> {
     let mut opt = AdamWConfig::new().with_epsilon(s.epsilon as f32).with_weight_decay(s.weight_decay as f32).init();
-    if let Some(state) = carried.as_deref().filter(|st| !st.is_empty()) {
+    if let Some(state) = carried.as_deref_mut().filter(|st| !st.is_empty()) {
+        // Taken, not copied: the state is written back after the last step.
         opt = opt
-            .from_bytes(Bytes::from_bytes_vec(state.0.clone()))
+            .from_bytes(Bytes::from_bytes_vec(std::mem::take(&mut state.0)))
             .map_err(|e| ModelError::invalid("optimizer state", e.to_string()))?;
     }
     let (mut sum, mut n) = (0.0f64, 0usize);

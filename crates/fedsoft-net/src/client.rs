@@ -200,7 +200,7 @@ fn work(
     let rho = DropRatio::new(task.rho).map_err(|e| bad(e.to_string()))?;
     let round_task = RoundTask { round: task.round, global: &global, head: &head, rho };
     let previous = memory.before(task.round, &exp.plan.shapes)?;
-    let (upload, new_memory) = exp.client_update(client as usize, &round_task, &previous)?;
+    let (upload, new_memory) = exp.client_update(client as usize, &round_task, previous)?;
     if !new_memory.is_empty() {
         memory.save(task.round, &new_memory)?;
     }
