@@ -210,6 +210,9 @@ pub enum OptimizerStateMode {
     Keep,
 }
 
+/// More threads than any machine this runs on has cores: a larger `training.threads` is a typo.
+const MAX_THREADS: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainingConfig {
@@ -227,6 +230,9 @@ pub struct TrainingConfig {
     pub pooling: fedsoft_model::backbone::Pooling,
     /// Samples per evaluation batch.
     pub eval_batch: usize,
+    /// Cores for the scheduled clients' local work and for evaluation; absent or 0: every core (one on a
+    /// CUDA device). Results are identical for every value, so it is not part of what `--resume` checks.
+    pub threads: Option<usize>,
 }
 
 impl Default for TrainingConfig {
@@ -242,6 +248,7 @@ impl Default for TrainingConfig {
             orthogonality: None,
             pooling: fedsoft_model::backbone::Pooling::Cls,
             eval_batch: 64,
+            threads: None,
         }
     }
 }
@@ -741,6 +748,12 @@ impl ExperimentConfig {
         let t = &self.training;
         if t.batch_size == 0 || t.local_epochs == 0 || t.eval_batch == 0 {
             return Err(ConfigError::invalid("training", "batch_size, local_epochs and eval_batch must be positive"));
+        }
+        if let Some(n) = t.threads.filter(|&n| n > MAX_THREADS) {
+            return Err(ConfigError::invalid(
+                "training.threads",
+                format!("{n} is more than {MAX_THREADS}; use 0 (or leave it out) for every core"),
+            ));
         }
         for (name, v) in [("training.lr", t.lr), ("training.epsilon", t.epsilon)] {
             if !(v.is_finite() && v > 0.0) {

@@ -10,6 +10,7 @@ use crate::config::{ConfigError, ControllerKind, ExperimentConfig, OptimizerStat
 use crate::data::{TaskData, load_task};
 use crate::metrics::{ClientRecord, RoundRecord, Summary, TimeSplit};
 use crate::plan::Planner;
+use crate::workers::Workers;
 use burn::tensor::Device;
 use fedsoft_core::aggregate::{apply_deltas, average_sparse_models, covariance_norm, weights};
 use fedsoft_core::budget::DropRatio;
@@ -25,7 +26,7 @@ use fedsoft_model::adapters::{AdapterPlan, Adapters, Head};
 use fedsoft_model::backbone::Backbone;
 use fedsoft_model::device::parse_device;
 use fedsoft_model::load::{adapter_plan, load_dinov2_onnx, load_hf_dir};
-use fedsoft_model::train::{OptimizerState, TrainSettings, evaluate, train_steps};
+use fedsoft_model::train::{OptimizerState, TrainSettings, accuracy_and_loss, score_batch, train_steps};
 use fedsoft_wireless::bandwidth::{allocate, delays};
 use fedsoft_wireless::simulate::dense_round_delay;
 use fedsoft_wireless::tsfa::LyapunovController;
@@ -33,6 +34,7 @@ use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Where a run writes and reads.
@@ -168,7 +170,10 @@ impl Experiment {
     fn config_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.cfg.to_toml().hash(&mut h);
+        // The thread count changes no result, so a run may resume with another.
+        let mut cfg = self.cfg.clone();
+        cfg.training.threads = None;
+        cfg.to_toml().hash(&mut h);
         h.finish()
     }
 
@@ -183,16 +188,35 @@ impl Experiment {
         }
     }
 
-    /// Accuracy and loss of the given global model on the test set.
+    /// The cores this experiment's clients and evaluation run on (`training.threads`).
+    pub fn workers(&self) -> Workers {
+        let on_cpu = self.cfg.training.device.trim() == "cpu";
+        Workers::new(self.cfg.training.threads.or(if on_cpu { None } else { Some(1) }))
+    }
+
+    /// Accuracy and loss of the given global model on the test set. Batches are scored side by side on
+    /// [`Experiment::workers`] and tallied in batch order, so the result does not depend on the threads.
     pub fn evaluate(&self, global: &LoraState, head: &Head) -> Result<(f64, f64), ConfigError> {
-        let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
+        use burn::module::Module;
         let n = self.task.test_labels.len();
-        let bs = self.cfg.training.eval_batch;
-        let batches = (0..n).step_by(bs).map(|s| {
-            let idx: Vec<usize> = (s..(s + bs).min(n)).collect();
-            (self.task.test.batch(&idx, &self.device, None), &self.task.test_labels[s..(s + bs).min(n)])
+        let bs = self.cfg.training.eval_batch.max(1);
+        let starts: Vec<usize> = (0..n).step_by(bs).collect();
+        let scores = self.workers().map(starts.len(), |j| {
+            let frozen = Adapters::from_state(global, head, &self.device)?.valid();
+            let (s, e) = (starts[j], (starts[j] + bs).min(n));
+            let idx: Vec<usize> = (s..e).collect();
+            let batch = self.task.test.batch(&idx, &self.device, None);
+            score_batch(
+                &self.backbone,
+                &frozen,
+                &self.plan,
+                &batch,
+                &self.task.test_labels[s..e],
+                self.cfg.training.pooling,
+            )
         });
-        evaluate(&self.backbone, &ad, &self.plan, batches, self.cfg.training.pooling).map_err(model_err)
+        let scores = scores.into_iter().collect::<Result<Vec<_>, _>>().map_err(model_err)?;
+        accuracy_and_loss(&scores).map_err(model_err)
     }
 
     /// Local training of one client from the global model.
@@ -677,7 +701,9 @@ pub trait ClientPool {
     fn restore(&mut self, memories: BTreeMap<usize, ClientMemory>);
 }
 
-/// Every client in this process, one after another, their memories kept here (and in checkpoints).
+/// Every client in this process, side by side on [`Experiment::workers`], their memories kept here (and in
+/// checkpoints). Each client's work depends only on its own inputs, and the uploads come back in schedule
+/// order, so the round is the same whatever the thread count.
 #[derive(Default)]
 pub struct LocalClients {
     memories: BTreeMap<usize, ClientMemory>,
@@ -690,10 +716,15 @@ impl ClientPool for LocalClients {
         task: &RoundTask<'_>,
         clients: &[usize],
     ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError> {
+        let previous: Vec<Mutex<Option<ClientMemory>>> =
+            clients.iter().map(|c| Mutex::new(Some(self.memories.remove(c).unwrap_or_default()))).collect();
+        let done = exp.workers().map(clients.len(), |i| {
+            let memory = previous[i].lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+            exp.client_update(clients[i], task, memory)
+        });
         let mut out = Vec::with_capacity(clients.len());
-        for &client in clients {
-            let previous = self.memories.remove(&client).unwrap_or_default();
-            let (upload, memory) = exp.client_update(client, task, previous)?;
+        for (&client, result) in clients.iter().zip(done) {
+            let (upload, memory) = result?;
             if !memory.is_empty() {
                 self.memories.insert(client, memory);
             }

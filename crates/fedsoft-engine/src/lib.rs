@@ -13,5 +13,6 @@ pub mod fixtures;
 pub mod metrics;
 pub mod pilot;
 pub mod plan;
+pub mod workers;
 
 pub use config::{ConfigError, ExperimentConfig};

@@ -207,6 +207,8 @@ fn bad_configs_fail_before_training_naming_the_field() {
         ("controller.rho=1.0", "controller.rho"),
         ("training.device=\"tpu\"", "training.device"),
         ("rounds.total=0", "rounds"),
+        ("training.threads=1000000", "training.threads"),
+        ("training.threads=-1", "training.threads"),
     ] {
         let e = try_cfg(&[o]);
         assert!(e.contains(want), "{o}: {e}");
@@ -267,4 +269,43 @@ fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
     let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
     let e = ExperimentConfig::from_toml(&text, "t", &["tsfa.pilot={ rounds = 0 }".into()]).unwrap_err();
     assert!(e.to_string().contains("tsfa.pilot.rounds"), "{e}");
+}
+
+/// Clients run side by side on `training.threads` cores; any thread count gives the same rounds, client
+/// records and adapter bits (with fresh and with kept optimiser state), and a run resumes under another.
+#[test]
+fn the_thread_count_changes_no_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let clients_without_timings = |out: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join("clients.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().retain(|k, _| k != "train_wall_s" && k != "transfer_s");
+                v
+            })
+            .collect()
+    };
+    let adapter = |out: &Path| std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    for state in ["fresh", "keep"] {
+        let opt = format!("training.optimizer_state=\"{state}\"");
+        let base = tmp.path().join(format!("{state}-1"));
+        let one = run(&config(&model, &data, &[&opt, "training.threads=1"]), &base, false, None);
+        for threads in [2, 3, 8] {
+            let out = tmp.path().join(format!("{state}-{threads}"));
+            let set = format!("training.threads={threads}");
+            let many = run(&config(&model, &data, &[&opt, &set]), &out, false, None);
+            assert_eq!(comparable(&one), comparable(&many), "{state}, {threads} threads");
+            assert_eq!(clients_without_timings(&base), clients_without_timings(&out), "{state}, {threads} threads");
+            assert_eq!(adapter(&base), adapter(&out), "{state}, {threads} threads");
+        }
+        // Interrupted with one thread, resumed with two: the uninterrupted run's bits.
+        let out = tmp.path().join(format!("{state}-resumed"));
+        run(&config(&model, &data, &[&opt, "training.threads=1"]), &out, false, Some(2));
+        let resumed = run(&config(&model, &data, &[&opt, "training.threads=2"]), &out, true, None);
+        assert_eq!(comparable(&one), comparable(&resumed), "{state}, resumed with 2 threads");
+        assert_eq!(adapter(&base), adapter(&out));
+    }
 }

@@ -127,6 +127,7 @@ pub struct Backbone {
     pub embeddings: Embeddings,
     pub blocks: Vec<Block>,
     pub final_norm: Option<Norm>,
+    /// Where the frozen weights live: the training device without autodiff (see [`crate::load::build`]).
     pub device: Device,
 }
 
@@ -224,12 +225,12 @@ impl Backbone {
                     ));
                 }
                 let h = self.spec.hidden;
-                let mut x = word.clone().select(0, ids.clone().reshape([b * t])).reshape([b, t, h]);
+                let mut x = word.clone().select(0, ids.clone().inner().reshape([b * t])).reshape([b, t, h]);
                 x = x + position.clone().narrow(0, 0, t).unsqueeze::<3>();
                 if let Some(tt) = token_type {
-                    x = x + tt.clone().select(0, types.clone().reshape([b * t])).reshape([b, t, h]);
+                    x = x + tt.clone().select(0, types.clone().inner().reshape([b * t])).reshape([b, t, h]);
                 }
-                Ok((layer_norm(x, norm, self.spec.eps), Some(mask.clone())))
+                Ok((layer_norm(x, norm, self.spec.eps), Some(mask.clone().inner())))
             }
             (Embeddings::Patches { projection, cls, .. }, Batch::Images(img)) => {
                 let [b, c, s, s2] = img.dims();
@@ -246,8 +247,12 @@ impl Backbone {
                 let g = s / p;
                 let h = self.spec.hidden;
                 // Stride-p convolution with a p x p kernel = matmul over non-overlapping patches.
-                let patches =
-                    img.clone().reshape([b, c, g, p, g, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b * g * g, c * p * p]);
+                let patches = img
+                    .clone()
+                    .inner()
+                    .reshape([b, c, g, p, g, p])
+                    .permute([0, 2, 4, 1, 3, 5])
+                    .reshape([b * g * g, c * p * p]);
                 let x = (patches.matmul(projection.w.clone()) + projection.b.clone().unsqueeze::<2>()).reshape([
                     b,
                     g * g,

@@ -111,6 +111,11 @@ impl Builder<'_> {
 pub fn build(spec: &EncoderSpec, mut map: TensorMap, device: &Device) -> Result<Backbone, ModelError> {
     spec.validate()?;
     map.strip_prefix(&["bert.", "distilbert.", "vit.", "dinov2.", "model."]);
+    // Frozen weights live outside autodiff: operations among them pay no autodiff dispatch and record no
+    // graph (evaluation, the blocks below the lowest adapter), and where they meet a tracked activation they
+    // enter the graph as constants.
+    let frozen = device.clone().inner();
+    let device = &frozen;
     let mut bld = Builder { map, device, spec };
     let (h, i) = (spec.hidden, spec.intermediate);
     let embeddings = match spec.family {

@@ -110,6 +110,48 @@ pub fn train_steps<'a>(
     Ok((ad, if n == 0 { 0.0 } else { sum / n as f64 }))
 }
 
+/// One evaluation batch's tally: correct predictions, samples and the summed cross-entropy.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BatchScore {
+    pub correct: usize,
+    pub samples: usize,
+    pub loss_sum: f64,
+}
+
+/// Scores one batch with `frozen` adapters (from [`burn::module::AutodiffModule::valid`]): with the frozen
+/// backbone also outside autodiff, no graph node is created.
+pub fn score_batch(
+    backbone: &Backbone,
+    frozen: &Adapters,
+    plan: &AdapterPlan,
+    batch: &Batch,
+    labels: &[u32],
+    pooling: Pooling,
+) -> Result<BatchScore, ModelError> {
+    let logits = backbone.logits(batch, frozen, plan, pooling)?;
+    let pred: Vec<i64> = logits.clone().argmax(1).into_data().iter::<i64>().collect();
+    Ok(BatchScore {
+        correct: pred.iter().zip(labels).filter(|(p, l)| **p == **l as i64).count(),
+        samples: labels.len(),
+        loss_sum: cross_entropy(logits, labels).into_scalar::<f32>() as f64 * labels.len() as f64,
+    })
+}
+
+/// Accuracy and mean loss from batch tallies, summed in batch order (so the same batches give the same
+/// bits however they were spread over threads).
+pub fn accuracy_and_loss(scores: &[BatchScore]) -> Result<(f64, f64), ModelError> {
+    let (mut correct, mut total, mut loss_sum) = (0usize, 0usize, 0.0f64);
+    for s in scores {
+        correct += s.correct;
+        total += s.samples;
+        loss_sum += s.loss_sum;
+    }
+    if total == 0 {
+        return Err(ModelError::invalid("evaluation", "no test samples"));
+    }
+    Ok((correct as f64 / total as f64, loss_sum / total as f64))
+}
+
 /// Accuracy and mean loss over batches, without building an autodiff graph.
 pub fn evaluate<'a>(
     backbone: &Backbone,
@@ -119,16 +161,9 @@ pub fn evaluate<'a>(
     pooling: Pooling,
 ) -> Result<(f64, f64), ModelError> {
     let frozen = ad.valid();
-    let (mut correct, mut total, mut loss_sum) = (0usize, 0usize, 0.0f64);
-    for (batch, labels) in batches {
-        let logits = backbone.logits(&batch, &frozen, plan, pooling)?.detach();
-        let pred: Vec<i64> = logits.clone().argmax(1).into_data().iter::<i64>().collect();
-        correct += pred.iter().zip(labels).filter(|(p, l)| **p == **l as i64).count();
-        loss_sum += cross_entropy(logits, labels).into_scalar::<f32>() as f64 * labels.len() as f64;
-        total += labels.len();
-    }
-    if total == 0 {
-        return Err(ModelError::invalid("evaluation", "no test samples"));
-    }
-    Ok((correct as f64 / total as f64, loss_sum / total as f64))
+    let scores = batches
+        .into_iter()
+        .map(|(batch, labels)| score_batch(backbone, &frozen, plan, &batch, labels, pooling))
+        .collect::<Result<Vec<_>, _>>()?;
+    accuracy_and_loss(&scores)
 }
