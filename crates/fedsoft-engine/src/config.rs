@@ -210,6 +210,19 @@ pub enum OptimizerStateMode {
     Keep,
 }
 
+/// How the scheduled clients' local training is executed in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Execution {
+    /// Each client trains on its own, the clients side by side on `training.threads` cores; the results do
+    /// not depend on the thread count.
+    #[default]
+    PerClient,
+    /// All of a round's clients through one pass of the frozen backbone per step, each sample through its
+    /// own client's adapters; equal to `per_client` up to float rounding (larger matrix products).
+    Batched,
+}
+
 /// More threads than any machine this runs on has cores: a larger `training.threads` is a typo.
 const MAX_THREADS: usize = 4096;
 
@@ -230,6 +243,8 @@ pub struct TrainingConfig {
     pub pooling: fedsoft_model::backbone::Pooling,
     /// Samples per evaluation batch.
     pub eval_batch: usize,
+    /// Clients trained one by one (side by side on the cores) or batched through one backbone pass.
+    pub execution: Execution,
     /// Cores for the scheduled clients' local work and for evaluation; absent or 0: every core (one on a
     /// CUDA device). Results are identical for every value, so it is not part of what `--resume` checks.
     pub threads: Option<usize>,
@@ -248,6 +263,7 @@ impl Default for TrainingConfig {
             orthogonality: None,
             pooling: fedsoft_model::backbone::Pooling::Cls,
             eval_batch: 64,
+            execution: Execution::PerClient,
             threads: None,
         }
     }

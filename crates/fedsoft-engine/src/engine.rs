@@ -6,7 +6,7 @@
 //! same clients, batches and channels, and a resumed run continues exactly where it stopped.
 
 use crate::checkpoint::{self, ClientMemory, Meta, RunState};
-use crate::config::{ConfigError, ControllerKind, ExperimentConfig, OptimizerStateMode, PayloadSize};
+use crate::config::{ConfigError, ControllerKind, Execution, ExperimentConfig, OptimizerStateMode, PayloadSize};
 use crate::data::{TaskData, load_task};
 use crate::metrics::{ClientRecord, RoundRecord, Summary, TimeSplit};
 use crate::plan::Planner;
@@ -23,7 +23,7 @@ use fedsoft_core::schedule::sample_clients;
 use fedsoft_core::sparsify::{SelectInput, SparseUpdate, Sparsifier, build};
 use fedsoft_data::assets;
 use fedsoft_model::adapters::{AdapterPlan, Adapters, Head};
-use fedsoft_model::backbone::Backbone;
+use fedsoft_model::backbone::{Backbone, Batch};
 use fedsoft_model::device::parse_device;
 use fedsoft_model::load::{adapter_plan, load_dinov2_onnx, load_hf_dir};
 use fedsoft_model::train::{OptimizerState, TrainSettings, accuracy_and_loss, score_batch, train_steps};
@@ -60,7 +60,7 @@ pub struct Experiment {
     sparsifier: Box<dyn Sparsifier>,
 }
 
-fn model_err(e: fedsoft_model::ModelError) -> ConfigError {
+pub(crate) fn model_err(e: fedsoft_model::ModelError) -> ConfigError {
     ConfigError::Invalid { field: "model".into(), detail: e.to_string() }
 }
 
@@ -177,7 +177,7 @@ impl Experiment {
         h.finish()
     }
 
-    fn settings(&self) -> TrainSettings {
+    pub(crate) fn settings(&self) -> TrainSettings {
         let t = &self.cfg.training;
         TrainSettings {
             lr: t.lr,
@@ -219,16 +219,9 @@ impl Experiment {
         accuracy_and_loss(&scores).map_err(model_err)
     }
 
-    /// Local training of one client from the global model.
-    fn train_client(
-        &self,
-        client: usize,
-        round: u64,
-        global: &LoraState,
-        head: &Head,
-        optimizer: Option<&mut OptimizerState>,
-    ) -> Result<(LoraState, Head, f64), ConfigError> {
-        let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
+    /// A client's local batches this round: sample indices and labels, epoch by epoch in the order its
+    /// keyed shuffle gives.
+    pub(crate) fn client_batches(&self, client: usize, round: u64) -> Result<LocalBatches, ConfigError> {
         let own = self.task.partition.clients.get(client).ok_or_else(|| {
             ConfigError::invalid(
                 "client",
@@ -242,13 +235,32 @@ impl Experiment {
             idx.shuffle(&mut stream(self.cfg.seed, Purpose::Batches, &[round, client as u64, epoch as u64]));
             order.extend(idx.chunks(bs).map(<[usize]>::to_vec));
         }
-        let augment = self.cfg.data.augment;
-        let labels: Vec<Vec<u32>> =
-            order.iter().map(|b| b.iter().map(|&i| self.task.train_labels[i]).collect()).collect();
-        let batches = order.iter().zip(&labels).enumerate().map(|(k, (idx, l))| {
-            let key = augment.then_some((self.cfg.seed, round, (client as u64) << 20 | k as u64));
-            (self.task.train.batch(idx, &self.device, key), l.as_slice())
-        });
+        let labels = order.iter().map(|b| b.iter().map(|&i| self.task.train_labels[i]).collect()).collect();
+        Ok(LocalBatches { indices: order, labels })
+    }
+
+    /// Batch `k` of a client's round as model input (seeded augmentation when configured).
+    pub(crate) fn train_batch(&self, client: usize, round: u64, k: usize, idx: &[usize]) -> Batch {
+        let key = self.cfg.data.augment.then_some((self.cfg.seed, round, (client as u64) << 20 | k as u64));
+        self.task.train.batch(idx, &self.device, key)
+    }
+
+    /// Local training of one client from the global model.
+    fn train_client(
+        &self,
+        client: usize,
+        round: u64,
+        global: &LoraState,
+        head: &Head,
+        optimizer: Option<&mut OptimizerState>,
+    ) -> Result<(LoraState, Head, f64), ConfigError> {
+        let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
+        let LocalBatches { indices, labels } = self.client_batches(client, round)?;
+        let batches = indices
+            .iter()
+            .zip(&labels)
+            .enumerate()
+            .map(|(k, (idx, l))| (self.train_batch(client, round, k, idx), l.as_slice()));
         let (ad, loss) =
             train_steps(&self.backbone, ad, &self.plan, batches, &self.settings(), optimizer).map_err(model_err)?;
         Ok((ad.to_state(&self.plan.shapes).map_err(model_err)?, ad.head(), loss))
@@ -265,17 +277,35 @@ impl Experiment {
         memory: ClientMemory,
     ) -> Result<(ClientUpload, ClientMemory), ConfigError> {
         let t = Instant::now();
-        let mut optimizer = match self.cfg.training.optimizer_state {
-            OptimizerStateMode::Fresh => None,
-            OptimizerStateMode::Keep => Some(memory.optimizer.unwrap_or_default()),
-        };
+        let ClientMemory { feedback, optimizer } = memory;
+        let mut optimizer = self.carried_optimizer(optimizer);
         let (local, head, train_loss) =
             self.train_client(client, task.round, task.global, task.head, optimizer.as_mut())?;
-        let train_s = t.elapsed().as_secs_f64();
+        let trained = Trained { local, head, train_loss, train_s: t.elapsed().as_secs_f64(), optimizer };
+        self.finish_update(client, task, feedback, trained)
+    }
+
+    /// The optimiser state a client trains from: none with fresh optimisers, else what it kept.
+    pub(crate) fn carried_optimizer(&self, kept: Option<OptimizerState>) -> Option<OptimizerState> {
+        match self.cfg.training.optimizer_state {
+            OptimizerStateMode::Fresh => None,
+            OptimizerStateMode::Keep => Some(kept.unwrap_or_default()),
+        }
+    }
+
+    /// A trained client's upload: error-feedback compensation with its memory, sparsification, encoding.
+    pub(crate) fn finish_update(
+        &self,
+        client: usize,
+        task: &RoundTask<'_>,
+        feedback: Option<LoraState>,
+        trained: Trained,
+    ) -> Result<(ClientUpload, ClientMemory), ConfigError> {
         let t = Instant::now();
+        let Trained { local, head, train_loss, train_s, optimizer } = trained;
         let ef = self.cfg.method.error_feedback();
         let mode = self.cfg.method.feedback_mode;
-        let previous = if ef { memory.feedback.as_ref() } else { None };
+        let previous = if ef { feedback.as_ref() } else { None };
         let u = compensate(mode, &local, task.global, previous).map_err(method_err)?;
         let input = SelectInput {
             update: &u,
@@ -656,6 +686,21 @@ impl Experiment {
     }
 }
 
+/// A client's local batches of one round: sample indices and their labels.
+pub(crate) struct LocalBatches {
+    pub indices: Vec<Vec<usize>>,
+    pub labels: Vec<Vec<u32>>,
+}
+
+/// A client's local training result, before compensation and sparsification.
+pub(crate) struct Trained {
+    pub local: LoraState,
+    pub head: Head,
+    pub train_loss: f64,
+    pub train_s: f64,
+    pub optimizer: Option<OptimizerState>,
+}
+
 /// This round's broadcast: what every scheduled client starts from.
 pub struct RoundTask<'a> {
     pub round: u64,
@@ -701,9 +746,10 @@ pub trait ClientPool {
     fn restore(&mut self, memories: BTreeMap<usize, ClientMemory>);
 }
 
-/// Every client in this process, side by side on [`Experiment::workers`], their memories kept here (and in
-/// checkpoints). Each client's work depends only on its own inputs, and the uploads come back in schedule
-/// order, so the round is the same whatever the thread count.
+/// Every client in this process, their memories kept here (and in checkpoints): side by side on
+/// [`Experiment::workers`] (each client's work depends only on its own inputs and the uploads come back in
+/// schedule order, so the round is the same whatever the thread count), or batched through one backbone pass
+/// (`training.execution = "batched"`, [`Experiment::batched_updates`]).
 #[derive(Default)]
 pub struct LocalClients {
     memories: BTreeMap<usize, ClientMemory>,
@@ -716,12 +762,18 @@ impl ClientPool for LocalClients {
         task: &RoundTask<'_>,
         clients: &[usize],
     ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError> {
-        let previous: Vec<Mutex<Option<ClientMemory>>> =
-            clients.iter().map(|c| Mutex::new(Some(self.memories.remove(c).unwrap_or_default()))).collect();
-        let done = exp.workers().map(clients.len(), |i| {
-            let memory = previous[i].lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
-            exp.client_update(clients[i], task, memory)
-        });
+        let previous: Vec<ClientMemory> = clients.iter().map(|c| self.memories.remove(c).unwrap_or_default()).collect();
+        let done = match exp.cfg.training.execution {
+            Execution::PerClient => {
+                let previous: Vec<Mutex<Option<ClientMemory>>> =
+                    previous.into_iter().map(|m| Mutex::new(Some(m))).collect();
+                exp.workers().map(clients.len(), |i| {
+                    let memory = previous[i].lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+                    exp.client_update(clients[i], task, memory)
+                })
+            }
+            Execution::Batched => exp.batched_updates(clients, task, previous)?.into_iter().map(Ok).collect(),
+        };
         let mut out = Vec::with_capacity(clients.len());
         for (&client, result) in clients.iter().zip(done) {
             let (upload, memory) = result?;

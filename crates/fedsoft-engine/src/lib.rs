@@ -4,6 +4,7 @@
 //! checkpoints ([`checkpoint`]).
 
 pub mod arch;
+mod batched;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -109,6 +109,35 @@ impl Batch {
     pub fn images(x: &[f32], n: usize, channels: usize, size: usize, device: &Device) -> Batch {
         Batch::Images(Tensor::from_data(TensorData::new(x.to_vec(), [n, channels, size, size]), device))
     }
+    /// The batches one after another (all of one kind; token batches of one sequence length).
+    pub fn cat(batches: Vec<Batch>) -> Result<Batch, crate::ModelError> {
+        let mixed = || crate::ModelError::invalid("batch", "cannot join text and image batches");
+        match batches.first() {
+            None => Err(crate::ModelError::invalid("batch", "no batches to join")),
+            Some(Batch::Images(_)) => {
+                let x = batches.into_iter().map(|b| if let Batch::Images(x) = b { Ok(x) } else { Err(mixed()) });
+                Ok(Batch::Images(Tensor::cat(x.collect::<Result<_, _>>()?, 0)))
+            }
+            Some(Batch::Tokens { ids, .. }) => {
+                let t = ids.dims()[1];
+                let (mut all_ids, mut masks, mut all_types) = (Vec::new(), Vec::new(), Vec::new());
+                for b in batches {
+                    let Batch::Tokens { ids, mask, types } = b else { return Err(mixed()) };
+                    if ids.dims()[1] != t {
+                        return Err(crate::ModelError::invalid("batch", "token batches of different lengths"));
+                    }
+                    all_ids.push(ids);
+                    masks.push(mask);
+                    all_types.push(types);
+                }
+                Ok(Batch::Tokens {
+                    ids: Tensor::cat(all_ids, 0),
+                    mask: Tensor::cat(masks, 0),
+                    types: Tensor::cat(all_types, 0),
+                })
+            }
+        }
+    }
     pub fn len(&self) -> usize {
         match self {
             Batch::Tokens { ids, .. } => ids.dims()[0],
@@ -118,6 +147,15 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whose LoRA factors a forward pass applies: one set to the whole batch, or one set per consecutive group
+/// of samples (a round's clients batched through one pass of the frozen backbone).
+#[derive(Clone, Copy)]
+pub enum Lora<'a> {
+    One(&'a Adapters),
+    /// `(adapters, samples)` per group, in batch order; the samples add up to the batch size.
+    Grouped(&'a [(&'a Adapters, usize)]),
 }
 
 /// The frozen encoder.
@@ -143,7 +181,7 @@ impl Backbone {
         &self,
         x: Tensor<3>,
         lin: &FrozenLinear,
-        ad: &Adapters,
+        lora: Lora<'_>,
         plan: &AdapterPlan,
         slot: (usize, Target),
     ) -> Tensor<3> {
@@ -151,8 +189,24 @@ impl Backbone {
         let x2 = x.reshape([b * t, k]);
         let mut y = x2.clone().matmul(lin.w.clone()) + lin.b.clone().unsqueeze::<2>();
         if let Some(i) = plan.slot(slot.0, slot.1) {
-            let low = x2.matmul(ad.a[i].val().transpose());
-            y = y + low.matmul(ad.b[i].val().transpose()).mul_scalar(plan.scale);
+            let low_rank =
+                |x: Tensor<2>, ad: &Adapters| x.matmul(ad.a[i].val().transpose()).matmul(ad.b[i].val().transpose());
+            let update = match lora {
+                Lora::One(ad) => low_rank(x2, ad),
+                Lora::Grouped(groups) => {
+                    let mut start = 0;
+                    let parts = groups
+                        .iter()
+                        .map(|&(ad, samples)| {
+                            let part = low_rank(x2.clone().narrow(0, start, samples * t), ad);
+                            start += samples * t;
+                            part
+                        })
+                        .collect();
+                    Tensor::cat(parts, 0)
+                }
+            };
+            y = y + update.mul_scalar(plan.scale);
         }
         let d = y.dims()[1];
         y.reshape([b, t, d])
@@ -163,7 +217,7 @@ impl Backbone {
         x: Tensor<3>,
         blk: &Block,
         layer: usize,
-        ad: &Adapters,
+        ad: Lora<'_>,
         plan: &AdapterPlan,
         bias: Option<&Tensor<4>>,
     ) -> Tensor<3> {
@@ -182,7 +236,7 @@ impl Backbone {
         self.linear(ctx, &blk.output, ad, plan, (layer, Target::Output))
     }
 
-    fn mlp(&self, x: Tensor<3>, blk: &Block, layer: usize, ad: &Adapters, plan: &AdapterPlan) -> Tensor<3> {
+    fn mlp(&self, x: Tensor<3>, blk: &Block, layer: usize, ad: Lora<'_>, plan: &AdapterPlan) -> Tensor<3> {
         let hdn = gelu(self.linear(x, &blk.mlp_in, ad, plan, (layer, Target::MlpIn)));
         self.linear(hdn, &blk.mlp_out, ad, plan, (layer, Target::MlpOut))
     }
@@ -273,6 +327,25 @@ impl Backbone {
         ad: &Adapters,
         plan: &AdapterPlan,
     ) -> Result<(Tensor<3>, Option<Tensor<2>>), crate::ModelError> {
+        self.forward_with(batch, Lora::One(ad), plan)
+    }
+
+    /// [`Backbone::forward`] with each group of samples through its own adapters.
+    pub fn forward_with(
+        &self,
+        batch: &Batch,
+        ad: Lora<'_>,
+        plan: &AdapterPlan,
+    ) -> Result<(Tensor<3>, Option<Tensor<2>>), crate::ModelError> {
+        if let Lora::Grouped(groups) = ad {
+            let samples: usize = groups.iter().map(|g| g.1).sum();
+            if samples != batch.len() {
+                return Err(crate::ModelError::invalid(
+                    "batch",
+                    format!("the groups hold {samples} samples but the batch has {}", batch.len()),
+                ));
+            }
+        }
         let (mut x, mask) = self.embed(batch)?;
         let bias = mask.as_ref().map(|m| {
             let [b, t] = m.dims();
@@ -309,11 +382,11 @@ impl Backbone {
     pub fn pooled(
         &self,
         batch: &Batch,
-        ad: &Adapters,
+        ad: Lora<'_>,
         plan: &AdapterPlan,
         pooling: Pooling,
     ) -> Result<Tensor<2>, crate::ModelError> {
-        let (x, mask) = self.forward(batch, ad, plan)?;
+        let (x, mask) = self.forward_with(batch, ad, plan)?;
         let [b, t, h] = x.dims();
         Ok(match pooling {
             Pooling::Cls => x.slice([0..b, 0..1, 0..h]).reshape([b, h]),
@@ -336,7 +409,27 @@ impl Backbone {
         plan: &AdapterPlan,
         pooling: Pooling,
     ) -> Result<Tensor<2>, crate::ModelError> {
-        let z = self.pooled(batch, ad, plan, pooling)?;
+        let z = self.pooled(batch, Lora::One(ad), plan, pooling)?;
         Ok(z.matmul(ad.head_w.val()) + ad.head_b.val().unsqueeze::<2>())
+    }
+
+    /// Class scores of each group of samples, through the group's own adapters and head.
+    pub fn grouped_logits(
+        &self,
+        batch: &Batch,
+        groups: &[(&Adapters, usize)],
+        plan: &AdapterPlan,
+        pooling: Pooling,
+    ) -> Result<Vec<Tensor<2>>, crate::ModelError> {
+        let z = self.pooled(batch, Lora::Grouped(groups), plan, pooling)?;
+        let mut start = 0;
+        Ok(groups
+            .iter()
+            .map(|&(ad, samples)| {
+                let zg = z.clone().narrow(0, start, samples);
+                start += samples;
+                zg.matmul(ad.head_w.val()) + ad.head_b.val().unsqueeze::<2>()
+            })
+            .collect())
     }
 }

@@ -88,7 +88,7 @@ pub fn train_steps<'a>(
     s: &TrainSettings,
     mut carried: Option<&mut OptimizerState>,
 ) -> Result<(Adapters, f64), ModelError> {
-    let mut opt = AdamWConfig::new().with_epsilon(s.epsilon as f32).with_weight_decay(s.weight_decay as f32).init();
+    let mut opt = adamw(s).init();
     if let Some(state) = carried.as_deref_mut().filter(|st| !st.is_empty()) {
         // Taken, not copied: the state is written back after the last step.
         opt = opt
@@ -108,6 +108,120 @@ pub fn train_steps<'a>(
         state.0 = bytes.to_vec();
     }
     Ok((ad, if n == 0 { 0.0 } else { sum / n as f64 }))
+}
+
+/// One client's share of a batched training pass: its adapters, its batches in order, and the optimiser
+/// state it carries in (`None`: a fresh AdamW whose state is not kept).
+pub struct GroupJob<'a> {
+    pub adapters: Adapters,
+    pub batches: Vec<(Batch, &'a [u32])>,
+    pub carried: Option<OptimizerState>,
+}
+
+/// A client's result of [`train_grouped`]: trained adapters, mean task loss, the optimiser state it keeps.
+pub struct GroupResult {
+    pub adapters: Adapters,
+    pub loss: f64,
+    pub carried: Option<OptimizerState>,
+}
+
+fn adamw(s: &TrainSettings) -> AdamWConfig {
+    AdamWConfig::new().with_epsilon(s.epsilon as f32).with_weight_decay(s.weight_decay as f32)
+}
+
+/// [`train_steps`] for many clients at once: step `k` is one forward and one backward pass of the frozen
+/// backbone over the `k`-th batch of every client that has one (clients with fewer batches drop out), each
+/// sample through its own client's LoRA factors and head. The clients' losses are summed; since no client's
+/// parameters touch another's samples, each client's gradient is exactly its own loss's gradient, and each
+/// client has its own AdamW. The larger matrix products make better use of the hardware than one small
+/// batch at a time; results equal the per-client path up to float rounding (row blocking in the products).
+pub fn train_grouped(
+    backbone: &Backbone,
+    jobs: Vec<GroupJob<'_>>,
+    plan: &AdapterPlan,
+    s: &TrainSettings,
+) -> Result<Vec<GroupResult>, ModelError> {
+    let n = jobs.len();
+    let steps = jobs.iter().map(|j| j.batches.len()).max().unwrap_or(0);
+    let mut adapters = Vec::with_capacity(n);
+    let mut batches = Vec::with_capacity(n);
+    let mut carried = Vec::with_capacity(n);
+    let mut optimisers = Vec::with_capacity(n);
+    for job in jobs {
+        let mut opt = adamw(s).init();
+        let mut state = job.carried;
+        if let Some(st) = state.as_mut().filter(|st| !st.is_empty()) {
+            opt = opt
+                .from_bytes(Bytes::from_bytes_vec(std::mem::take(&mut st.0)))
+                .map_err(|e| ModelError::invalid("optimizer state", e.to_string()))?;
+        }
+        adapters.push(Some(job.adapters));
+        batches.push(job.batches.into_iter());
+        carried.push(state);
+        optimisers.push(opt);
+    }
+    let mut sums = vec![(0.0f64, 0usize); n];
+    for _ in 0..steps {
+        let mut active = Vec::new();
+        let mut parts = Vec::new();
+        let mut labels = Vec::new();
+        for (c, it) in batches.iter_mut().enumerate() {
+            if let Some((b, l)) = it.next() {
+                active.push(c);
+                parts.push(b);
+                labels.push(l);
+            }
+        }
+        let sizes: Vec<usize> = parts.iter().map(Batch::len).collect();
+        let joined = Batch::cat(parts)?;
+        let (total, tasks) = {
+            let groups: Vec<(&Adapters, usize)> = active
+                .iter()
+                .zip(&sizes)
+                .map(|(&c, &len)| (adapters[c].as_ref().expect("adapters are put back after every step"), len))
+                .collect();
+            let logits = backbone.grouped_logits(&joined, &groups, plan, s.pooling)?;
+            let mut total: Option<Tensor<1>> = None;
+            let mut tasks = Vec::with_capacity(active.len());
+            for ((lg, l), (ad, _)) in logits.into_iter().zip(&labels).zip(&groups) {
+                let task = cross_entropy(lg, l);
+                let term = match (s.orthogonality > 0.0, ad.orthogonality()) {
+                    (true, Some(orth)) => task.clone() + orth.mul_scalar(s.orthogonality),
+                    _ => task.clone(),
+                };
+                tasks.push(task);
+                total = Some(match total {
+                    Some(t) => t + term,
+                    None => term,
+                });
+            }
+            (total, tasks)
+        };
+        let Some(total) = total else { break };
+        let mut grads = total.backward();
+        for (&c, task) in active.iter().zip(tasks) {
+            let ad = adapters[c].take().expect("adapters are put back after every step");
+            let g = GradientsParams::from_module(&mut grads, &ad);
+            sums[c].0 += task.into_scalar::<f32>() as f64;
+            sums[c].1 += 1;
+            adapters[c] = Some(optimisers[c].step(s.lr, ad, g));
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for ((ad, opt), (state, (sum, k))) in adapters.into_iter().zip(optimisers).zip(carried.into_iter().zip(sums)) {
+        let carried = match state {
+            Some(_) => Some(OptimizerState(
+                opt.into_bytes().map_err(|e| ModelError::invalid("optimizer state", e.to_string()))?.to_vec(),
+            )),
+            None => None,
+        };
+        out.push(GroupResult {
+            adapters: ad.expect("adapters are put back after every step"),
+            loss: if k == 0 { 0.0 } else { sum / k as f64 },
+            carried,
+        });
+    }
+    Ok(out)
 }
 
 /// One evaluation batch's tally: correct predictions, samples and the summed cross-entropy.

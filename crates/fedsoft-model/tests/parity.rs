@@ -5,7 +5,7 @@ use burn::tensor::Device;
 use fedsoft_core::lora::LoraState;
 use fedsoft_data::text::TextEncoder;
 use fedsoft_model::adapters::{AdapterPlan, Adapters, Head};
-use fedsoft_model::backbone::{Batch, Pooling};
+use fedsoft_model::backbone::{Batch, Lora, Pooling};
 use fedsoft_model::load::{load_dinov2_onnx, load_hf_dir};
 use std::path::PathBuf;
 
@@ -43,7 +43,7 @@ fn minilm_mean_pooled_embeddings_match_the_reference() {
     let e = enc.encode(&["A man is playing a guitar.".into(), "The stock market fell sharply today.".into()]).unwrap();
     let batch = Batch::tokens(&e.ids, &e.mask, &e.type_ids, 2, &device);
     let (ad, plan) = no_adapters(384, &device);
-    let pooled = values(backbone.pooled(&batch, &ad, &plan, Pooling::Mean).unwrap());
+    let pooled = values(backbone.pooled(&batch, Lora::One(&ad), &plan, Pooling::Mean).unwrap());
     let want = [[0.02166f32, -0.00486, -0.00965, -0.0634, -0.16749], [0.06045, 0.00545, 0.07657, 0.05383, -0.01479]];
     for (i, w) in want.iter().enumerate() {
         let row = &pooled[i * 384..(i + 1) * 384];
