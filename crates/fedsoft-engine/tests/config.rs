@@ -80,6 +80,9 @@ fn shipped_presets_load() {
             Planner::new(&cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // Presets on the packaged assets need no paths: they pass the run checks as shipped.
             let name = path.file_name().unwrap().to_string_lossy();
+            // Each preset names its runs after its file, so runs and compare directories of two presets
+            // never collide.
+            assert_eq!(format!("{}.toml", cfg.name), name, "{}: the run name", path.display());
             if name.starts_with("cpu-") || name == "default.toml" {
                 cfg.validate_run().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             }
