@@ -183,14 +183,17 @@ pub fn save(dir: &Path, st: &RunState) -> Result<(), ConfigError> {
     write_atomic(&dir.join("checkpoint.json"), serde_json::to_string_pretty(&meta).expect("meta").as_bytes())
 }
 
-const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
 const META_KEY: &str = "fedsoft.meta";
 
 /// Loads the checkpoint in `dir` for modules `shapes`, or `None` if there is none.
 pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, ConfigError> {
     let path = dir.join(CHECKPOINT);
-    if !path.is_file() {
+    if !path.exists() {
         return Ok(None);
+    }
+    if !path.is_file() {
+        return Err(io(&path, "is not a file: a checkpoint is expected here"));
     }
     let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| io(&path, e))?;

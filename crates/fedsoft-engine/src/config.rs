@@ -572,6 +572,17 @@ impl ExperimentConfig {
                 format!("block {bad} does not exist: the model has {}", g.layers),
             ));
         }
+        if let Some(dup) = layers.iter().enumerate().find_map(|(i, l)| layers[..i].contains(l).then_some(*l)) {
+            return Err(ConfigError::invalid(
+                "lora.layers",
+                format!("block {dup} is listed twice: each block takes one adapter per target"),
+            ));
+        }
+        if let Some(dup) =
+            self.lora.targets.iter().enumerate().find_map(|(i, t)| self.lora.targets[..i].contains(t).then_some(*t))
+        {
+            return Err(ConfigError::invalid("lora.targets", format!("{dup:?} is listed twice")));
+        }
         Ok(layers)
     }
 
@@ -599,6 +610,18 @@ impl ExperimentConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // The name becomes a directory under runs/: a path there would write elsewhere.
+        let separator = |c: char| c == '/' || c == '\\' || c.is_control();
+        if self.name.trim().is_empty() || self.name.starts_with('.') || self.name.contains(separator) {
+            return Err(ConfigError::invalid(
+                "name",
+                format!(
+                    "{:?} is not a plain run name: no path separators and no leading '.'; choose where a run \
+                     goes with --out",
+                    self.name
+                ),
+            ));
+        }
         self.geometry()?;
         let sv = &self.serve;
         if !(sv.round_deadline_s.is_finite() && sv.round_deadline_s > 0.0) {

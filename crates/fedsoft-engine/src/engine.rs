@@ -398,6 +398,18 @@ impl Experiment {
                 }
                 st
             }
+            (true, None) if has_rounds(&out.join("metrics.jsonl")) => {
+                // Starting over would truncate the rounds already recorded.
+                return Err(ConfigError::invalid(
+                    "--resume",
+                    format!(
+                        "{} holds recorded rounds but no checkpoint ({}) to continue them from; \
+                         leave out --resume and choose a new --out to start again",
+                        out.display(),
+                        checkpoint::CHECKPOINT
+                    ),
+                ));
+            }
             (true, None) => self.fresh_state()?,
             (false, Some(_)) => {
                 return Err(ConfigError::invalid(
@@ -822,6 +834,11 @@ fn aggregate_head(head: &mut Head, locals: &[&Head], p: &[f64]) {
     for (g, d) in head.weight.iter_mut().zip(dw).chain(head.bias.iter_mut().zip(db)) {
         *g = (*g as f64 + d) as f32;
     }
+}
+
+/// Whether a JSONL file holds at least one record.
+fn has_rounds(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| !l.trim().is_empty()))
 }
 
 fn append(path: &Path) -> Result<std::fs::File, ConfigError> {

@@ -209,6 +209,11 @@ fn bad_configs_fail_before_training_naming_the_field() {
         ("rounds.total=0", "rounds"),
         ("training.threads=1000000", "training.threads"),
         ("training.threads=-1", "training.threads"),
+        ("lora.layers=[0, 0]", "block 0 is listed twice"),
+        ("lora.targets=[\"query\", \"query\"]", "lora.targets"),
+        ("name=\"/tmp/elsewhere\"", "not a plain run name"),
+        ("name=\"../up\"", "not a plain run name"),
+        ("name=\"\"", "name"),
     ] {
         let e = try_cfg(&[o]);
         assert!(e.contains(want), "{o}: {e}");
@@ -365,4 +370,33 @@ fn batched_execution_matches_per_client_training() {
             .collect();
         assert!(steps.iter().any(|a| steps.iter().any(|b| a.0 == b.0 && a.1 != b.1)), "{steps:?}");
     }
+}
+
+/// `--resume` never starts over on top of recorded rounds: a run directory whose checkpoint was deleted, or
+/// replaced by a directory, is refused with the reason, and its metrics are left as they were. A fresh
+/// directory still starts with `--resume`.
+#[test]
+fn resume_without_a_checkpoint_refuses_to_start_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["rounds.checkpoint_every=1"]);
+    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+    let opts = |out: &Path| RunOptions {
+        out_dir: out.to_path_buf(),
+        resume: true,
+        cache: PathBuf::from("/nonexistent-cache"),
+        stop_after: Some(2),
+    };
+    let fresh = tmp.path().join("fresh");
+    exp.run(&opts(&fresh), |_| {}).unwrap();
+    let metrics = std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let ckpt = fresh.join(fedsoft_engine::checkpoint::CHECKPOINT);
+    std::fs::remove_file(&ckpt).unwrap();
+    let e = exp.run(&opts(&fresh), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("--resume") && e.contains("no checkpoint"), "{e}");
+    std::fs::create_dir(&ckpt).unwrap();
+    let e = exp.run(&opts(&fresh), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("checkpoint.safetensors") && e.contains("not a file"), "{e}");
+    assert_eq!(std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap(), metrics, "recorded rounds kept");
 }

@@ -59,6 +59,12 @@ pub fn adapter_plan(
     if targets.is_empty() {
         return Err(ModelError::invalid("lora.targets", "is empty"));
     }
+    if let Some(dup) = layers.iter().enumerate().find_map(|(i, l)| layers[..i].contains(l).then_some(*l)) {
+        return Err(ModelError::invalid("lora.layers", format!("block {dup} is listed twice")));
+    }
+    if let Some(dup) = targets.iter().enumerate().find_map(|(i, t)| targets[..i].contains(t).then_some(*t)) {
+        return Err(ModelError::invalid("lora.targets", format!("{dup:?} is listed twice")));
+    }
     let mut shapes = Vec::new();
     let mut slots = HashMap::new();
     for &l in layers {
