@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod lora;
 pub mod partition;
 pub mod rng;
+pub mod robust;
 pub mod schedule;
 pub mod sparsify;
 

@@ -74,6 +74,26 @@ pub struct ExperimentConfig {
     /// How `fedsoft serve` listens; ignored by in-process runs.
     #[serde(default)]
     pub serve: ServeConfig,
+    /// Server-side norm bounds on uploads (off unless a bound is given).
+    #[serde(default)]
+    pub robust: RobustConfig,
+}
+
+/// `[robust]`: how far one upload may move each LoRA module and the head in a round
+/// (`fedsoft_core::robust`). The limit of a part is `max_norm`, or `median_factor` times the round's median
+/// norm of that part, whichever is smaller; `action` rejects an upload over a limit or clips it to the limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RobustConfig {
+    pub max_norm: Option<f64>,
+    pub median_factor: Option<f64>,
+    pub action: fedsoft_core::robust::BoundAction,
+}
+
+impl RobustConfig {
+    pub fn bound(&self) -> fedsoft_core::robust::NormBound {
+        fedsoft_core::robust::NormBound { max_norm: self.max_norm, median_factor: self.median_factor }
+    }
 }
 
 /// `[serve]`: the networked server (`fedsoft serve`). Without `tls_cert`/`tls_key` the server starts only on a
@@ -610,6 +630,10 @@ impl ExperimentConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.robust.bound().validate().map_err(|e| match e {
+            fedsoft_core::CoreError::Invalid { what, detail } => ConfigError::invalid(what, detail),
+            other => ConfigError::invalid("robust", other.to_string()),
+        })?;
         // The name becomes a directory under runs/: a path there would write elsewhere.
         let separator = |c: char| c == '/' || c == '\\' || c.is_control();
         if self.name.trim().is_empty() || self.name.starts_with('.') || self.name.contains(separator) {

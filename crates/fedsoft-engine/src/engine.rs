@@ -499,6 +499,10 @@ impl Experiment {
                     Err(reason) => failed.push((slot, reason)),
                 }
             }
+            let (arrived, over_bound) =
+                crate::bounds::bound_arrivals(arrived, &state.global, &state.head, mode, &cfg.robust);
+            failed.extend(over_bound);
+            failed.sort_by_key(|f| f.0);
             // The pool's time is the clients' training plus their sparsification and encoding (in process they
             // run one after another; remote clients run in parallel and the server waits for them).
             let local_sparsify_s: f64 = arrived.iter().map(|a| a.upload.sparsify_s).sum::<f64>().min(pool_s);
@@ -544,6 +548,16 @@ impl Experiment {
                 aggregate_head(&mut state.head, &kept_heads, &kw);
             }
             split.aggregate_s += t.elapsed().as_secs_f64();
+            if !state.global.all_finite() || !state.head.weight.iter().chain(&state.head.bias).all(|v| v.is_finite()) {
+                // Stopped before this round is recorded or checkpointed: the last checkpoint stays good.
+                return Err(ConfigError::invalid(
+                    "aggregation",
+                    format!(
+                        "the global model became non-finite in round {round}; the run stops at its last \
+                         checkpoint (a [robust] bound keeps such uploads out)"
+                    ),
+                ));
+            }
             if let Control::Lyapunov(c) = &mut control {
                 c.observe(round_delay);
                 state.meta.queue = c.queue;
@@ -558,6 +572,15 @@ impl Experiment {
             if last || (round + 1) % cfg.rounds.eval_every == 0 {
                 let t = Instant::now();
                 let (a, l) = self.evaluate(&state.global, &state.head)?;
+                if !l.is_finite() {
+                    return Err(ConfigError::invalid(
+                        "aggregation",
+                        format!(
+                            "the global model's test loss is {l} after round {round}; the run stops at its last \
+                             checkpoint (a [robust] bound keeps poisoned uploads out)"
+                        ),
+                    ));
+                }
                 split.eval_s += t.elapsed().as_secs_f64();
                 acc = Some(a);
                 test_loss = Some(l);
@@ -805,13 +828,13 @@ impl ClientPool for LocalClients {
 }
 
 /// An upload the server accepted this round.
-struct Arrival {
+pub(crate) struct Arrival {
     /// Position in the round's schedule.
-    slot: usize,
-    samples: usize,
-    cost: UploadCost,
-    upload: ClientUpload,
-    update: SparseUpdate,
+    pub slot: usize,
+    pub samples: usize,
+    pub cost: UploadCost,
+    pub upload: ClientUpload,
+    pub update: SparseUpdate,
 }
 
 /// A sparsifier or feedback step refused its input: reported against the `[method]` section.

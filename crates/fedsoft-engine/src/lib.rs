@@ -5,6 +5,7 @@
 
 pub mod arch;
 mod batched;
+mod bounds;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

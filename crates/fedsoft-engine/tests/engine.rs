@@ -214,6 +214,8 @@ fn bad_configs_fail_before_training_naming_the_field() {
         ("name=\"/tmp/elsewhere\"", "not a plain run name"),
         ("name=\"../up\"", "not a plain run name"),
         ("name=\"\"", "name"),
+        ("robust.median_factor=0.5", "robust.median_factor"),
+        ("robust.max_norm=-1", "robust.max_norm"),
     ] {
         let e = try_cfg(&[o]);
         assert!(e.contains(want), "{o}: {e}");
@@ -399,4 +401,83 @@ fn resume_without_a_checkpoint_refuses_to_start_over() {
     let e = exp.run(&opts(&fresh), |_| {}).unwrap_err().to_string();
     assert!(e.contains("checkpoint.safetensors") && e.contains("not a file"), "{e}");
     assert_eq!(std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap(), metrics, "recorded rounds kept");
+}
+
+/// Every round, the first scheduled client sends huge but finite values within its budget (3e38 in its LoRA
+/// entries, 1e30 in its head): the attack of issue #15 on an in-process pool.
+struct Poisoner(fedsoft_engine::engine::LocalClients);
+
+impl fedsoft_engine::engine::ClientPool for Poisoner {
+    fn run_round(
+        &mut self,
+        exp: &Experiment,
+        task: &fedsoft_engine::engine::RoundTask<'_>,
+        clients: &[usize],
+    ) -> Result<Vec<Result<fedsoft_engine::engine::ClientUpload, String>>, fedsoft_engine::ConfigError> {
+        let mut out = self.0.run_round(exp, task, clients)?;
+        if let Some(Ok(u)) = out.first_mut() {
+            // An upload the server will refuse anyway (e.g. trained from an already broken model) stays as is.
+            let Ok(msg) = fedsoft_core::encoding::decode(&u.bytes, &exp.plan.shapes) else { return Ok(out) };
+            let mut update = msg.update;
+            for m in &mut update.modules {
+                m.values.iter_mut().for_each(|v| *v = 3e38f32.copysign(*v));
+            }
+            u.bytes = fedsoft_core::encoding::encode(msg.round, msg.client, &exp.plan.shapes, &update).unwrap();
+            u.head.weight.iter_mut().for_each(|w| *w = 1e30);
+        }
+        Ok(out)
+    }
+    fn memories(&self) -> std::collections::BTreeMap<usize, fedsoft_engine::checkpoint::ClientMemory> {
+        self.0.memories()
+    }
+    fn restore(&mut self, memories: std::collections::BTreeMap<usize, fedsoft_engine::checkpoint::ClientMemory>) {
+        self.0.restore(memories)
+    }
+}
+
+/// Norm bounds (`[robust]`): without them a poisoner makes the run stop with an error (never a success with a
+/// broken model); with a median bound its uploads are rejected with the reason, or clipped, and the run ends
+/// with a finite model; honest runs are unchanged by a bound.
+#[test]
+fn norm_bounds_keep_a_poisoning_client_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let opts = |out: &Path| RunOptions {
+        out_dir: out.to_path_buf(),
+        resume: false,
+        cache: PathBuf::from("/nonexistent-cache"),
+        stop_after: None,
+    };
+    let poisoned = |extra: &[&str], name: &str| {
+        let exp = Experiment::prepare(&config(&model, &data, extra), Path::new("/nonexistent-cache")).unwrap();
+        let out = tmp.path().join(name);
+        let r = exp.run_with(&mut Poisoner(Default::default()), &opts(&out), |_| {});
+        (r, out)
+    };
+    let (r, _) = poisoned(&[], "open");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("non-finite") || e.contains("test loss"), "{e}");
+
+    let (r, out) = poisoned(&["robust.median_factor=5"], "reject");
+    let summary = r.unwrap();
+    assert!(summary.final_test_loss.is_finite() && summary.completed);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("clients.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused = rows.iter().filter(|r| r["reason"].as_str().is_some_and(|s| s.starts_with("norm bound"))).count();
+    assert_eq!(refused, 4, "one poisoned upload refused per round");
+    assert!(read_metrics(&out).iter().all(|r| r.dropped == 1));
+
+    let (r, out) = poisoned(&["robust.median_factor=5", "robust.action=\"clip\""], "clip");
+    assert!(r.unwrap().final_test_loss.is_finite());
+    assert!(read_metrics(&out).iter().all(|r| r.dropped == 0));
+
+    let honest = run(&config(&model, &data, &[]), &tmp.path().join("honest"), false, None);
+    let bounded = tmp.path().join("honest-bounded");
+    let with_bound = run(&config(&model, &data, &["robust.median_factor=10"]), &bounded, false, None);
+    assert_eq!(comparable(&honest), comparable(&with_bound));
+    let adapter = |d: &Path| std::fs::read(d.join("adapter/adapter_model.safetensors")).unwrap();
+    assert_eq!(adapter(&tmp.path().join("honest")), adapter(&bounded));
 }
