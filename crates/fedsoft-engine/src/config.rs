@@ -245,6 +245,12 @@ pub enum Execution {
 
 /// More threads than any machine this runs on has cores: a larger `training.threads` is a typo.
 const MAX_THREADS: usize = 4096;
+/// Sizes past which a config is a typo rather than an experiment: refused with the field named instead of
+/// failing an allocation later.
+const MAX_CLIENTS: usize = 1_000_000;
+const MAX_EPOCHS: usize = 10_000;
+const MAX_BATCH: usize = 1 << 20;
+const MAX_IMAGE_SIZE: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -686,6 +692,12 @@ impl ExperimentConfig {
         if c.total == 0 {
             return Err(ConfigError::invalid("clients.total", "must be at least 1"));
         }
+        if c.total > MAX_CLIENTS {
+            return Err(ConfigError::invalid(
+                "clients.total",
+                format!("{} is more than {MAX_CLIENTS} simulated clients, each holding its own samples", c.total),
+            ));
+        }
         if c.per_round == 0 || c.per_round > c.total {
             return Err(ConfigError::invalid(
                 "clients.per_round",
@@ -811,6 +823,22 @@ impl ExperimentConfig {
         let t = &self.training;
         if t.batch_size == 0 || t.local_epochs == 0 || t.eval_batch == 0 {
             return Err(ConfigError::invalid("training", "batch_size, local_epochs and eval_batch must be positive"));
+        }
+        if t.local_epochs > MAX_EPOCHS || t.batch_size > MAX_BATCH || t.eval_batch > MAX_BATCH {
+            return Err(ConfigError::invalid(
+                "training",
+                format!(
+                    "local_epochs {} / batch_size {} / eval_batch {}: at most {MAX_EPOCHS} epochs and batches of \
+                     at most {MAX_BATCH} samples",
+                    t.local_epochs, t.batch_size, t.eval_batch
+                ),
+            ));
+        }
+        if self.data.image_size > MAX_IMAGE_SIZE {
+            return Err(ConfigError::invalid(
+                "data.image_size",
+                format!("{} pixels is more than {MAX_IMAGE_SIZE} per side", self.data.image_size),
+            ));
         }
         if let Some(n) = t.threads.filter(|&n| n > MAX_THREADS) {
             return Err(ConfigError::invalid(

@@ -337,7 +337,11 @@ impl Experiment {
     /// checksum, module shapes), the round and sender, finite values, and the method's budget at this
     /// round's ratio. The error is the logged reason for dropping it.
     pub fn accept(&self, task: &RoundTask<'_>, upload: &ClientUpload) -> Result<SparseUpdate, String> {
-        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| format!("malformed upload: {e}"))?;
+        // A decoding error already says "malformed upload"; say it once.
+        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| match e {
+            fedsoft_core::CoreError::Decode(_) => e.to_string(),
+            other => format!("malformed upload: {other}"),
+        })?;
         if u64::from(msg.round) != task.round {
             return Err(format!("stale upload: round {} while the server is in round {}", msg.round, task.round));
         }

@@ -216,6 +216,9 @@ fn bad_configs_fail_before_training_naming_the_field() {
         ("name=\"\"", "name"),
         ("robust.median_factor=0.5", "robust.median_factor"),
         ("robust.max_norm=-1", "robust.max_norm"),
+        ("clients.total=1000000000", "clients.total"),
+        ("data.image_size=100000", "data.image_size"),
+        ("training.local_epochs=1000000000", "local_epochs"),
     ] {
         let e = try_cfg(&[o]);
         assert!(e.contains(want), "{o}: {e}");

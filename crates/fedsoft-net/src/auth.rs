@@ -26,6 +26,22 @@ impl Tokens {
 
     /// Reads the secret (surrounding whitespace ignored).
     pub fn from_file(path: &Path) -> Result<Self, NetError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(|e| NetError::io(path, e))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(NetError::setup(
+                    "serve.secret_file",
+                    format!(
+                        "{} can be read by other users (mode {:o}): anyone who reads it can issue tokens; \
+                         `chmod 600` it",
+                        path.display(),
+                        mode & 0o777
+                    ),
+                ));
+            }
+        }
         let text = std::fs::read(path).map_err(|e| NetError::io(path, e))?;
         let trimmed = text.trim_ascii().to_vec();
         Tokens::new(trimmed).map_err(|e| NetError::setup("serve.secret_file", format!("{}: {e}", path.display())))
@@ -44,13 +60,18 @@ impl Tokens {
             })?;
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, &hex).map_err(|e| NetError::io(&tmp, e))?;
+            // Owner-only from the moment it exists: never a window in which the umask's mode applies.
+            let _ = std::fs::remove_file(&tmp);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
             #[cfg(unix)]
             {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| NetError::io(&tmp, e))?;
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
             }
+            let mut file = options.open(&tmp).map_err(|e| NetError::io(&tmp, e))?;
+            std::io::Write::write_all(&mut file, hex.as_bytes()).map_err(|e| NetError::io(&tmp, e))?;
+            file.sync_all().map_err(|e| NetError::io(&tmp, e))?;
             std::fs::rename(&tmp, path).map_err(|e| NetError::io(path, e))?;
         }
         Tokens::from_file(path)
@@ -86,4 +107,24 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 fn rand_bytes(out: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(out)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn secrets_are_owner_only_and_shared_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let tokens = Tokens::load_or_create(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(tokens.verify(3, &tokens.token(3)) && !tokens.verify(4, &tokens.token(3)));
+        // The same secret again (a resumed run keeps its tokens).
+        assert_eq!(Tokens::load_or_create(&path).unwrap().token(3), tokens.token(3));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Tokens::from_file(&path).err().unwrap().to_string();
+        assert!(e.contains("serve.secret_file") && e.contains("644") && e.contains("chmod 600"), "{e}");
+    }
 }
