@@ -176,7 +176,10 @@ pub fn save(dir: &Path, st: &RunState) -> Result<(), ConfigError> {
     // kill at any moment leaves either the old checkpoint or the new one, never a mix.
     let meta = Meta { next_round: st.next_round, ..st.meta.clone() };
     let meta_json = serde_json::to_string(&meta).expect("meta");
-    let header = std::collections::HashMap::from([(META_KEY.to_string(), meta_json)]);
+    let tensors: Vec<(&str, Dtype, &[usize], &[u8])> =
+        owned.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice())).collect();
+    let sum = digest(&meta_json, tensors);
+    let header = std::collections::HashMap::from([(META_KEY.to_string(), meta_json), (DIGEST_KEY.to_string(), sum)]);
     let bytes = serialize(&owned, Some(header)).map_err(|e| io(dir, e))?;
     write_atomic(&dir.join(CHECKPOINT), &bytes)?;
     // A readable copy for people; never read back.
@@ -185,6 +188,30 @@ pub fn save(dir: &Path, st: &RunState) -> Result<(), ConfigError> {
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 const META_KEY: &str = "fedsoft.meta";
+const DIGEST_KEY: &str = "fedsoft.sha256";
+
+/// SHA-256 over the metadata and every tensor (name, dtype, shape, bytes) in name order: a checkpoint edited
+/// or damaged after it was written no longer matches, and resuming from it is refused.
+fn digest<'a>(meta_json: &str, mut tensors: Vec<(&'a str, Dtype, &'a [usize], &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    h.update(b"fedsoft checkpoint v1\0");
+    h.update((meta_json.len() as u64).to_le_bytes());
+    h.update(meta_json.as_bytes());
+    for (name, dtype, shape, data) in tensors {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{dtype:?}").as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Loads the checkpoint in `dir` for modules `shapes`, or `None` if there is none.
 pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, ConfigError> {
@@ -202,9 +229,22 @@ pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, Conf
         .as_ref()
         .and_then(|m| m.get(META_KEY))
         .ok_or_else(|| io(&path, format!("no `{META_KEY}` entry in the header: not a fedsoft checkpoint")))?;
-    let meta: Meta = serde_json::from_str(meta_json).map_err(|e| io(&path, e))?;
+    let stored = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(DIGEST_KEY))
+        .ok_or_else(|| io(&path, format!("no `{DIGEST_KEY}` entry in the header: it cannot be checked")))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| io(&path, e))?;
+    let views = st.tensors();
+    let tensors = views.iter().map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())).collect();
+    if digest(meta_json, tensors) != *stored {
+        return Err(io(&path, "its contents do not match the digest written with it: edited or damaged"));
+    }
+    let meta: Meta = serde_json::from_str(meta_json).map_err(|e| io(&path, e))?;
     let global = read_state(&st, "global", shapes, &path)?;
+    if !global.all_finite() {
+        return Err(io(&path, "the global model holds non-finite values"));
+    }
     let mut clients = std::collections::BTreeSet::new();
     for name in st.names() {
         let id = name
@@ -230,5 +270,11 @@ pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, Conf
         weight: read_f32(&st, "head.weight", hidden * classes, &path)?,
         bias: read_f32(&st, "head.bias", classes, &path)?,
     };
+    if !head.weight.iter().chain(&head.bias).all(|v| v.is_finite()) {
+        return Err(io(&path, "the head holds non-finite values"));
+    }
+    if let Some((c, _)) = memories.iter().find(|(_, m)| m.feedback.as_ref().is_some_and(|f| !f.all_finite())) {
+        return Err(io(&path, format!("client {c}'s error-feedback memory holds non-finite values")));
+    }
     Ok(Some(RunState { next_round: meta.next_round, global, head, memories, meta }))
 }

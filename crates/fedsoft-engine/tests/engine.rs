@@ -484,3 +484,52 @@ fn norm_bounds_keep_a_poisoning_client_out() {
     let adapter = |d: &Path| std::fs::read(d.join("adapter/adapter_model.safetensors")).unwrap();
     assert_eq!(adapter(&tmp.path().join("honest")), adapter(&bounded));
 }
+
+/// A checkpoint carries a digest of its metadata and tensors: one edited after it was written (the round
+/// counter in its header, a byte of a tensor) is refused on resume, naming the file.
+#[test]
+fn edited_or_damaged_checkpoints_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["rounds.checkpoint_every=1"]);
+    let out = tmp.path().join("run");
+    run(&cfg, &out, false, Some(2));
+    let path = out.join(fedsoft_engine::checkpoint::CHECKPOINT);
+    let original = std::fs::read(&path).unwrap();
+    let resume_error = || {
+        let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+        let opts = RunOptions {
+            out_dir: out.clone(),
+            resume: true,
+            cache: PathBuf::from("/nonexistent-cache"),
+            stop_after: None,
+        };
+        exp.run(&opts, |_| {}).unwrap_err().to_string()
+    };
+
+    // The header's round counter moved on, the digest kept.
+    let st = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&original).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    let m = meta.get_mut("fedsoft.meta").unwrap();
+    assert!(m.contains("\"next_round\":2"), "{m}");
+    *m = m.replace("\"next_round\":2", "\"next_round\":3");
+    let edited = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+    std::fs::write(&path, edited).unwrap();
+    let e = resume_error();
+    assert!(e.contains("checkpoint.safetensors") && e.contains("digest"), "{e}");
+
+    // One bit of the last tensor flipped.
+    let mut damaged = original.clone();
+    *damaged.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&path, damaged).unwrap();
+    let e = resume_error();
+    assert!(e.contains("checkpoint.safetensors") && e.contains("digest"), "{e}");
+
+    // The untouched checkpoint resumes to the end.
+    std::fs::write(&path, &original).unwrap();
+    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+    let opts =
+        RunOptions { out_dir: out.clone(), resume: true, cache: PathBuf::from("/nonexistent-cache"), stop_after: None };
+    assert!(exp.run(&opts, |_| {}).unwrap().completed);
+}
