@@ -302,7 +302,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
     use fedsoft_net::proto::UploadRequest;
     use fedsoft_net::wire::{f32_bytes, f32s, factors};
 
-    let s = setup(&["clients.total=2", "clients.per_round=2", "rounds.total=3", "serve.round_deadline_s=30"]);
+    let s = setup(&["clients.total=2", "clients.per_round=2", "rounds.total=4", "serve.round_deadline_s=30"]);
     let out = s.root.join("served");
     let (t0, t1) = (token(&s, &out, 0), token(&s, &out, 1));
     let mut srv = server(&s, &out, 0, &[]);
@@ -384,17 +384,36 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
     let r = rt.block_on(rogue::upload(&mut c, request(0, u.bytes.clone(), &u.head))).unwrap();
     assert!(!r.accepted && r.reason.contains("stale"), "{}", r.reason);
 
+    // Round 3: the same honest upload twice at once: one is accepted, the other refused as a repeat (or as
+    // late, should the round already have closed).
+    let t = rt.block_on(rogue::task(&mut c, 3));
+    let (u, _) = honest_upload(&t);
+    let mut c2 = rt.block_on(rogue::connect(port, 1, t1.clone()));
+    let req = request(3, u.bytes.clone(), &u.head);
+    let (a, b) = rt.block_on(async { tokio::join!(rogue::upload(&mut c, req.clone()), rogue::upload(&mut c2, req)) });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.accepted != b.accepted, "{a:?} / {b:?}");
+    let refused = if a.accepted { &b } else { &a };
+    assert!(["already uploaded", "stale", "closed"].iter().any(|w| refused.reason.contains(w)), "{}", refused.reason);
+
     assert!(wait(&mut srv, 240, "the server"), "server failed:\n{}", log(&s));
     assert!(wait(&mut honest, 30, "client 0"), "client 0 failed:\n{}", log(&s));
     // The rogue's uploads were dropped with their reasons; only client 0's budget reached the aggregate.
     let rogue_rows: Vec<serde_json::Value> =
         lines(&out.join("clients.jsonl")).into_iter().filter(|c| c["client"] == 1).collect();
-    assert_eq!(rogue_rows.len(), 3);
-    assert!(rogue_rows.iter().all(|c| c["dropped"] == true && c["reason"].as_str().unwrap().starts_with("rejected")));
+    assert_eq!(rogue_rows.len(), 4);
+    assert!(
+        rogue_rows[..3].iter().all(|c| c["dropped"] == true && c["reason"].as_str().unwrap().starts_with("rejected"))
+    );
+    assert_eq!(rogue_rows[3]["dropped"], false, "the one accepted copy of round 3 counts once");
     for r in lines(&out.join("metrics.jsonl")) {
         let rho = DropRatio::new(r["rho"].as_f64().unwrap()).unwrap();
-        assert_eq!(r["dropped"], 1);
-        assert_eq!(r["kept_entries"].as_u64().unwrap() as usize, cfg.method.name.upload_budget(&exp.plan.shapes, rho));
+        let uploads = if r["round"] == 3 { 2 } else { 1 };
+        assert_eq!(r["dropped"], 2 - uploads);
+        assert_eq!(
+            r["kept_entries"].as_u64().unwrap() as usize,
+            uploads * cfg.method.name.upload_budget(&exp.plan.shapes, rho)
+        );
     }
 }
 

@@ -140,8 +140,8 @@ impl Federation for Service {
             Ok(Response::new(UploadReply { accepted: false, reason }))
         };
         let inbox = {
-            let hub = self.hub.lock().expect("hub");
-            match hub.round.as_ref() {
+            let mut hub = self.hub.lock().expect("hub");
+            match hub.round.as_mut() {
                 None => return refuse(format!("stale upload for round {}: no round is open", request.round)),
                 Some(open) if open.task.round != request.round => {
                     return refuse(format!(
@@ -155,7 +155,12 @@ impl Federation for Service {
                 Some(open) if open.answered.contains(&id) => {
                     return refuse(format!("client {id} already uploaded in round {}", request.round));
                 }
-                Some(open) => open.inbox.clone(),
+                Some(open) => {
+                    // Taken now, under the lock: a second upload racing this one is refused as a repeat instead
+                    // of both being answered "accepted" and the later one replacing the first.
+                    open.answered.insert(id);
+                    open.inbox.clone()
+                }
             }
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -209,6 +214,11 @@ impl ClientPool for RemoteClients {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(inc) = rx.recv_timeout(left) else { break };
             let Some(slot) = clients.iter().position(|&c| c == inc.client) else { continue };
+            if results[slot].is_some() {
+                let _ =
+                    inc.verdict.send(Err(format!("client {} already uploaded in round {}", inc.client, task.round)));
+                continue;
+            }
             let handed =
                 self.hub.lock().expect("hub").round.as_ref().and_then(|o| o.handed_out.get(&inc.client).copied());
             // Judged here, so the client hears the verdict; the accepted update rides along and the round does
