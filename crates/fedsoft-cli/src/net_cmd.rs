@@ -64,6 +64,9 @@ pub struct JoinArgs {
     /// Give up after this many seconds without reaching the server.
     #[arg(long, default_value_t = 600.0)]
     pub patience: f64,
+    /// Deadline in seconds of each call to the server; a call past it counts as no contact.
+    #[arg(long, default_value_t = 60.0)]
+    pub rpc_timeout: f64,
 }
 
 fn init_logging() {
@@ -135,6 +138,7 @@ pub fn run_join(args: &JoinArgs) -> Result<()> {
         overrides: local_overrides(args),
         cache: args.cache.clone().unwrap_or_else(assets::default_cache),
         patience_s: args.patience,
+        rpc_timeout_s: args.rpc_timeout,
     };
     let s = join(&opts)?;
     println!(

@@ -499,3 +499,44 @@ fn a_tls_server_and_clients_that_keep_their_optimisers_complete_a_run() {
         assert!(names.contains(&format!("optimizer.{i}")), "client {i} kept {names:?}");
     }
 }
+
+/// `join` against a server that accepts connections and never answers gives up when its patience runs out
+/// (each call has a deadline) instead of hanging; an address without a scheme and an unreadable CA file are
+/// reported at once instead of being retried as "unreachable".
+#[test]
+fn join_gives_up_on_a_silent_server_and_reports_permanent_mistakes_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds every connection, reads nothing, answers nothing; stops with the test process.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(200) {
+            held.push(stream);
+        }
+    });
+    let join = |server: &str, extra: &[&str]| {
+        let started = Instant::now();
+        let o = Command::new(BIN)
+            .args(["join", "--server", server, "--client-id", "0", "--token", "00"])
+            .args(["--state", tmp.path().join("state").to_str().unwrap()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned(), started.elapsed())
+    };
+    let (ok, err, took) = join(&format!("http://127.0.0.1:{port}"), &["--rpc-timeout", "1", "--patience", "2"]);
+    assert!(!ok && err.contains("no contact"), "{err}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+
+    let (ok, err, took) = join(&format!("127.0.0.1:{port}"), &["--patience", "600"]);
+    assert!(!ok && err.contains("--server") && err.contains("scheme"), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    let missing = tmp.path().join("no-such-ca.pem");
+    let (ok, err, took) =
+        join(&format!("https://localhost:{port}"), &["--ca", missing.to_str().unwrap(), "--patience", "600"]);
+    assert!(!ok && err.contains("no-such-ca.pem"), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}

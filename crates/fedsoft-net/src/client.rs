@@ -37,6 +37,8 @@ pub struct JoinOptions {
     pub cache: PathBuf,
     /// Give up after this many seconds without reaching the server.
     pub patience_s: f64,
+    /// Deadline of each call to the server (a poll waits at most 10 s for work, so well above that).
+    pub rpc_timeout_s: f64,
 }
 
 /// What a client did.
@@ -62,21 +64,49 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-async fn connect(opts: &JoinOptions, auth: &Auth) -> Result<Client, String> {
-    let mut endpoint = Endpoint::from_shared(opts.server.clone()).map_err(|e| e.to_string())?;
+/// The server's address with TLS and deadlines: everything about the connection that no retry can change,
+/// so a mistake here (no scheme, an unreadable CA file) is reported at once.
+fn endpoint(opts: &JoinOptions) -> Result<Endpoint, NetError> {
+    if !(opts.server.starts_with("http://") || opts.server.starts_with("https://")) {
+        return Err(NetError::setup(
+            "--server",
+            format!(
+                "{:?} needs a scheme: https://host:port (or http:// for a loopback development server)",
+                opts.server
+            ),
+        ));
+    }
+    if !(opts.rpc_timeout_s.is_finite() && opts.rpc_timeout_s > 0.0) {
+        return Err(NetError::setup(
+            "--rpc-timeout",
+            format!("must be a positive number of seconds, got {}", opts.rpc_timeout_s),
+        ));
+    }
+    let mut endpoint = Endpoint::from_shared(opts.server.clone())
+        .map_err(|e| NetError::setup("--server", format!("{}: {e}", opts.server)))?;
     if opts.server.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &opts.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|e| NetError::io(ca, e))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
         if let Some(d) = &opts.domain {
             tls = tls.domain_name(d.clone());
         }
-        endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+        endpoint = endpoint.tls_config(tls).map_err(|e| NetError::setup("--ca", e))?;
     }
-    let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect().await.map_err(|e| format!("{e:?}"))?;
+    Ok(endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs_f64(opts.rpc_timeout_s)))
+}
+
+async fn connect(endpoint: &Endpoint, auth: &Auth) -> Result<Client, String> {
+    let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
     Ok(FederationClient::with_interceptor(channel, auth.clone()))
+}
+
+/// A connection failure no retry can fix: the server's certificate is not one the CA vouches for.
+fn certificate_problem(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    d.contains("certificate") || d.contains("unknownissuer") || d.contains("notvalidforname")
 }
 
 /// Refusals no retry can fix.
@@ -99,6 +129,7 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
         .enable_all()
         .build()
         .map_err(|e| NetError::setup("runtime", e))?;
+    let endpoint = endpoint(opts)?;
     let memory = MemoryStore::open(&opts.state_dir, opts.client)?;
     let mut exp: Option<Experiment> = None;
     let mut summary = JoinSummary::default();
@@ -109,16 +140,23 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
         seconds: since.elapsed().as_secs_f64(),
         detail,
     };
+    // Every failure that a retry may fix (no connection, a call past its deadline, a lost stream) waits with
+    // backoff and counts against the patience.
+    let mut last_error = String::new();
     'connection: loop {
-        let mut rpc = match runtime.block_on(connect(opts, &auth)) {
+        if !last_error.is_empty() {
+            if last_contact.elapsed().as_secs_f64() > opts.patience_s {
+                return Err(unreachable(std::mem::take(&mut last_error), last_contact));
+            }
+            tracing::info!(error = %last_error, ?backoff, "no answer from the server; retrying");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        let mut rpc = match runtime.block_on(connect(&endpoint, &auth)) {
             Ok(c) => c,
+            Err(e) if certificate_problem(&e) => return Err(NetError::setup("--ca", format!("{}: {e}", opts.server))),
             Err(e) => {
-                if last_contact.elapsed().as_secs_f64() > opts.patience_s {
-                    return Err(unreachable(e, last_contact));
-                }
-                tracing::info!(error = %e, ?backoff, "server unreachable; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                last_error = e;
                 continue;
             }
         };
@@ -127,7 +165,10 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
                 Ok(r) => r.into_inner(),
                 Err(s) => match fatal(opts.client, &s) {
                     Some(e) => return Err(e),
-                    None => continue 'connection,
+                    None => {
+                        last_error = format!("join: {}", s.message());
+                        continue 'connection;
+                    }
                 },
             };
             let cfg = ExperimentConfig::from_toml(&reply.config_toml, "the server's experiment", &opts.overrides)?;
@@ -143,12 +184,13 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
                 Err(s) => match fatal(opts.client, &s) {
                     Some(e) => return Err(e),
                     None => {
-                        tracing::info!(status = %s.message(), "lost the server; reconnecting");
+                        last_error = format!("poll: {}", s.message());
                         continue 'connection;
                     }
                 },
             };
             last_contact = Instant::now();
+            last_error.clear();
             backoff = Duration::from_millis(100);
             match reply.state {
                 Some(poll_reply::State::Finished(_)) => return Ok(summary),
@@ -172,7 +214,10 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
                         }
                         Err(s) => match fatal(opts.client, &s) {
                             Some(e) => return Err(e),
-                            None => continue 'connection,
+                            None => {
+                                last_error = format!("upload: {}", s.message());
+                                continue 'connection;
+                            }
                         },
                     }
                 }
