@@ -19,6 +19,7 @@ pub mod feedback;
 pub mod le;
 pub mod ledger;
 pub mod lora;
+pub mod mutate;
 pub mod partition;
 pub mod rng;
 pub mod robust;
