@@ -31,7 +31,8 @@ fn damaged_checkpoints_and_memories_never_panic() {
     let damaged_dir = tmp.path().join("damaged");
     std::fs::create_dir_all(&damaged_dir).unwrap();
     let mut loaded = 0;
-    for case in 0..cases(1000) {
+    let total = cases(1000);
+    for case in 0..total {
         let bytes = damaged(&valid, case);
         let same = bytes == valid;
         std::fs::write(damaged_dir.join(CHECKPOINT), &bytes).unwrap();
@@ -46,5 +47,6 @@ fn damaged_checkpoints_and_memories_never_panic() {
         let outcome = std::panic::catch_unwind(|| memory_from_bytes(&mem, *client, &shapes, Path::new("memory")));
         assert!(outcome.is_ok(), "case {case}: the memory reader panicked");
     }
-    assert!(loaded < 10, "{loaded} damaged copies were identical to the original");
+    // Only the rare "damage" that rewrote bytes to their own values leaves the original.
+    assert!(loaded * 100 <= total, "{loaded} of {total} damaged copies were identical to the original");
 }

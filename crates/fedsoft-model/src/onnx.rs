@@ -138,7 +138,11 @@ fn parse_tensor(buf: &[u8]) -> Result<(String, Initializer), String> {
             _ => {}
         }
     }
-    let numel: usize = dims.iter().product();
+    // Dimensions come from the file: their product may overflow, which no real tensor does.
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("initializer {name}: dims {dims:?} overflow"))?;
     let data: Vec<f32> = match (dtype, raw) {
         (1, Some(b)) => fedsoft_core::le::f32_from_le(b),
         (1, None) => floats,
