@@ -117,6 +117,12 @@ impl Builder<'_> {
 pub fn build(spec: &EncoderSpec, mut map: TensorMap, device: &Device) -> Result<Backbone, ModelError> {
     spec.validate()?;
     map.strip_prefix(&["bert.", "distilbert.", "vit.", "dinov2.", "model."]);
+    // A damaged or tampered file can hold NaN or infinite weights that load fine and poison every forward.
+    let mut names: Vec<&String> = map.tensors.keys().collect();
+    names.sort();
+    if let Some(bad) = names.into_iter().find(|n| map.tensors[*n].1.iter().any(|v| !v.is_finite())) {
+        return Err(ModelError::tensor(bad, format!("holds non-finite values in {}", map.origin)));
+    }
     // Frozen weights live outside autodiff: operations among them pay no autodiff dispatch and record no
     // graph (evaluation, the blocks below the lowest adapter), and where they meet a tracked activation they
     // enter the graph as constants.

@@ -154,6 +154,11 @@ fn wrong_shapes_and_missing_tensors_are_named() {
             && err.contains("[16, 16]"),
         "{err}"
     );
+    // A NaN weight (a damaged or tampered file) is refused, naming the tensor.
+    let mut poisoned = map.clone();
+    poisoned.tensors.get_mut("encoder.layer.1.attention.self.key.weight").unwrap().1[5] = f32::NAN;
+    let err = build(&spec, poisoned, &device).unwrap_err().to_string();
+    assert!(err.contains("encoder.layer.1.attention.self.key.weight") && err.contains("non-finite"), "{err}");
     map.tensors.remove("encoder.layer.0.output.dense.bias");
     let err = build(&spec, map, &device).unwrap_err().to_string();
     assert!(err.contains("encoder.layer.0.output.dense.bias") && err.contains("missing"), "{err}");
