@@ -540,3 +540,27 @@ fn join_gives_up_on_a_silent_server_and_reports_permanent_mistakes_at_once() {
     assert!(!ok && err.contains("no-such-ca.pem"), "{err}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+/// A garbage TLS certificate or key is reported at once, naming the file, before any model is loaded.
+#[test]
+fn garbage_tls_files_are_reported_before_loading() {
+    let s = setup(&[]);
+    let garbage = s.root.join("garbage.pem");
+    std::fs::write(&garbage, b"this is not a certificate\n").unwrap();
+    let fake = s.root.join("fake.pem");
+    std::fs::write(&fake, b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    for (cert, key, want) in [(&garbage, &garbage, "garbage.pem"), (&fake, &fake, "fake.pem")] {
+        let started = Instant::now();
+        let o = Command::new(BIN)
+            .args(["serve", s.config.to_str().unwrap(), "--out", s.root.join("tls-out").to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--set", &format!("serve.tls_cert={:?}", cert.to_str().unwrap())])
+            .args(["--set", &format!("serve.tls_key={:?}", key.to_str().unwrap())])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want) && err.contains("serve.tls_"), "{err}");
+        assert!(!err.contains("listening"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+}

@@ -335,7 +335,29 @@ pub fn transport_check(
         (Some(cert), Some(key)) => {
             let cert_pem = std::fs::read(cert).map_err(|e| NetError::io(cert, e))?;
             let key_pem = std::fs::read(key).map_err(|e| NetError::io(key, e))?;
-            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+            let has = |pem: &[u8], label: &str| String::from_utf8_lossy(pem).contains(label);
+            if !has(&cert_pem, "-----BEGIN CERTIFICATE-----") {
+                return Err(NetError::setup(
+                    "serve.tls_cert",
+                    format!("{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it", cert.display()),
+                ));
+            }
+            if !has(&key_pem, "PRIVATE KEY-----") {
+                return Err(NetError::setup(
+                    "serve.tls_key",
+                    format!("{}: no PEM private key (-----BEGIN ... PRIVATE KEY-----) in it", key.display()),
+                ));
+            }
+            let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+            // Built once here, before the model loads, so a certificate or key that does not parse, or that do
+            // not belong together, is reported now and by name rather than later as a "transport error".
+            Server::builder().tls_config(tls.clone()).map_err(|e| {
+                NetError::setup(
+                    "serve.tls_cert",
+                    format!("{} with key {}: not a usable certificate and key: {e:?}", cert.display(), key.display()),
+                )
+            })?;
+            Some(tls)
         }
         _ if !addr.ip().is_loopback() => {
             return Err(NetError::setup(
