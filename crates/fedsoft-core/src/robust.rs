@@ -45,9 +45,10 @@ impl Excess {
     }
 }
 
-/// The l2 norm, accumulated in f64 (finite for any finite f32 values).
-pub fn l2(values: &[f32]) -> f64 {
-    values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
+/// The l2 norm, accumulated in f64 (finite for any finite f32 values). Takes any iterator, so a change can be
+/// measured where it lies without copying it out first.
+pub fn l2(values: impl IntoIterator<Item = f32>) -> f64 {
+    values.into_iter().map(|v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -124,7 +125,7 @@ mod tests {
         assert!(NormBound::default().is_off() && NormBound::default().excesses(&all).iter().all(Vec::is_empty));
         assert!(NormBound { median_factor: Some(0.5), ..Default::default() }.validate().is_err());
         assert!(NormBound { max_norm: Some(f64::NAN), ..Default::default() }.validate().is_err());
-        assert_eq!(l2(&[3.0, 4.0]), 5.0);
-        assert!(l2(&[f32::MAX, f32::MAX]).is_finite());
+        assert_eq!(l2([3.0, 4.0]), 5.0);
+        assert!(l2([f32::MAX, f32::MAX]).is_finite());
     }
 }

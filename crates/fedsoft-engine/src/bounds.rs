@@ -9,20 +9,20 @@ use fedsoft_core::lora::LoraState;
 use fedsoft_core::robust::{BoundAction, Excess, l2};
 use fedsoft_model::adapters::Head;
 
-/// The change an upload asks for in module `m`: its values (delta mode) or their distance from the global
-/// model at the same entries (model mode).
-fn module_change(a: &Arrival, m: usize, global: &LoraState, mode: FeedbackMode) -> Vec<f32> {
+/// The norm of the change an upload asks for in module `m`: of its values (delta mode) or of their distance
+/// from the global model at the same entries (model mode).
+fn module_change_norm(a: &Arrival, m: usize, global: &LoraState, mode: FeedbackMode) -> f64 {
     let sm = &a.update.modules[m];
     match mode {
-        FeedbackMode::Delta => sm.values.clone(),
+        FeedbackMode::Delta => l2(sm.values.iter().copied()),
         FeedbackMode::Model => {
-            sm.indices.iter().zip(&sm.values).map(|(&i, &v)| v - global.modules[m].get(i as usize)).collect()
+            l2(sm.indices.iter().zip(&sm.values).map(|(&i, &v)| v - global.modules[m].get(i as usize)))
         }
     }
 }
 
-fn head_change(h: &Head, global: &Head) -> Vec<f32> {
-    h.weight.iter().zip(&global.weight).chain(h.bias.iter().zip(&global.bias)).map(|(x, g)| x - g).collect()
+fn head_change_norm(h: &Head, global: &Head) -> f64 {
+    l2(h.weight.iter().zip(&global.weight).chain(h.bias.iter().zip(&global.bias)).map(|(x, g)| x - g))
 }
 
 /// Applies the configured bounds to the round's accepted uploads: the uploads that stay (clipped where the
@@ -42,8 +42,8 @@ pub(crate) fn bound_arrivals(
     let norms: Vec<Vec<f64>> = arrived
         .iter()
         .map(|a| {
-            let mut n: Vec<f64> = (0..modules).map(|m| l2(&module_change(a, m, global, mode))).collect();
-            n.push(l2(&head_change(&a.upload.head, head)));
+            let mut n: Vec<f64> = (0..modules).map(|m| module_change_norm(a, m, global, mode)).collect();
+            n.push(head_change_norm(&a.upload.head, head));
             n
         })
         .collect();

@@ -201,8 +201,9 @@ impl Experiment {
         let n = self.task.test_labels.len();
         let bs = self.cfg.training.eval_batch.max(1);
         let starts: Vec<usize> = (0..n).step_by(bs).collect();
+        // One set of inference adapters (no autodiff) shared by every batch.
+        let frozen = Adapters::from_state(global, head, &self.device).map_err(model_err)?.valid();
         let scores = self.workers().map(starts.len(), |j| {
-            let frozen = Adapters::from_state(global, head, &self.device)?.valid();
             let (s, e) = (starts[j], (starts[j] + bs).min(n));
             let idx: Vec<usize> = (s..e).collect();
             let batch = self.task.test.batch(&idx, &self.device, None);
