@@ -25,9 +25,10 @@ pub fn run(args: &FetchArgs) -> Result<()> {
     };
     if args.list {
         for a in &chosen {
-            let state = match assets::installed(&cache, a) {
-                Some(p) => format!("present at {}", p.display()),
-                None => "not fetched".into(),
+            let state = match assets::check(&cache, a)? {
+                assets::Installed::Intact(p) => format!("present at {}", p.display()),
+                assets::Installed::Changed(d) => format!("CHANGED since fetched: {} {}", d.path, d.problem),
+                assets::Installed::Missing => "not fetched".into(),
             };
             println!("{:<14} {:<70} {state}", a.name, a.description);
         }
@@ -36,12 +37,20 @@ pub fn run(args: &FetchArgs) -> Result<()> {
     for a in chosen {
         match assets::fetch(&cache, a)? {
             Outcome::AlreadyPresent(p) => println!("{:<14} already present: {}", a.name, p.display()),
-            Outcome::Fetched { path, downloaded } => println!(
-                "{:<14} {}: {}",
-                a.name,
-                if downloaded { "fetched and verified" } else { "unpacked from the verified download" },
-                path.display()
-            ),
+            Outcome::Fetched { path, downloaded, replaced } => {
+                if let Some(d) = replaced {
+                    println!(
+                        "{:<14} {} {} since it was fetched: replacing the installed copy",
+                        a.name, d.path, d.problem
+                    );
+                }
+                println!(
+                    "{:<14} {}: {}",
+                    a.name,
+                    if downloaded { "fetched and verified" } else { "unpacked from the verified download" },
+                    path.display()
+                )
+            }
         }
     }
     Ok(())

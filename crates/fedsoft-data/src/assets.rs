@@ -3,12 +3,14 @@
 //! an ignored cache directory.
 //!
 //! Fetching is idempotent: an asset whose unpacked directory carries a `.fedsoft-complete` stamp is not
-//! touched again. Unpacking goes to a temporary directory that is renamed into place only when complete, and
+//! touched again. The stamp is a [`Manifest`] of every unpacked file, checked each time an asset is used
+//! ([`ensure`]), so a model or corpus changed in the cache after it was fetched is refused by name. Unpacking goes to a temporary directory that is renamed into place only when complete, and
 //! a downloaded archive is reused only if its checksum matches, so a fetch interrupted at any point (or a
 //! cache deleted half-way) recovers on the next run. No registry host is named here: the clients find their
 //! registries as the machine configures them.
 
 use crate::error::DataError;
+use crate::manifest::{Drift, Manifest};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -119,20 +121,45 @@ pub fn asset_dir(cache: &Path, asset: &Asset) -> PathBuf {
     cache.join("assets").join(asset.name)
 }
 
-/// The directory users of `asset` read from, if it has been fetched completely.
+/// The directory users of `asset` read from, if it has been fetched completely (stamp present; contents are
+/// not checked: see [`check`]).
 pub fn installed(cache: &Path, asset: &Asset) -> Option<PathBuf> {
     let dir = asset_dir(cache, asset);
-    dir.join(STAMP).is_file().then(|| dir.join(asset.root))
+    std::fs::read_to_string(dir.join(STAMP)).ok().and_then(|t| Manifest::parse(&t)).map(|_| dir.join(asset.root))
+}
+
+/// The state of an asset in the cache, with every recorded file checked against its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// Not fetched, interrupted, or stamped by an older version without a manifest.
+    Missing,
+    Intact(PathBuf),
+    /// A file changed after the fetch (path relative to the asset directory).
+    Changed(Drift),
+}
+
+/// Checks an installed asset's files against the manifest recorded when it was fetched.
+pub fn check(cache: &Path, asset: &Asset) -> Result<Installed, DataError> {
+    let dir = asset_dir(cache, asset);
+    let Some(manifest) = std::fs::read_to_string(dir.join(STAMP)).ok().and_then(|t| Manifest::parse(&t)) else {
+        return Ok(Installed::Missing);
+    };
+    Ok(match manifest.check(&dir)? {
+        None => Installed::Intact(dir.join(asset.root)),
+        Some(drift) => Installed::Changed(drift),
+    })
 }
 
 /// What `fetch` did for one asset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     AlreadyPresent(PathBuf),
-    /// Fetched now; `downloaded` is false when a verified archive was already in the download cache.
+    /// Fetched now; `downloaded` is false when a verified archive was already in the download cache;
+    /// `replaced` names the changed file when an installed copy was found altered and unpacked afresh.
     Fetched {
         path: PathBuf,
         downloaded: bool,
+        replaced: Option<Drift>,
     },
 }
 
@@ -144,16 +171,33 @@ impl Outcome {
     }
 }
 
-/// The asset's usable directory, fetching it first if needed.
+/// The asset's usable directory, fetching it first if needed. An installed asset whose files changed since
+/// the fetch is an error naming the file (not silently replaced: the change may be someone's work).
 pub fn ensure(cache: &Path, name: &str) -> Result<PathBuf, DataError> {
-    Ok(fetch(cache, find(name)?)?.path().to_path_buf())
+    let asset = find(name)?;
+    if let Installed::Changed(drift) = check(cache, asset)? {
+        return Err(DataError::Asset {
+            asset: asset.name.into(),
+            problem: format!(
+                "{} {} since it was fetched into {}; `fedsoft fetch {}` restores it from the verified package",
+                drift.path,
+                drift.problem,
+                asset_dir(cache, asset).display(),
+                asset.name
+            ),
+        });
+    }
+    Ok(fetch(cache, asset)?.path().to_path_buf())
 }
 
-/// Fetches, verifies and unpacks one asset unless it is already complete.
+/// Fetches, verifies and unpacks one asset unless it is already installed and intact; an installed copy
+/// whose files changed is unpacked afresh from the verified package.
 pub fn fetch(cache: &Path, asset: &Asset) -> Result<Outcome, DataError> {
-    if let Some(p) = installed(cache, asset) {
-        return Ok(Outcome::AlreadyPresent(p));
-    }
+    let replaced = match check(cache, asset)? {
+        Installed::Intact(p) => return Ok(Outcome::AlreadyPresent(p)),
+        Installed::Changed(drift) => Some(drift),
+        Installed::Missing => None,
+    };
     let err = |problem: String| DataError::Asset { asset: asset.name.into(), problem };
     let downloads = cache.join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| DataError::io(&downloads, e))?;
@@ -189,12 +233,13 @@ pub fn fetch(cache: &Path, asset: &Asset) -> Result<Outcome, DataError> {
             return Err(err(format!("{file} has sha256 {got}, expected {sum}")));
         }
     }
-    std::fs::write(partial.join(STAMP), asset.sha256).map_err(|e| DataError::io(&partial, e))?;
+    let manifest = Manifest::record(&partial, asset.sha256, STAMP)?;
+    std::fs::write(partial.join(STAMP), manifest.to_text()).map_err(|e| DataError::io(&partial, e))?;
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| DataError::io(&dest, e))?;
     }
     std::fs::rename(&partial, &dest).map_err(|e| DataError::io(&dest, e))?;
-    Ok(Outcome::Fetched { path: dest.join(asset.root), downloaded })
+    Ok(Outcome::Fetched { path: dest.join(asset.root), downloaded, replaced })
 }
 
 /// A file in `dir` named like the asset's package whose checksum matches; stale or partial files are removed.

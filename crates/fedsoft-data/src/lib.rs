@@ -8,6 +8,7 @@ pub mod assets;
 pub mod dataset;
 pub mod error;
 pub mod image;
+pub mod manifest;
 pub mod readers;
 pub mod split;
 pub mod text;

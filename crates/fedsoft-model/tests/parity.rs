@@ -14,7 +14,8 @@ fn asset(name: &str, sub: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft")));
     let dir = cache.join("assets").join(name);
-    if dir.join(".fedsoft-complete").is_file() {
+    let asset = fedsoft_data::assets::find(name).unwrap();
+    if let fedsoft_data::assets::Installed::Intact(_) = fedsoft_data::assets::check(&cache, asset).unwrap() {
         return Some(dir.join(sub));
     }
     if std::env::var_os("FEDSOFT_REQUIRE_ASSETS").is_some() {

@@ -88,8 +88,10 @@ pub fn load_brown(dir: &Path, labels: BrownLabels, sentences: usize, min_tokens:
         let label = label_of(letter, labels).ok_or_else(|| {
             DataError::file(path, format!("genre letter {letter:?} is not one of the 15 Brown genres"))
         })?;
+        let bytes = read(path)?;
+        check_tagged(path, &bytes)?;
         // latin-1: every byte is its own code point.
-        let text: String = read(path)?.into_iter().map(char::from).collect();
+        let text: String = bytes.into_iter().map(char::from).collect();
         let lines: Vec<Vec<String>> = text.lines().map(strip_tags).filter(|t| !t.is_empty()).collect();
         if lines.is_empty() {
             return Err(DataError::file(path, "document has no sentences"));
@@ -104,6 +106,30 @@ pub fn load_brown(dir: &Path, labels: BrownLabels, sentences: usize, min_tokens:
         }
     }
     Ok(set)
+}
+
+/// Every byte of latin-1 text is a character, so damage shows only in the form: each token of the corpus is
+/// `word/tag`, and no control byte other than tab and line breaks occurs. A file that breaks either is not a
+/// Brown document (truncated mid-token, overwritten, binary), and reading it on would train on garbage.
+fn check_tagged(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if let Some(&b) = line.iter().find(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\r')) {
+            return Err(DataError::file(
+                path,
+                format!("line {}: control byte 0x{b:02x}; not Brown corpus text", n + 1),
+            ));
+        }
+        for tok in line.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
+            if tok.iter().rposition(|&b| b == b'/').is_none_or(|i| i + 1 >= tok.len()) {
+                let shown: String = tok.iter().take(40).map(|&b| char::from(b)).collect();
+                return Err(DataError::file(
+                    path,
+                    format!("line {}: token {shown:?} has no /tag; the corpus tags every token (word/tag)", n + 1),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The file name if it names a Brown document (`c` + genre letter + two digits).

@@ -47,6 +47,7 @@ pub fn load_spamassassin(dir: &Path) -> Result<TextSet, DataError> {
     }
     let mut set =
         TextSet { texts: Vec::new(), labels: Vec::new(), classes: CLASSES.map(String::from).to_vec(), groups: None };
+    let mut found = Vec::new();
     for g in groups {
         let name = g.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
         let label = if name.starts_with("spam") {
@@ -58,7 +59,12 @@ pub fn load_spamassassin(dir: &Path) -> Result<TextSet, DataError> {
         };
         let files = super::sorted_entries(&g, |p| p.extension().is_some_and(|e| e == "txt"))?;
         for f in files {
-            let raw = String::from_utf8_lossy(&read(&f)?).into_owned();
+            let bytes = read(&f)?;
+            if let Some(at) = bytes.iter().position(|&b| b == 0) {
+                return Err(DataError::file(&f, format!("NUL byte at offset {at}; not an RFC-822 text message")));
+            }
+            found.push(f.clone());
+            let raw = String::from_utf8_lossy(&bytes).into_owned();
             let (headers, body) = split_message(&raw);
             if headers.trim().is_empty() {
                 return Err(DataError::file(&f, "no RFC-822 headers"));
@@ -67,5 +73,35 @@ pub fn load_spamassassin(dir: &Path) -> Result<TextSet, DataError> {
             set.labels.push(label);
         }
     }
+    check_listing(dir, &found)?;
     Ok(set)
+}
+
+/// The package lists its messages in `file_list.json`; when that list is present, a message missing from
+/// disk (a partial copy) or present but unlisted is an error rather than a silently different data set.
+fn check_listing(dir: &Path, found: &[std::path::PathBuf]) -> Result<(), DataError> {
+    let list_path = dir.join("file_list.json");
+    if !list_path.is_file() {
+        return Ok(());
+    }
+    let listed: Vec<String> = serde_json::from_slice(&read(&list_path)?)
+        .map_err(|e| DataError::file(&list_path, format!("not a JSON list of message paths: {e}")))?;
+    let mut found: Vec<String> = found
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok())
+        .map(|p| p.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"))
+        .collect();
+    found.sort();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    if let Some(missing) = listed_sorted.iter().find(|l| found.binary_search(l).is_err()) {
+        return Err(DataError::file(
+            &dir.join(missing),
+            format!("listed in file_list.json ({} messages) but missing", listed.len()),
+        ));
+    }
+    if let Some(extra) = found.iter().find(|f| listed_sorted.binary_search(f).is_err()) {
+        return Err(DataError::file(&dir.join(extra), "a message not listed in file_list.json"));
+    }
+    Ok(())
 }
