@@ -5,9 +5,10 @@
 //! transposed once, at load time (see [`crate::load`]).
 
 use crate::adapters::{AdapterPlan, Adapters};
+use crate::kernels::gelu;
 use crate::posembed::{Scale, bicubic};
 use crate::spec::{EncoderSpec, Family};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use fedsoft_core::lora::Target;
 use serde::{Deserialize, Serialize};

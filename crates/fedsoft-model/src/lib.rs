@@ -11,6 +11,7 @@ pub mod adapters;
 pub mod backbone;
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod load;
 pub mod onnx;
 pub mod posembed;

@@ -1,0 +1,121 @@
+//! The exact GELU, x·Φ(x), as one custom operation on the flex backend: the forward pass and the backward
+//! pass each make one vectorised sweep over the data (see [`super::math`]). Tensors on any other backend,
+//! or of another float type, go through burn's own `gelu`.
+
+use super::math;
+use burn::tensor::{DType, Tensor, activation};
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn_backend::tensor::FloatTensor;
+use burn_flex::{Flex, FlexTensor};
+
+/// GELU with the vectorised kernels where the tensor lives on the CPU backend in f32.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() != DType::F32 {
+        return activation::gelu(x);
+    }
+    if let Ok(tracked) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
+        return Tensor::from_primitive::<Autodiff<Flex>>(tracked_gelu(tracked));
+    }
+    if let Ok(plain) = x.clone().try_into_primitive::<Flex>() {
+        return Tensor::from_primitive::<Flex>(forward(&plain));
+    }
+    activation::gelu(x)
+}
+
+fn forward(x: &FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let input = x.as_slice::<f32>().expect("contiguous f32");
+    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    math::gelu_forward(input, out.storage_mut::<f32>());
+    out
+}
+
+fn backward(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let grad = contiguous(grad);
+    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    math::gelu_backward(
+        x.as_slice::<f32>().expect("contiguous f32"),
+        grad.as_slice::<f32>().expect("contiguous f32"),
+        out.storage_mut::<f32>(),
+    );
+    out
+}
+
+fn contiguous(x: &FlexTensor) -> FlexTensor {
+    if x.layout().contiguous_offsets().is_some() { x.clone() } else { x.to_contiguous() }
+}
+
+/// The backward step keeps the input (a shared handle, not a copy) and computes Φ(x) + x·φ(x) from it.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| backward(&x, &grad));
+    }
+}
+
+fn tracked_gelu(x: FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>> {
+    let out = forward(x.primitive());
+    match GeluBackward.prepare::<NoCheckpointing>([x.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(x.primitive().clone(), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    fn input(device: &Device) -> Tensor<2> {
+        let v: Vec<f32> = (0..6 * 37).map(|i| (i as f32 - 111.0) * 0.047).collect();
+        Tensor::from_data(TensorData::new(v, [6, 37]), device)
+    }
+
+    #[test]
+    fn forward_matches_burn_with_and_without_autodiff() {
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let x = input(&device);
+            let ours = values(gelu(x.clone()));
+            let burns = values(activation::gelu(x));
+            for (a, b) in ours.iter().zip(&burns) {
+                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_matches_burn_and_reaches_the_input() {
+        let device = Device::flex().autodiff();
+        // A transposed (non-contiguous) input and a non-uniform upstream gradient.
+        let grad_of = |f: fn(Tensor<2>) -> Tensor<2>| {
+            let x = input(&device).require_grad();
+            let w = Tensor::<2>::from_data(
+                TensorData::new((0..37 * 6).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<f32>>(), [37, 6]),
+                &device,
+            );
+            let y = f(x.clone().transpose()) * w;
+            let grads = y.sum().backward();
+            values(x.grad(&grads).unwrap())
+        };
+        let ours = grad_of(gelu);
+        let burns = grad_of(activation::gelu);
+        assert!(ours.iter().any(|g| *g != 0.0));
+        for (a, b) in ours.iter().zip(&burns) {
+            assert!((a - b).abs() <= 2e-6 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}
