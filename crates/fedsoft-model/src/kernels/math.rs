@@ -33,12 +33,15 @@ pub fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a call.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p =
         ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // The low mantissa bits of `shifted` hold n in two's complement; adding the bias and shifting them into
+    // the exponent field builds 2^n with integer operations only (a float-to-int cast would not vectorise).
+    e * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
 
 /// Φ(x), the standard normal CDF.
@@ -56,32 +59,55 @@ pub fn normal_pdf(x: f32) -> f32 {
 
 /// `out[i] = x[i]·Φ(x[i])`.
 pub fn gelu_forward(x: &[f32], out: &mut [f32]) {
-    dispatch(|| out.iter_mut().zip(x).for_each(|(o, &x)| *o = x * normal_cdf(x)));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked for AVX2.
+        return unsafe { wide::gelu_forward(x, out) };
+    }
+    gelu_forward_loop(x, out)
 }
 
 /// `out[i] = g[i]·(Φ(x[i]) + x[i]·φ(x[i]))`, the derivative of the exact GELU times the incoming gradient.
 pub fn gelu_backward(x: &[f32], g: &[f32], out: &mut [f32]) {
-    dispatch(|| {
-        out.iter_mut().zip(x.iter().zip(g)).for_each(|(o, (&x, &g))| *o = g * (normal_cdf(x) + x * normal_pdf(x)))
-    });
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked for AVX2.
+        return unsafe { wide::gelu_backward(x, g, out) };
+    }
+    gelu_backward_loop(x, g, out)
 }
 
-/// Runs `body` compiled for AVX2 where the CPU has it (8 lanes instead of SSE2's 4). Without FMA the
-/// arithmetic is the same operation for operation, so the result does not depend on which copy ran.
 #[inline(always)]
-fn dispatch(body: impl FnOnce()) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(body: impl FnOnce()) {
-            body()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU was just checked for AVX2.
-            return unsafe { wide(body) };
-        }
+fn gelu_forward_loop(x: &[f32], out: &mut [f32]) {
+    let n = out.len().min(x.len());
+    let (out, x) = (&mut out[..n], &x[..n]);
+    for i in 0..n {
+        out[i] = x[i] * normal_cdf(x[i]);
     }
-    body()
+}
+
+#[inline(always)]
+fn gelu_backward_loop(x: &[f32], g: &[f32], out: &mut [f32]) {
+    let n = out.len().min(x.len()).min(g.len());
+    let (out, x, g) = (&mut out[..n], &x[..n], &g[..n]);
+    for i in 0..n {
+        out[i] = g[i] * (normal_cdf(x[i]) + x[i] * normal_pdf(x[i]));
+    }
+}
+
+/// The same loops compiled for AVX2 (8 lanes instead of SSE2's 4). Without FMA the arithmetic is the same
+/// operation for operation, so the result does not depend on which copy ran.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    #[target_feature(enable = "avx2")]
+    pub(super) fn gelu_forward(x: &[f32], out: &mut [f32]) {
+        super::gelu_forward_loop(x, out)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn gelu_backward(x: &[f32], g: &[f32], out: &mut [f32]) {
+        super::gelu_backward_loop(x, g, out)
+    }
 }
 
 #[cfg(test)]
