@@ -83,6 +83,9 @@ pub struct PlanArgs {
     /// Values of kappa_V (V's calibration factor) to simulate.
     #[arg(long, value_delimiter = ',', default_values_t = vec![0.1, 1.0, 10.0])]
     pub kappa: Vec<f64>,
+    /// Fading draws to simulate each rule over (seeds seed, seed+1, ...); means over them are shown.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub seeds: u64,
 }
 
 fn main() -> ExitCode {

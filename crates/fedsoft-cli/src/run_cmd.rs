@@ -96,18 +96,28 @@ fn execute(cfg: &ExperimentConfig, out: &Path, resume: bool, cache: &Path, label
 
 fn print_table(rows: &[Summary]) {
     println!(
-        "\n{:<10} {:<6} {:>4} {:>7} {:>9} {:>12} {:>14} {:>14} {:>9}",
-        "method", "ctrl", "rank", "rounds", "accuracy", "avg delay s", "uplink Mbit", "encoded Mbit", "wall s"
+        "\n{:<10} {:<6} {:>4} {:>7} {:>9} {:>12} {:>8} {:>14} {:>14} {:>9}",
+        "method",
+        "ctrl",
+        "rank",
+        "rounds",
+        "accuracy",
+        "avg delay s",
+        "avg rho",
+        "uplink Mbit",
+        "encoded Mbit",
+        "wall s"
     );
     for s in rows {
         println!(
-            "{:<10} {:<6} {:>4} {:>7} {:>9.4} {:>12.3} {:>14.2} {:>14.2} {:>9.1}",
+            "{:<10} {:<6} {:>4} {:>7} {:>9.4} {:>12.3} {:>8.3} {:>14.2} {:>14.2} {:>9.1}",
             s.method,
             s.controller,
             s.rank,
             s.rounds,
             s.final_test_accuracy,
             s.avg_delay_s,
+            s.avg_rho,
             s.uplink_bits_paper as f64 / 1e6,
             s.uplink_bits_encoded as f64 / 1e6,
             s.wall_s

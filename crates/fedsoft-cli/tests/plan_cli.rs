@@ -22,16 +22,29 @@ fn plan_prints_the_offline_table_and_r_star() {
 
 #[test]
 fn plan_json_and_simulation() {
-    let (ok, out, err) =
-        fedsoft(&["plan", "configs/paper-fig3c-vit-b16.toml", "--json", "--simulate", "500", "--kappa", "1,10"]);
+    let (ok, out, err) = fedsoft(&[
+        "plan",
+        "configs/paper-fig3c-vit-b16.toml",
+        "--json",
+        "--simulate",
+        "500",
+        "--kappa",
+        "1,10",
+        "--seeds",
+        "3",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["offline"]["best_rank"], 8);
     assert_eq!(v["offline"]["rows"].as_array().unwrap().len(), 7);
     let sims = v["simulations"].as_array().unwrap();
-    assert_eq!(sims.len(), 2);
-    assert_eq!(sims[0]["rounds"], 500);
+    // Two Lyapunov rows (one per kappa), then the horizon rule, each over 3 seeds.
+    assert_eq!(sims.len(), 3);
+    assert_eq!((sims[0]["rounds"].as_u64(), sims[0]["seeds"].as_u64()), (Some(500), Some(3)));
+    assert_eq!((sims[0]["rule"].as_str(), sims[2]["rule"].as_str()), (Some("lyapunov"), Some("horizon")));
     assert!(sims[0]["avg_rho"].as_f64().unwrap() >= sims[1]["avg_rho"].as_f64().unwrap());
+    let tau_bar = v["tau_bar_s"].as_f64().unwrap();
+    assert!((sims[2]["avg_delay_s"].as_f64().unwrap() / tau_bar - 1.0).abs() < 0.05, "{}", sims[2]);
 }
 
 #[test]

@@ -47,9 +47,14 @@ impl ClientMemory {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Meta {
     pub next_round: u64,
+    /// The ratio controller's state (`RatioController::state`): the Lyapunov queue, or the horizon rule's
+    /// spent delay.
     pub queue: f64,
     pub ledger: Ledger,
     pub delay_sum_s: f64,
+    /// Sum of the rounds' drop ratios (for the summary's average).
+    #[serde(default)]
+    pub rho_sum: f64,
     pub wall_s: f64,
     pub last_accuracy: Option<f64>,
     pub last_test_loss: Option<f64>,

@@ -479,6 +479,8 @@ pub struct TsfaConfig {
     pub v_kappa: f64,
     /// Explicit `V w_sp`, overriding the calibration.
     pub v_wsp: Option<f64>,
+    /// The online rule: the paper's Lyapunov controller, or the finite-horizon one (beyond the paper).
+    pub online: fedsoft_wireless::control::OnlineRule,
     pub bound: BoundConfig,
     /// Measure the singular-value profile of the bound in a short pilot run before choosing the rank.
     pub pilot: Option<PilotConfig>,
@@ -502,6 +504,7 @@ impl Default for TsfaConfig {
             candidate_ranks: vec![1, 2, 4, 8, 16, 32, 64],
             v_kappa: 1.0,
             v_wsp: None,
+            online: Default::default(),
             bound: BoundConfig::default(),
             pilot: None,
         }

@@ -28,8 +28,8 @@ use fedsoft_model::device::parse_device;
 use fedsoft_model::load::{adapter_plan, load_dinov2_onnx, load_hf_dir};
 use fedsoft_model::train::{OptimizerState, TrainSettings, accuracy_and_loss, score_batch, train_steps};
 use fedsoft_wireless::bandwidth::{allocate, delays};
+use fedsoft_wireless::control::RoundContext;
 use fedsoft_wireless::simulate::dense_round_delay;
-use fedsoft_wireless::tsfa::LyapunovController;
 use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -113,12 +113,6 @@ pub fn load_backbone(
         .is_text()
         .then(|| if path.is_dir() { path.clone() } else { path.parent().map(Path::to_path_buf).unwrap_or_default() });
     Ok((backbone, tokenizer))
-}
-
-/// The per-round controller: a fixed ratio or the Lyapunov controller.
-enum Control {
-    Fixed(f64),
-    Lyapunov(LyapunovController),
 }
 
 impl Experiment {
@@ -443,14 +437,8 @@ impl Experiment {
         let bit_model = BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead };
         let numel = LoraState::numel(&state.global);
         let dense_bits = bit_model.paper_bits(numel, numel) as f64;
-        let mut control = match cfg.controller.kind {
-            ControllerKind::Fixed => Control::Fixed(cfg.controller.rho),
-            _ => {
-                let mut c = self.planner.controller()?;
-                c.queue = state.meta.queue;
-                Control::Lyapunov(c)
-            }
-        };
+        let mut control = self.planner.ratio_controller(self.rank)?;
+        control.restore(state.meta.queue);
         let mode = cfg.method.feedback_mode;
         let total_rounds = cfg.rounds.total;
         let end = opts.stop_after.map_or(total_rounds, |s| s.min(total_rounds));
@@ -467,10 +455,8 @@ impl Experiment {
                 w.bandwidth_hz,
             )
             .map_err(ConfigError::from)?;
-            let rho = match &control {
-                Control::Fixed(r) => *r,
-                Control::Lyapunov(c) => c.choose(a_t),
-            };
+            let ctx = RoundContext { round, total_rounds, a_t };
+            let rho = control.choose(&ctx);
             let drop = DropRatio::new(rho).map_err(|e| ConfigError::invalid("controller.rho", e.to_string()))?;
             let task = RoundTask { round, global: &state.global, head: &state.head, rho: drop };
 
@@ -563,14 +549,13 @@ impl Experiment {
                     ),
                 ));
             }
-            if let Control::Lyapunov(c) = &mut control {
-                c.observe(round_delay);
-                state.meta.queue = c.queue;
-            }
+            control.observe(&ctx, round_delay);
+            state.meta.queue = control.state();
             for &i in &kept {
                 state.meta.ledger.record(arrived[i].cost);
             }
             state.meta.delay_sum_s += round_delay;
+            state.meta.rho_sum += rho;
 
             let last = round + 1 == total_rounds;
             let (mut acc, mut test_loss) = (None, None);
@@ -605,7 +590,7 @@ impl Experiment {
                 dense_delay_s: a_t,
                 delay_s: round_delay,
                 avg_delay_s: state.meta.delay_sum_s / (round + 1) as f64,
-                queue: state.meta.queue,
+                queue: control.backlog(),
                 uplink_bits_paper: kept.iter().map(|&i| arrived[i].cost.paper_bits).sum(),
                 uplink_bits_encoded: kept.iter().map(|&i| arrived[i].cost.encoded_bits).sum(),
                 kept_entries: kept.iter().map(|&i| arrived[i].cost.entries).sum(),
@@ -698,6 +683,9 @@ impl Experiment {
             final_test_loss: state.meta.last_test_loss.unwrap_or(f64::NAN),
             avg_delay_s: state.meta.delay_sum_s / state.next_round.max(1) as f64,
             latency_budget_s: self.planner.link.tau_bar,
+            online_rule: (cfg.controller.kind != ControllerKind::Fixed).then(|| cfg.tsfa.online.name().to_string()),
+            avg_rho: state.meta.rho_sum / state.next_round.max(1) as f64,
+            offline_rho: self.planner.offline.best_rho,
             uplink_bits_paper: state.meta.ledger.paper_bits,
             uplink_bits_encoded: state.meta.ledger.encoded_bits,
             uploads: state.meta.ledger.uploads,

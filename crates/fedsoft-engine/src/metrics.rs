@@ -80,8 +80,16 @@ pub struct Summary {
     pub orthogonality: f64,
     pub final_test_accuracy: f64,
     pub final_test_loss: f64,
+    /// Time-average round delay. Under the paper's Lyapunov rule the budget is met as a long-run average
+    /// only (it approaches `latency_budget_s` from above under Rayleigh fading), so a short run ends above it.
     pub avg_delay_s: f64,
     pub latency_budget_s: f64,
+    /// The online rule (`lyapunov` or `horizon`); absent for a fixed ratio.
+    pub online_rule: Option<String>,
+    /// Mean of the rounds' drop ratios, beside the offline stage's `rho*` on the average channel: fading
+    /// pushes the online ratio above `rho*`.
+    pub avg_rho: f64,
+    pub offline_rho: f64,
     pub uplink_bits_paper: u64,
     pub uplink_bits_encoded: u64,
     pub uploads: u64,

@@ -1,9 +1,11 @@
 //! TSFA planning from a config: the average channel, the latency budget, the offline table, the calibrated
 //! online controller and, on request, a controller-only simulation (`fedsoft plan`).
 
+use crate::config::ControllerKind;
 use crate::config::{ConfigError, ExperimentConfig, LatencyBudget};
 use fedsoft_core::rng::{Purpose, stream};
 use fedsoft_wireless::channel::Cell;
+use fedsoft_wireless::control::{FixedRatio, HorizonController, OnlineRule, RatioController};
 use fedsoft_wireless::rate::RateModel;
 use fedsoft_wireless::simulate::{Scenario, SimulationSummary, dense_round_delay, simulate};
 use fedsoft_wireless::tsfa::{Link, LyapunovController, OfflinePlan, calibrate_v, plan_offline};
@@ -59,6 +61,23 @@ impl Planner {
         Ok(LyapunovController::new(self.v_wsp, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?)
     }
 
+    /// The registry of ratio rules: the run's controller at `rank` (a new rule is one arm here).
+    pub fn ratio_controller(&self, rank: usize) -> Result<Box<dyn RatioController>, ConfigError> {
+        let cfg = &self.config;
+        let t = &cfg.tsfa;
+        Ok(match (cfg.controller.kind, t.online) {
+            (ControllerKind::Fixed, _) => Box::new(FixedRatio(cfg.controller.rho)),
+            (_, OnlineRule::Lyapunov) => Box::new(self.controller()?),
+            (_, OnlineRule::Horizon) => Box::new(HorizonController::new(
+                t.bound.psi,
+                t.rho_min,
+                t.rho_max,
+                self.link.tau_bar,
+                self.link.dense_delay(rank),
+            )?),
+        })
+    }
+
     /// The controller-only scenario at rank `r`.
     pub fn scenario(&self, r: usize) -> Scenario {
         let w = &self.config.wireless;
@@ -72,29 +91,52 @@ impl Planner {
         }
     }
 
-    /// Runs the controller alone for `rounds` rounds at `r*`, once per `kappa_V`.
-    pub fn simulate(&self, rounds: u64, kappas: &[f64]) -> Result<Vec<(f64, SimulationSummary)>, ConfigError> {
+    /// Runs the online rules alone for `rounds` rounds at `r*` over `seeds` fading draws (seeds
+    /// `seed, seed + 1, ...` of client sampling and fading on the config's cell): the Lyapunov controller once
+    /// per `kappa_V`, then the finite-horizon rule.
+    pub fn simulate(&self, rounds: u64, kappas: &[f64], seeds: u64) -> Result<Vec<RuleSummary>, ConfigError> {
         let r = self.offline.best_rank;
-        let scn = self.scenario(r);
         let t = &self.config.tsfa;
-        kappas
-            .iter()
-            .map(|&k| {
-                if !(k.is_finite() && k > 0.0) {
-                    return Err(ConfigError::Invalid {
-                        field: "--kappa".into(),
-                        detail: format!("must be positive, got {k}"),
-                    });
-                }
-                let v = calibrate_v(k, self.link.tau_bar, self.link.dense_delay(r), t.bound.psi, self.offline.best_rho);
-                let ctl = LyapunovController::new(v, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?;
-                Ok((k, simulate(&scn, ctl, rounds)?))
+        let seeds = seeds.max(1);
+        let mut out = Vec::new();
+        for &k in kappas {
+            if !(k.is_finite() && k > 0.0) {
+                return Err(ConfigError::Invalid {
+                    field: "--kappa".into(),
+                    detail: format!("must be positive, got {k}"),
+                });
+            }
+            let v = calibrate_v(k, self.link.tau_bar, self.link.dense_delay(r), t.bound.psi, self.offline.best_rho);
+            let runs = self.over_seeds(rounds, seeds, || {
+                Ok(Box::new(LyapunovController::new(v, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?))
+            })?;
+            out.push(RuleSummary::new(OnlineRule::Lyapunov, Some(k), Some(v), self.link.tau_bar, &runs));
+        }
+        let runs = self.over_seeds(rounds, seeds, || {
+            let a_bar = self.link.dense_delay(r);
+            Ok(Box::new(HorizonController::new(t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar, a_bar)?))
+        })?;
+        out.push(RuleSummary::new(OnlineRule::Horizon, None, None, self.link.tau_bar, &runs));
+        Ok(out)
+    }
+
+    fn over_seeds(
+        &self,
+        rounds: u64,
+        seeds: u64,
+        make: impl Fn() -> Result<Box<dyn RatioController>, ConfigError>,
+    ) -> Result<Vec<SimulationSummary>, ConfigError> {
+        let base = self.scenario(self.offline.best_rank);
+        (0..seeds)
+            .map(|i| {
+                let scn = Scenario { seed: base.seed.wrapping_add(i), ..base.clone() };
+                Ok(simulate(&scn, make()?.as_mut(), self.config.tsfa.rho_max, rounds)?)
             })
             .collect()
     }
 
     /// A serialisable account of the plan.
-    pub fn report(&self, simulations: Vec<(f64, SimulationSummary)>) -> PlanReport {
+    pub fn report(&self, simulations: Vec<RuleSummary>) -> PlanReport {
         let cfg = &self.config;
         let snr_db: Vec<f64> = self.cell.mean_snr.iter().map(|&s| linear_to_db(s)).collect();
         PlanReport {
@@ -115,7 +157,7 @@ impl Planner {
             rho_max: cfg.tsfa.rho_max,
             offline: self.offline.clone(),
             v_wsp: self.v_wsp,
-            simulations: simulations.into_iter().map(|(kappa, summary)| KappaSummary { kappa, summary }).collect(),
+            simulations,
         }
     }
 }
@@ -141,11 +183,48 @@ fn expected_gamma(cfg: &ExperimentConfig, cell: &Cell) -> Result<f64, ConfigErro
     }
 }
 
+/// One online rule simulated over several seeds: means over seeds, and how often the run's own average
+/// delay stayed within 5 % of the budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KappaSummary {
-    pub kappa: f64,
-    #[serde(flatten)]
-    pub summary: SimulationSummary,
+pub struct RuleSummary {
+    pub rule: OnlineRule,
+    /// `kappa_V` and `V w_sp` of a Lyapunov row.
+    pub kappa: Option<f64>,
+    pub v_wsp: Option<f64>,
+    pub seeds: u64,
+    pub rounds: u64,
+    /// Mean over seeds of each run's average delay, and its standard deviation over seeds.
+    pub avg_delay_s: f64,
+    pub avg_delay_std_s: f64,
+    pub avg_rho: f64,
+    pub max_queue: f64,
+    pub final_queue: f64,
+    pub share_at_rho_max: f64,
+    /// Share of seeds whose average delay is at most `1.05 tau_bar`.
+    pub share_within_5pct: f64,
+}
+
+impl RuleSummary {
+    fn new(rule: OnlineRule, kappa: Option<f64>, v_wsp: Option<f64>, tau_bar: f64, runs: &[SimulationSummary]) -> Self {
+        let n = runs.len().max(1) as f64;
+        let mean = |f: fn(&SimulationSummary) -> f64| runs.iter().map(f).sum::<f64>() / n;
+        let avg_delay_s = mean(|s| s.avg_delay_s);
+        let var = runs.iter().map(|s| (s.avg_delay_s - avg_delay_s).powi(2)).sum::<f64>() / n;
+        RuleSummary {
+            rule,
+            kappa,
+            v_wsp,
+            seeds: runs.len() as u64,
+            rounds: runs.first().map_or(0, |s| s.rounds),
+            avg_delay_s,
+            avg_delay_std_s: var.sqrt(),
+            avg_rho: mean(|s| s.avg_rho),
+            max_queue: runs.iter().map(|s| s.max_queue).fold(f64::NEG_INFINITY, f64::max),
+            final_queue: mean(|s| s.final_queue),
+            share_at_rho_max: mean(|s| s.share_at_rho_max),
+            share_within_5pct: runs.iter().filter(|s| s.avg_delay_s <= 1.05 * tau_bar).count() as f64 / n,
+        }
+    }
 }
 
 /// What `fedsoft plan --json` prints.
@@ -168,5 +247,5 @@ pub struct PlanReport {
     pub rho_max: f64,
     pub offline: OfflinePlan,
     pub v_wsp: f64,
-    pub simulations: Vec<KappaSummary>,
+    pub simulations: Vec<RuleSummary>,
 }

@@ -181,6 +181,26 @@ fn resume_after_interruption_equals_an_uninterrupted_run() {
     assert_ne!(finals[0], finals[1]);
 }
 
+/// The finite-horizon rule in a real run: its logged backlog is the spend beyond `t tau_bar`, it keeps rho in
+/// range, and an interrupted run resumes to the same records (its spent delay is in the checkpoint).
+#[test]
+fn the_horizon_rule_runs_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["tsfa.online=\"horizon\"", "rounds.checkpoint_every=1"]);
+    let tau_bar = fedsoft_engine::plan::Planner::new(&cfg).unwrap().link.tau_bar;
+    let whole = run(&cfg, &tmp.path().join("whole"), false, None);
+    let mut spent = 0.0;
+    for r in &whole {
+        spent += r.delay_s;
+        assert!((r.queue - (spent - (r.round + 1) as f64 * tau_bar)).abs() < 1e-9, "round {}", r.round);
+        assert!(r.rho >= 0.5 - 1e-12 && r.rho <= 0.99 + 1e-12);
+    }
+    let part = tmp.path().join("part");
+    run(&cfg, &part, false, Some(2));
+    assert_eq!(comparable(&run(&cfg, &part, true, None)), comparable(&whole));
+}
+
 #[test]
 fn bad_configs_fail_before_training_naming_the_field() {
     let tmp = tempfile::tempdir().unwrap();

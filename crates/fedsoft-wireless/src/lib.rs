@@ -6,10 +6,12 @@
 //!   bandwidth rules (equal, the paper's Eq. 41, min-max delay via Lambert W).
 //! - [`tsfa`]: the offline rank selection (convergence bound, Lemma 2) and the online Lyapunov
 //!   drift-plus-penalty control of the sparsification ratio.
+//! - [`control`]: the per-round ratio rules behind one trait (fixed, Lyapunov, finite-horizon).
 //! - [`simulate`]: the controller alone over many rounds, for `fedsoft plan --simulate` and the tests.
 
 pub mod bandwidth;
 pub mod channel;
+pub mod control;
 pub mod error;
 pub mod rate;
 pub mod simulate;

@@ -3,9 +3,9 @@
 
 use crate::bandwidth::min_max_physical;
 use crate::channel::Cell;
+use crate::control::{RatioController, RoundContext};
 use crate::error::WirelessError;
 use crate::rate::{RateModel, spectral_efficiency};
-use crate::tsfa::LyapunovController;
 use fedsoft_core::schedule::sample_clients;
 use serde::{Deserialize, Serialize};
 
@@ -45,42 +45,40 @@ impl Scenario {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimulationSummary {
     pub rounds: u64,
-    pub v_wsp: f64,
-    pub tau_bar: f64,
     pub avg_delay_s: f64,
     pub avg_rho: f64,
+    /// Largest backlog seen (the Lyapunov queue, or the spend beyond `t tau_bar`), seconds.
     pub max_queue: f64,
     pub final_queue: f64,
     /// Share of rounds at `rho_max` (deep fades the controller could not fully absorb).
     pub share_at_rho_max: f64,
 }
 
-/// Runs `controller` for `rounds` rounds of `scenario`.
+/// Runs `controller` for `rounds` rounds of `scenario`, the horizon being `rounds`.
 pub fn simulate(
     scenario: &Scenario,
-    mut controller: LyapunovController,
+    controller: &mut dyn RatioController,
+    rho_max: f64,
     rounds: u64,
 ) -> Result<SimulationSummary, WirelessError> {
-    let (mut sum_delay, mut sum_rho, mut max_queue, mut at_max) = (0.0, 0.0, 0.0f64, 0u64);
+    let (mut sum_delay, mut sum_rho, mut max_queue, mut at_max) = (0.0, 0.0, f64::NEG_INFINITY, 0u64);
     for t in 0..rounds {
-        let a_t = scenario.dense_delay(t)?;
-        let rho = controller.choose(a_t);
-        let delay = a_t * (1.0 - rho);
-        controller.observe(delay);
+        let ctx = RoundContext { round: t, total_rounds: rounds, a_t: scenario.dense_delay(t)? };
+        let rho = controller.choose(&ctx);
+        let delay = ctx.a_t * (1.0 - rho);
+        controller.observe(&ctx, delay);
         sum_delay += delay;
         sum_rho += rho;
-        max_queue = max_queue.max(controller.queue);
-        at_max += u64::from(rho >= controller.rho_max);
+        max_queue = max_queue.max(controller.backlog());
+        at_max += u64::from(rho >= rho_max);
     }
     let n = rounds.max(1) as f64;
     Ok(SimulationSummary {
         rounds,
-        v_wsp: controller.v_wsp,
-        tau_bar: controller.tau_bar,
         avg_delay_s: sum_delay / n,
         avg_rho: sum_rho / n,
-        max_queue,
-        final_queue: controller.queue,
+        max_queue: if rounds == 0 { 0.0 } else { max_queue },
+        final_queue: controller.backlog(),
         share_at_rho_max: at_max as f64 / n,
     })
 }

@@ -3,6 +3,7 @@
 
 use super::offline::check_rho_range;
 use super::psi::Psi;
+use crate::control::{RatioController, RoundContext};
 use crate::error::{WirelessError, positive};
 use serde::{Deserialize, Serialize};
 
@@ -66,5 +67,23 @@ impl LyapunovController {
     /// Eq. (30): `Q <- max(Q + tau_t - tau_bar, 0)`.
     pub fn observe(&mut self, delay_s: f64) {
         self.queue = (self.queue + delay_s - self.tau_bar).max(0.0);
+    }
+}
+
+impl RatioController for LyapunovController {
+    fn choose(&self, ctx: &RoundContext) -> f64 {
+        LyapunovController::choose(self, ctx.a_t)
+    }
+    fn observe(&mut self, _: &RoundContext, delay_s: f64) {
+        LyapunovController::observe(self, delay_s)
+    }
+    fn backlog(&self) -> f64 {
+        self.queue
+    }
+    fn state(&self) -> f64 {
+        self.queue
+    }
+    fn restore(&mut self, state: f64) {
+        self.queue = state;
     }
 }
