@@ -412,7 +412,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
         assert_eq!(r["dropped"], 2 - uploads);
         assert_eq!(
             r["kept_entries"].as_u64().unwrap() as usize,
-            uploads * cfg.method.name.upload_budget(&exp.plan.shapes, rho)
+            uploads * cfg.method.name.upload_budget(&exp.plan.shapes, rho, &cfg.method.options)
         );
     }
 }

@@ -4,7 +4,7 @@ use fedsoft_core::budget::{DropRatio, Rounding, allocate, module_budget, total_b
 use fedsoft_core::lora::{LoraState, ModuleShape};
 use fedsoft_core::sparsify::svd::{exact_rank_scores, exact_rank_scores_dense, singular_values, singular_values_dense};
 use fedsoft_core::sparsify::{
-    FlascScope, MethodKind, SelectInput, Selection, SoftSplit, SparseUpdate, SparsifierOptions, build,
+    FedLoDropBudget, FlascScope, MethodKind, SelectInput, Selection, SoftSplit, SparseUpdate, SparsifierOptions, build,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -44,9 +44,18 @@ proptest! {
                     match kind {
                         MethodKind::Ilora => prop_assert_eq!(sel.count(), u.numel()),
                         MethodKind::Fedlodrop => {
+                            // Matched by default; the paper's literal count of whole components on request.
+                            for (idx, s) in sel.modules.iter().zip(&shapes) {
+                                prop_assert_eq!(idx.len(), module_budget(s, r));
+                            }
+                            let literal = SparsifierOptions { fedlodrop_budget: FedLoDropBudget::WholeComponents, ..opts };
+                            let sel = select(kind, literal, &u, &local, rho);
+                            assert_well_formed(&sel, &shapes);
                             for (idx, s) in sel.modules.iter().zip(&shapes) {
                                 let m = fedsoft_core::sparsify::fedlodrop_components(s.r, r);
                                 prop_assert_eq!(idx.len(), m * s.component_len());
+                                let comps: std::collections::BTreeSet<usize> = idx.iter().map(|&i| s.component_of(i as usize)).collect();
+                                prop_assert_eq!(comps.len(), m);
                             }
                         }
                         MethodKind::Flasc if scope == FlascScope::Global => prop_assert_eq!(sel.count(), total_budget(&shapes, r)),
@@ -198,10 +207,21 @@ fn hetlora_keeps_a_rank_prefix_and_fedlodrop_whole_components() {
     }
     assert!(sel.modules[0].iter().all(|&i| shape.component_of(i as usize) <= full));
 
-    let sel = select(MethodKind::Fedlodrop, SparsifierOptions::default(), &u, &u, 0.75);
-    let mut comps: Vec<usize> = sel.modules[0].iter().map(|&i| shape.component_of(i as usize)).collect();
-    comps.dedup_by_key(|c| *c);
-    let distinct: std::collections::BTreeSet<usize> = comps.into_iter().collect();
+    // FedLoDrop at rho = 0.7 on rank 8: K = round(0.3 * 8 * 20) = 48 = 2 whole components of 20 entries and
+    // 8 entries of a third; the literal rule keeps round(2.4) = 2 whole ones (40 entries).
+    let sel = select(MethodKind::Fedlodrop, SparsifierOptions::default(), &u, &u, 0.7);
+    assert_eq!(sel.modules[0].len(), budget);
+    let mut per_component = std::collections::BTreeMap::<usize, usize>::new();
+    for &i in &sel.modules[0] {
+        *per_component.entry(shape.component_of(i as usize)).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_component.values().copied().collect();
+    counts.sort_unstable();
+    assert_eq!(counts, vec![budget % shape.component_len(), shape.component_len(), shape.component_len()]);
+    let literal = SparsifierOptions { fedlodrop_budget: FedLoDropBudget::WholeComponents, ..Default::default() };
+    let sel = select(MethodKind::Fedlodrop, literal, &u, &u, 0.7);
+    let distinct: std::collections::BTreeSet<usize> =
+        sel.modules[0].iter().map(|&i| shape.component_of(i as usize)).collect();
     assert_eq!(distinct.len(), 2);
     for j in distinct {
         assert!(shape.component_indices(j).all(|i| sel.modules[0].contains(&(i as u32))));

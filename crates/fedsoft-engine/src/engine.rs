@@ -344,7 +344,7 @@ impl Experiment {
             return Err(format!("upload names client {} but came from client {}", msg.client, upload.client));
         }
         let nnz = msg.update.nnz();
-        let budget = self.cfg.method.name.upload_budget(&self.plan.shapes, task.rho);
+        let budget = self.cfg.method.name.upload_budget(&self.plan.shapes, task.rho, &self.cfg.method.options);
         if nnz > budget {
             return Err(format!(
                 "over budget: {nnz} entries where {} at rho {} allows {budget}",

@@ -13,7 +13,7 @@ mod soft;
 pub mod svd;
 mod topk;
 
-pub use fedlodrop::{FedLoDrop, fedlodrop_components};
+pub use fedlodrop::{FedLoDrop, FedLoDropBudget, fedlodrop_components, fedlodrop_entries};
 pub use flasc::{Flasc, FlascScope};
 pub use hetlora::HetLora;
 pub use ilora::ILora;
@@ -177,10 +177,15 @@ impl MethodKind {
     }
     /// The entries one upload of this method carries at drop ratio `rho` (all methods keep exactly this
     /// many): the most a server accepts.
-    pub fn upload_budget(self, shapes: &[crate::lora::ModuleShape], rho: crate::budget::DropRatio) -> usize {
+    pub fn upload_budget(
+        self,
+        shapes: &[crate::lora::ModuleShape],
+        rho: crate::budget::DropRatio,
+        opts: &SparsifierOptions,
+    ) -> usize {
         match self {
             MethodKind::Ilora => shapes.iter().map(|s| s.numel()).sum(),
-            MethodKind::Fedlodrop => shapes.iter().map(|s| fedlodrop_components(s.r, rho) * s.component_len()).sum(),
+            MethodKind::Fedlodrop => shapes.iter().map(|s| fedlodrop_entries(s, rho, opts.fedlodrop_budget)).sum(),
             _ => crate::budget::total_budget(shapes, rho),
         }
     }
@@ -220,6 +225,8 @@ pub struct SparsifierOptions {
     pub soft_split: SoftSplit,
     /// FLASC: one top-K over the whole upload or one per module (D7).
     pub flasc_scope: FlascScope,
+    /// FedLoDrop: the shared budget (default) or the paper's whole-component count.
+    pub fedlodrop_budget: FedLoDropBudget,
 }
 
 /// The registry: a method's config name to its implementation.
@@ -229,7 +236,7 @@ pub fn build(kind: MethodKind, opts: SparsifierOptions) -> Box<dyn Sparsifier> {
         MethodKind::Flasc => Box::new(Flasc { scope: opts.flasc_scope }),
         MethodKind::Rlora => Box::new(RLora),
         MethodKind::Hetlora => Box::new(HetLora),
-        MethodKind::Fedlodrop => Box::new(FedLoDrop),
+        MethodKind::Fedlodrop => Box::new(FedLoDrop { budget: opts.fedlodrop_budget }),
         MethodKind::Ilora => Box::new(ILora),
         MethodKind::Svd => Box::new(ExactSvd { rounding: opts.rounding, split: opts.soft_split }),
     }
