@@ -450,6 +450,7 @@ impl Experiment {
             let channels = self.planner.cell.round_snr(cfg.seed, round, &scheduled);
             let a_t = dense_round_delay(
                 w.rate_model,
+                w.bandwidth_rule,
                 dense_bits,
                 &channels.iter().map(|c| c.snr).collect::<Vec<_>>(),
                 w.bandwidth_hz,

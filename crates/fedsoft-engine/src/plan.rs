@@ -4,6 +4,7 @@
 use crate::config::ControllerKind;
 use crate::config::{ConfigError, ExperimentConfig, LatencyBudget};
 use fedsoft_core::rng::{Purpose, stream};
+use fedsoft_wireless::bandwidth::BandwidthRule;
 use fedsoft_wireless::channel::Cell;
 use fedsoft_wireless::control::{FixedRatio, HorizonController, OnlineRule, RatioController};
 use fedsoft_wireless::rate::RateModel;
@@ -39,6 +40,7 @@ impl Planner {
             params_per_rank: cfg.params_per_rank()?,
             gamma_bar,
             tau_bar: 1.0,
+            index_overhead: w.index_overhead,
         };
         link.tau_bar = match cfg.tsfa.latency_budget {
             LatencyBudget::Seconds(s) => s,
@@ -87,7 +89,8 @@ impl Planner {
             per_round: self.config.clients.per_round,
             bandwidth_hz: w.bandwidth_hz,
             rate_model: w.rate_model,
-            dense_bits: self.link.value_bits * self.link.params(r),
+            bandwidth_rule: w.bandwidth_rule,
+            dense_bits: self.link.bits_per_value(r) * self.link.params(r),
         }
     }
 
@@ -163,20 +166,24 @@ impl Planner {
 }
 
 /// `Gamma_bar` such that the dense upload of rank `r` takes `q M_r Gamma_bar / B` on the average channel with
-/// the min-max split. Closed form under the paper's rate model; under the physical model the min-max delay
-/// is still linear in the payload, so it is averaged over random scheduled sets at the mean SNRs.
+/// the configured split, the same split the online `a_t` and the realised delays use. Closed form under the
+/// paper's rate model with Eq. (41) (min-max or inverse-log); otherwise the round delay is still linear in
+/// the payload, so it is averaged over random scheduled sets at the mean SNRs.
 fn expected_gamma(cfg: &ExperimentConfig, cell: &Cell) -> Result<f64, ConfigError> {
     let k = cfg.clients.per_round;
-    match cfg.wireless.rate_model {
-        RateModel::Paper => Ok(Link::expected_gamma(&cell.mean_snr, k)),
-        RateModel::Physical => {
+    let rule = cfg.wireless.bandwidth_rule;
+    match (cfg.wireless.rate_model, rule) {
+        (RateModel::Paper, BandwidthRule::MinMax | BandwidthRule::InverseLog) => {
+            Ok(Link::expected_gamma(&cell.mean_snr, k))
+        }
+        (model, _) => {
             let bw = cfg.wireless.bandwidth_hz;
             let mut total = 0.0;
             for s in 0..PHYSICAL_AVERAGE_SETS {
                 let mut rng = stream(cfg.seed, Purpose::ClientSampling, &[u64::MAX, s]);
                 let set = index::sample(&mut rng, cell.mean_snr.len(), k);
                 let snr: Vec<f64> = set.iter().map(|c| cell.mean_snr[c]).collect();
-                total += dense_round_delay(RateModel::Physical, 1.0, &snr, bw)? * bw;
+                total += dense_round_delay(model, rule, 1.0, &snr, bw)? * bw;
             }
             Ok(total / PHYSICAL_AVERAGE_SETS as f64)
         }

@@ -1,7 +1,7 @@
 //! The TSFA controller alone, without training: many rounds of sampling, fading and control, to check that the
 //! long-term latency constraint holds and to show the effect of `V` (`fedsoft plan --simulate`).
 
-use crate::bandwidth::min_max_physical;
+use crate::bandwidth::{BandwidthRule, allocate, delays, min_max_physical};
 use crate::channel::Cell;
 use crate::control::{RatioController, RoundContext};
 use crate::error::WirelessError;
@@ -9,13 +9,30 @@ use crate::rate::{RateModel, spectral_efficiency};
 use fedsoft_core::schedule::sample_clients;
 use serde::{Deserialize, Serialize};
 
-/// Delay of a dense payload of `bits` per client on these channels with the min-max split: `a_t`.
-/// Every client's payload scales with `1 - rho`, so the round delay at ratio `rho` is `a_t (1 - rho)` under
-/// both rate models.
-pub fn dense_round_delay(model: RateModel, bits: f64, snr: &[f64], bandwidth_hz: f64) -> Result<f64, WirelessError> {
-    match model {
-        RateModel::Paper => Ok(bits * snr.iter().map(|&g| 1.0 / spectral_efficiency(g)).sum::<f64>() / bandwidth_hz),
-        RateModel::Physical => Ok(min_max_physical(&vec![bits; snr.len()], snr, bandwidth_hz)?.1),
+/// Delay of a dense payload of `bits` per client on these channels with the configured split: `a_t`.
+/// Every client's payload scales with `1 - rho` and every rule's shares are the same for equal payloads, so
+/// the round delay at ratio `rho` is `a_t (1 - rho)` under both rate models and every rule: the delay the
+/// controller plans with is the one the round takes.
+pub fn dense_round_delay(
+    model: RateModel,
+    rule: BandwidthRule,
+    bits: f64,
+    snr: &[f64],
+    bandwidth_hz: f64,
+) -> Result<f64, WirelessError> {
+    match (rule, model) {
+        // Eq. (41) equalises the delays under the paper's model: each is the sum below.
+        (BandwidthRule::MinMax | BandwidthRule::InverseLog, RateModel::Paper) => {
+            Ok(bits * snr.iter().map(|&g| 1.0 / spectral_efficiency(g)).sum::<f64>() / bandwidth_hz)
+        }
+        (BandwidthRule::MinMax, RateModel::Physical) => {
+            Ok(min_max_physical(&vec![bits; snr.len()], snr, bandwidth_hz)?.1)
+        }
+        _ => {
+            let payloads = vec![bits; snr.len()];
+            let shares = allocate(rule, model, &payloads, snr, bandwidth_hz)?;
+            Ok(delays(model, &payloads, &shares, snr, bandwidth_hz).into_iter().fold(0.0, f64::max))
+        }
     }
 }
 
@@ -27,7 +44,8 @@ pub struct Scenario {
     pub per_round: usize,
     pub bandwidth_hz: f64,
     pub rate_model: RateModel,
-    /// `q M_r`: bits of a dense upload.
+    pub bandwidth_rule: BandwidthRule,
+    /// `q M_r` (plus index bits when they are counted): bits of a dense upload.
     pub dense_bits: f64,
 }
 
@@ -37,7 +55,7 @@ impl Scenario {
         let clients = sample_clients(self.seed, round, self.cell.mean_snr.len(), self.per_round)
             .map_err(|e| WirelessError::invalid("clients.per_round", e.to_string()))?;
         let snr: Vec<f64> = self.cell.round_snr(self.seed, round, &clients).iter().map(|c| c.snr).collect();
-        dense_round_delay(self.rate_model, self.dense_bits, &snr, self.bandwidth_hz)
+        dense_round_delay(self.rate_model, self.bandwidth_rule, self.dense_bits, &snr, self.bandwidth_hz)
     }
 }
 

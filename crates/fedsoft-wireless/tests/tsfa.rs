@@ -11,7 +11,14 @@ use proptest::prelude::*;
 /// and tau_bar = the delay of r = 8 at rho = 0.75.
 fn reference_link() -> Link {
     let gamma_bar = Link::expected_gamma(&vec![10.0; 100], 10);
-    let mut link = Link { bandwidth_hz: 1e6, value_bits: 32.0, params_per_rank: 8 * 1536, gamma_bar, tau_bar: 1.0 };
+    let mut link = Link {
+        bandwidth_hz: 1e6,
+        value_bits: 32.0,
+        params_per_rank: 8 * 1536,
+        gamma_bar,
+        tau_bar: 1.0,
+        index_overhead: false,
+    };
     link.tau_bar = link.delay(8, 0.75);
     link
 }
@@ -111,6 +118,7 @@ fn reference_scenario(link: &Link) -> Scenario {
         per_round: 10,
         bandwidth_hz: link.bandwidth_hz,
         rate_model: RateModel::Paper,
+        bandwidth_rule: Default::default(),
         dense_bits: link.value_bits * link.params(8),
     }
 }

@@ -18,6 +18,9 @@ pub struct Link {
     pub gamma_bar: f64,
     /// `tau_bar`: the long-term average latency budget, seconds.
     pub tau_bar: f64,
+    /// Count `ceil(log2 M_r)` index bits per value, as the online ledger does (`wireless.index_overhead`).
+    #[serde(default)]
+    pub index_overhead: bool,
 }
 
 impl Link {
@@ -30,9 +33,16 @@ impl Link {
     pub fn params(&self, r: usize) -> f64 {
         (r * self.params_per_rank) as f64
     }
-    /// Delay of a dense rank-`r` upload at the average channel with the min-max split: `q M_r Gamma_bar / B`.
+    /// Bits per sent value at rank `r`: `q`, plus the index of the value among the `M_r` entries when index
+    /// overhead is counted (the same count as the online ledger's `BitModel::paper_bits`).
+    pub fn bits_per_value(&self, r: usize) -> f64 {
+        let index = if self.index_overhead { self.params(r).max(2.0).log2().ceil() } else { 0.0 };
+        self.value_bits + index
+    }
+    /// Delay of a dense rank-`r` upload at the average channel with the configured split:
+    /// `q M_r Gamma_bar / B`.
     pub fn dense_delay(&self, r: usize) -> f64 {
-        self.value_bits * self.params(r) * self.gamma_bar / self.bandwidth_hz
+        self.bits_per_value(r) * self.params(r) * self.gamma_bar / self.bandwidth_hz
     }
     /// Delay at rank `r` and ratio `rho`.
     pub fn delay(&self, r: usize, rho: f64) -> f64 {
