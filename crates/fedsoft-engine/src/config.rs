@@ -487,12 +487,26 @@ pub struct TsfaConfig {
 }
 
 /// `[tsfa.pilot]`: ILoRA (no sparsification, no regulariser) at rank `tsfa.bound.max_rank` for `rounds`
-/// rounds; the singular values of the resulting `BA` (all modules together, largest scaled to 1) replace
-/// `tsfa.bound.sigma` for the offline stage.
+/// rounds; the singular values of each module's resulting `BA`, pooled over modules and scaled so the
+/// largest is 1, replace `tsfa.bound.sigma` for the offline stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PilotConfig {
     pub rounds: u64,
+    #[serde(default)]
+    pub pooling: SigmaPooling,
+}
+
+/// How the pilot pools the modules' `j`-th singular values into one `σ_j`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigmaPooling {
+    /// SPEC §7.3: the module-averaged `j`-th singular value.
+    #[default]
+    Mean,
+    /// Root-sum-square over modules, `sqrt(Σ_m σ_{m,j}²)`: the energy of every module's `j`-th direction,
+    /// which lets the modules with the largest updates dominate the profile.
+    Energy,
 }
 
 impl Default for TsfaConfig {
