@@ -5,6 +5,7 @@ mod fetch_cmd;
 mod net_cmd;
 mod plan_cmd;
 mod report_cmd;
+mod reproduce_cmd;
 mod run_cmd;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,13 @@ enum Command {
     /// against the latency budget, the virtual queue, the covariance of local models, the training loss,
     /// and the Gram matrices of the final adapter. `run` and `compare` draw it themselves when they finish.
     Report(report_cmd::ReportArgs),
+    /// Reproduce one of the paper's figures at CPU scale over several seeds and judge its claims.
+    ///
+    /// Runs every variant of the figure's CPU preset once per seed (reusing finished runs, resuming
+    /// interrupted ones), then rewrites the figure's section of the results page (docs/results.md): mean and
+    /// standard deviation over seeds, each claim of the paper as holds / does not hold / inconclusive, and the
+    /// accuracy curves with one-standard-deviation bands.
+    Reproduce(reproduce_cmd::ReproduceArgs),
     /// Serve an experiment to remote clients over gRPC: the same rounds as `run`, with each scheduled
     /// client's local training done by a `fedsoft join` process.
     ///
@@ -96,6 +104,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(&args),
         Command::Compare(args) => run_cmd::compare(&args),
         Command::Report(args) => report_cmd::run(&args),
+        Command::Reproduce(args) => reproduce_cmd::run(&args),
         Command::Serve(args) => net_cmd::run_serve(&args),
         Command::Join(args) => net_cmd::run_join(&args),
     };

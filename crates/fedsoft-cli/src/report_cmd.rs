@@ -17,13 +17,18 @@ pub struct ReportArgs {
     pub cache: Option<PathBuf>,
 }
 
+/// Makes the packaged font (fetched on first use) the one figures are drawn with.
+pub fn register_font(cache: &Path) -> Result<()> {
+    let font_dir = assets::ensure(cache, "dejavu-fonts").context("fetching the report font")?;
+    let ttf = std::fs::read(font_dir.join("DejaVuSans.ttf")).context("reading the report font")?;
+    Ok(fedsoft_report::register_font(ttf)?)
+}
+
 /// Draws the report for `runs` into `out`; returns the Markdown file.
 pub fn write_report(runs: &[PathBuf], out: &Path, cache: &Path) -> Result<PathBuf> {
     // Bad run directories are reported before anything is fetched.
     fedsoft_report::load_runs(runs)?;
-    let font_dir = assets::ensure(cache, "dejavu-fonts").context("fetching the report font")?;
-    let ttf = std::fs::read(font_dir.join("DejaVuSans.ttf")).context("reading the report font")?;
-    fedsoft_report::register_font(ttf)?;
+    register_font(cache)?;
     let files = fedsoft_report::report(runs, out)?;
     Ok(files.markdown)
 }

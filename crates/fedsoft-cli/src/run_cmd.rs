@@ -81,7 +81,7 @@ pub fn on_round_line(r: &RoundRecord) {
     );
 }
 
-fn execute(cfg: &ExperimentConfig, out: &Path, resume: bool, cache: &Path, label: &str) -> Result<Summary> {
+pub(crate) fn execute(cfg: &ExperimentConfig, out: &Path, resume: bool, cache: &Path, label: &str) -> Result<Summary> {
     let opts = RunOptions { out_dir: out.to_path_buf(), resume, cache: cache.to_path_buf(), stop_after: None };
     if cfg.tsfa.pilot.is_some() {
         eprintln!("{label}: pilot run for the singular-value profile in {}", out.join("pilot").display());

@@ -24,7 +24,13 @@ pub fn all() -> [DrawFn; 8] {
 fn per_run(runs: &[Run], f: impl Fn(&Run) -> Vec<(f64, f64)>) -> Vec<Series> {
     runs.iter()
         .enumerate()
-        .map(|(i, r)| Series { label: r.label.clone(), points: f(r), colour: colour(i), faint: false })
+        .map(|(i, r)| Series {
+            label: r.label.clone(),
+            points: f(r),
+            colour: colour(i),
+            faint: false,
+            band: Vec::new(),
+        })
         .filter(|s| !s.points.is_empty())
         .collect()
 }
@@ -123,12 +129,19 @@ fn delay(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
     let mut series = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         let c = colour(i);
-        series.push(Series { label: String::new(), points: r.series(|x| Some(x.delay_s)), colour: c, faint: true });
+        series.push(Series {
+            label: String::new(),
+            points: r.series(|x| Some(x.delay_s)),
+            colour: c,
+            faint: true,
+            band: Vec::new(),
+        });
         series.push(Series {
             label: format!("{} (running mean)", r.label),
             points: r.series(|x| Some(x.avg_delay_s)),
             colour: c,
             faint: false,
+            band: Vec::new(),
         });
     }
     let mut budgets: Vec<f64> = runs.iter().map(|r| r.summary.latency_budget_s).filter(|t| t.is_finite()).collect();

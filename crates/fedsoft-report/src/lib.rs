@@ -4,6 +4,7 @@
 //! `adapter/`), so it works on finished, interrupted and networked runs alike, and needs neither the model
 //! nor the data. Every figure is written twice: PNG for slides and SVG for papers.
 
+pub mod claims;
 mod figures;
 mod gram;
 mod markdown;

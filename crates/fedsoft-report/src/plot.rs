@@ -30,6 +30,8 @@ pub struct Series {
     pub colour: RGBColor,
     /// Thin, unlabelled companion of another series (e.g. per-round delay beside its running mean).
     pub faint: bool,
+    /// `(x, low, high)`: a shaded band behind the line (e.g. one standard deviation over seeds); empty for none.
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 /// A horizontal reference line (e.g. the latency budget τ̄).
@@ -75,7 +77,11 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let xs = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    let ys = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(c.references.iter().map(|r| r.y));
+    let ys = c
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().flat_map(|b| [b.1, b.2])))
+        .chain(c.references.iter().map(|r| r.y));
     let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     let (x0, x1) = padded(x0, x1);
     let (y0, y1) = if c.unit_interval { (0.0, 1.0) } else { padded(y0, y1) };
@@ -98,6 +104,13 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()
         .map_err(|e| e.to_string())?;
+    for s in c.series.iter().filter(|s| s.band.len() > 1) {
+        let outline: Vec<(f64, f64)> =
+            s.band.iter().map(|b| (b.0, b.2)).chain(s.band.iter().rev().map(|b| (b.0, b.1))).collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(outline, s.colour.mix(0.18).filled())))
+            .map_err(|e| e.to_string())?;
+    }
     for s in &c.series {
         let line = if s.faint { s.colour.mix(0.45).stroke_width(1) } else { s.colour.stroke_width(2) };
         let drawn = chart.draw_series(LineSeries::new(s.points.iter().copied(), line)).map_err(|e| e.to_string())?;
@@ -201,14 +214,7 @@ fn render(
     draw_svg: impl FnOnce(DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult,
 ) -> Result<(), ReportError> {
     let png = out.join(format!("{stem}.png"));
-    let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
-    draw_png(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area())
-        .map_err(|e| ReportError::output(&png, e))?;
-    let mut encoded = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut encoded)
-        .write_image(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
-        .map_err(|e| ReportError::output(&png, e))?;
-    write_atomic(&png, &encoded)?;
+    write_png(&png, size, draw_png)?;
     files.push(png);
 
     let svg = out.join(format!("{stem}.svg"));
@@ -223,6 +229,28 @@ use image::ImageEncoder as _;
 
 pub fn line_chart(out: &Path, stem: &str, chart: &LineChart, files: &mut Vec<PathBuf>) -> Result<(), ReportError> {
     render(out, stem, SIZE, files, |a| draw_lines(a, chart), |a| draw_lines(a, chart))
+}
+
+/// The chart as `<out>/<stem>.png` only (pages committed to a repository keep their images small).
+pub fn line_chart_png(out: &Path, stem: &str, chart: &LineChart) -> Result<PathBuf, ReportError> {
+    std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
+    let png = out.join(format!("{stem}.png"));
+    write_png(&png, SIZE, |a| draw_lines(a, chart))?;
+    Ok(png)
+}
+
+fn write_png(
+    png: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult,
+) -> Result<(), ReportError> {
+    let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
+    draw(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area()).map_err(|e| ReportError::output(png, e))?;
+    let mut encoded = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut encoded)
+        .write_image(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
+        .map_err(|e| ReportError::output(png, e))?;
+    write_atomic(png, &encoded)
 }
 
 pub fn heatmaps(
