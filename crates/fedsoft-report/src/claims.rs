@@ -111,7 +111,8 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 /// The verdict on paired per-seed values of the two variants.
 pub fn judge(relation: Relation, a: &[f64], b: &[f64]) -> Verdict {
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    let (pass, fail): (fn(f64, f64) -> bool, fn(f64, f64) -> bool) = match relation {
+    type Test = fn(f64, f64) -> bool;
+    let (pass, fail): (Test, Test) = match relation {
         Relation::Greater => (|d, _| d > 0.0, |d, _| d < 0.0),
         Relation::Less => (|d, _| d < 0.0, |d, _| d > 0.0),
         Relation::NotWorse { .. } => (|d, m| d >= -m, |d, m| d < -m),
