@@ -38,6 +38,21 @@ impl Arch {
     }
 }
 
+impl Arch {
+    /// The model's id on the Hugging Face hub: what `AutoModel.from_pretrained` takes to load the base an
+    /// exported adapter belongs to.
+    pub fn hub_id(self) -> Option<&'static str> {
+        match self {
+            Arch::VitB16 => Some("google/vit-base-patch16-224-in21k"),
+            Arch::Dinov2S14 => Some("facebook/dinov2-small"),
+            Arch::MinilmL6 => Some("sentence-transformers/all-MiniLM-L6-v2"),
+            Arch::BertBase => Some("bert-base-uncased"),
+            Arch::DistilbertBase => Some("distilbert-base-uncased"),
+            Arch::Custom => None,
+        }
+    }
+}
+
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();

@@ -77,6 +77,27 @@ pub struct ExperimentConfig {
     /// Server-side norm bounds on uploads (off unless a bound is given).
     #[serde(default)]
     pub robust: RobustConfig,
+    /// How the final adapter is exported for PEFT.
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+/// `[export]`: the PEFT adapter written when a run finishes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Major version of transformers whose module names the adapter targets: 5 (current; ViT and DINOv2
+    /// attention is `q_proj`/`k_proj`/`v_proj`/`o_proj`, ViT's stack is `layers.N`) or 4.
+    pub transformers: u8,
+    /// `base_model_name_or_path` in `adapter_config.json`; the architecture's model id when absent
+    /// (`model.path` for a custom architecture).
+    pub base_model: Option<String>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig { transformers: 5, base_model: None }
+    }
 }
 
 /// `[robust]`: how far one upload may move each LoRA module and the head in a round
@@ -653,6 +674,12 @@ impl ExperimentConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.export.transformers, 4 | 5) {
+            return Err(ConfigError::invalid(
+                "export.transformers",
+                format!("must be 4 or 5 (the transformers major version), got {}", self.export.transformers),
+            ));
+        }
         self.robust.bound().validate().map_err(|e| match e {
             fedsoft_core::CoreError::Invalid { what, detail } => ConfigError::invalid(what, detail),
             other => ConfigError::invalid("robust", other.to_string()),

@@ -161,12 +161,27 @@ impl Experiment {
         })
     }
 
+    /// The PEFT module path of each adapted module, in the plan's order, for `[export] transformers`.
+    pub fn peft_modules(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.plan.shapes.len()];
+        for (&(layer, target), &i) in &self.plan.slots {
+            names[i] = fedsoft_model::load::peft_module_name(
+                self.backbone.spec.family,
+                layer,
+                target,
+                self.cfg.export.transformers,
+            );
+        }
+        names
+    }
+
     fn config_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        // The thread count changes no result, so a run may resume with another.
+        // The thread count and the export's naming change no result, so a run may resume with others.
         let mut cfg = self.cfg.clone();
         cfg.training.threads = None;
+        cfg.export = Default::default();
         cfg.to_toml().hash(&mut h);
         h.finish()
     }
@@ -662,9 +677,15 @@ impl Experiment {
             on_round(&rec);
         }
         if state.next_round == total_rounds {
-            let base = cfg.model.path.as_ref().map_or_else(|| cfg.model.arch.to_string(), |p| p.display().to_string());
+            let base = cfg.export.base_model.clone().unwrap_or_else(|| {
+                cfg.model.arch.hub_id().map(str::to_owned).unwrap_or_else(|| {
+                    cfg.model.path.as_ref().map_or_else(|| cfg.model.arch.to_string(), |p| p.display().to_string())
+                })
+            });
+            let modules = self.peft_modules();
             let info = crate::export::ExportInfo {
                 base_model: &base,
+                modules: &modules,
                 alpha: cfg.lora.alpha,
                 pooling: cfg.training.pooling,
                 classes: &self.task.classes,

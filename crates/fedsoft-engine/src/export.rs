@@ -1,9 +1,10 @@
 //! The global adapter as a PEFT directory, so a Python user can load it onto the same base model with
 //! `PeftModel.from_pretrained(AutoModel.from_pretrained(base), dir)`:
 //! - `adapter_model.safetensors`: `base_model.model.<module>.lora_A.weight` (`[r, in]`) and `.lora_B.weight`
-//!   (`[out, r]`) for every adapted module, under the base model's own module paths;
-//! - `adapter_config.json`: `peft_type = "LORA"`, `r`, `lora_alpha`, the exact module paths as
-//!   `target_modules`, `init_lora_weights = "gaussian"`;
+//!   (`[out, r]`) for every adapted module, under the module paths of the transformers major version the
+//!   export targets (`[export] transformers`, 5 by default: ViT and DINOv2 renamed their attention modules);
+//! - `adapter_config.json`: `peft_type = "LORA"`, the base model's hub id, `r`, `lora_alpha`, the exact module
+//!   paths as `target_modules` (in the order of the run's modules), `init_lora_weights = "gaussian"`;
 //! - `head.safetensors` (`weight: [classes, hidden]`, `bias`) and `head.json` (pooling, class names): the
 //!   classification head, which PEFT does not know about.
 
@@ -28,6 +29,8 @@ fn key(module: &str, factor: &str) -> String {
 /// Everything the export needs.
 pub struct ExportInfo<'a> {
     pub base_model: &'a str,
+    /// The PEFT module path of each of the state's modules, in order.
+    pub modules: &'a [String],
     pub alpha: f64,
     pub pooling: Pooling,
     pub classes: &'a [String],
@@ -36,10 +39,13 @@ pub struct ExportInfo<'a> {
 /// Writes the PEFT directory `dir`.
 pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo<'_>) -> Result<(), ConfigError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    if info.modules.len() != state.shapes.len() {
+        return Err(err(dir, format!("{} module names for {} modules", info.modules.len(), state.shapes.len())));
+    }
     let mut owned = Vec::new();
-    for (s, f) in state.shapes.iter().zip(&state.modules) {
-        owned.push((key(&s.name, "A"), vec![s.r, s.k], bytes(&f.a)));
-        owned.push((key(&s.name, "B"), vec![s.d, s.r], bytes(&f.b)));
+    for ((s, f), name) in state.shapes.iter().zip(&state.modules).zip(info.modules) {
+        owned.push((key(name, "A"), vec![s.r, s.k], bytes(&f.a)));
+        owned.push((key(name, "B"), vec![s.d, s.r], bytes(&f.b)));
     }
     let write = |name: &str, owned: &[(String, Vec<usize>, Vec<u8>)]| -> Result<(), ConfigError> {
         let views: Vec<(String, TensorView)> = owned
@@ -60,7 +66,7 @@ pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo
         "bias": "none",
         "fan_in_fan_out": false,
         "init_lora_weights": "gaussian",
-        "target_modules": state.shapes.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "target_modules": info.modules,
         "task_type": null,
     });
     write_atomic(&dir.join("adapter_config.json"), serde_json::to_string_pretty(&config).expect("json").as_bytes())?;
@@ -82,9 +88,22 @@ pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo
     write_atomic(&dir.join("head.json"), serde_json::to_string_pretty(&meta).expect("json").as_bytes())
 }
 
-/// Reads a PEFT directory written by [`export_peft`] back for the modules `shapes`.
+/// Reads a PEFT directory written by [`export_peft`] back for the modules `shapes`; the module paths come
+/// from its `target_modules`, in order, whichever transformers version they were written for.
 pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Head), ConfigError> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(&dir.join(name), e));
+    let config: serde_json::Value =
+        serde_json::from_slice(&read("adapter_config.json")?).map_err(|e| err(&dir.join("adapter_config.json"), e))?;
+    let names: Vec<String> = config["target_modules"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    if names.len() != shapes.len() {
+        return Err(err(
+            &dir.join("adapter_config.json"),
+            format!("target_modules names {} modules, the run has {}", names.len(), shapes.len()),
+        ));
+    }
     let adapter = read("adapter_model.safetensors")?;
     let st = SafeTensors::deserialize(&adapter).map_err(|e| err(dir, e))?;
     let get = |st: &SafeTensors, name: &str, shape: &[usize]| -> Result<Vec<f32>, ConfigError> {
@@ -96,11 +115,9 @@ pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Hea
     };
     let modules = shapes
         .iter()
-        .map(|s| {
-            Ok(ModuleFactors {
-                b: get(&st, &key(&s.name, "B"), &[s.d, s.r])?,
-                a: get(&st, &key(&s.name, "A"), &[s.r, s.k])?,
-            })
+        .zip(&names)
+        .map(|(s, name)| {
+            Ok(ModuleFactors { b: get(&st, &key(name, "B"), &[s.d, s.r])?, a: get(&st, &key(name, "A"), &[s.r, s.k])? })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
     let state = LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| err(dir, e))?;

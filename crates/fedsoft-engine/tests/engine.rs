@@ -255,11 +255,22 @@ fn the_exported_adapter_reloads_with_the_same_accuracy() {
     let (state, head) = fedsoft_engine::export::import_peft(&out.join("adapter"), &exp.plan.shapes).unwrap();
     let (acc, _) = exp.evaluate(&state, &head).unwrap();
     assert_eq!(Some(acc), recs.last().unwrap().test_accuracy);
-    let config: serde_json::Value =
+    let adapter: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
-    assert_eq!(config["peft_type"], "LORA");
-    assert_eq!(config["r"], 2);
-    assert_eq!(config["target_modules"][0], "encoder.layer.0.attention.self.query");
+    assert_eq!(adapter["peft_type"], "LORA");
+    assert_eq!(adapter["r"], 2);
+    assert_eq!(adapter["target_modules"][0], "encoder.layer.0.attention.self.query");
+    // A custom architecture has no hub id: the base is the checkpoint it was trained on.
+    assert_eq!(adapter["base_model_name_or_path"], model.display().to_string());
+    // The base id can be overridden, and only transformers 4 and 5 are known.
+    let named = config(&model, &data, &["controller.kind=\"fixed\"", "export.base_model=\"my/base\""]);
+    let out = tmp.path().join("named");
+    run(&named, &out, false, None);
+    let adapter: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(adapter["base_model_name_or_path"], "my/base");
+    let e = ExperimentConfig::from_toml(&cfg.to_toml(), "t", &["export.transformers=3".into()]).unwrap_err();
+    assert!(e.to_string().contains("export.transformers"), "{e}");
 }
 
 #[test]

@@ -14,8 +14,27 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// The HF module path of `(layer, target)` in a family: the names PEFT uses, so exported adapters load
-/// onto the same base model.
+/// The module path of `(layer, target)` inside a transformers model of major version `major`, as PEFT
+/// matches `target_modules`. Checkpoints keep the version-4 names on disk in both versions (transformers 5
+/// renames at load), but the modules themselves were renamed in version 5 for ViT and DINOv2.
+pub fn peft_module_name(family: Family, layer: usize, target: Target, major: u8) -> String {
+    if major < 5 || matches!(family, Family::Bert | Family::DistilBert) {
+        return module_name(family, layer, target);
+    }
+    let leaf = match target {
+        Target::Query => "attention.q_proj",
+        Target::Key => "attention.k_proj",
+        Target::Value => "attention.v_proj",
+        Target::Output => "attention.o_proj",
+        Target::MlpIn => "mlp.fc1",
+        Target::MlpOut => "mlp.fc2",
+    };
+    let stack = if family == Family::Vit { "layers" } else { "encoder.layer" };
+    format!("{stack}.{layer}.{leaf}")
+}
+
+/// The HF module path of `(layer, target)` in a family, as the checkpoint names its weights (and as
+/// transformers 4 names the module).
 pub fn module_name(family: Family, layer: usize, target: Target) -> String {
     let leaf = match (family, target) {
         (Family::Bert, Target::Query) => "attention.self.query",
@@ -275,4 +294,53 @@ pub fn random_checkpoint(spec: &EncoderSpec, seed: u64) -> TensorMap {
         }
     }
     TensorMap { tensors, origin: "random checkpoint".into() }
+}
+
+#[cfg(test)]
+mod peft_name_tests {
+    use super::*;
+
+    /// The module paths of transformers 5.24 (printed from its ViTModel, Dinov2Model, BertModel and
+    /// DistilBertModel) and of transformers 4.
+    #[test]
+    fn module_paths_follow_the_targeted_transformers_version() {
+        let cases = [
+            (
+                Family::Dinov2,
+                3,
+                Target::Query,
+                "encoder.layer.3.attention.q_proj",
+                "encoder.layer.3.attention.attention.query",
+            ),
+            (
+                Family::Dinov2,
+                0,
+                Target::Output,
+                "encoder.layer.0.attention.o_proj",
+                "encoder.layer.0.attention.output.dense",
+            ),
+            (Family::Dinov2, 9, Target::MlpIn, "encoder.layer.9.mlp.fc1", "encoder.layer.9.mlp.fc1"),
+            (Family::Vit, 6, Target::Value, "layers.6.attention.v_proj", "encoder.layer.6.attention.attention.value"),
+            (Family::Vit, 1, Target::MlpOut, "layers.1.mlp.fc2", "encoder.layer.1.output.dense"),
+            (
+                Family::Bert,
+                2,
+                Target::Query,
+                "encoder.layer.2.attention.self.query",
+                "encoder.layer.2.attention.self.query",
+            ),
+            (
+                Family::DistilBert,
+                5,
+                Target::Value,
+                "transformer.layer.5.attention.v_lin",
+                "transformer.layer.5.attention.v_lin",
+            ),
+        ];
+        for (family, layer, target, v5, v4) in cases {
+            assert_eq!(peft_module_name(family, layer, target, 5), v5);
+            assert_eq!(peft_module_name(family, layer, target, 4), v4);
+            assert_eq!(module_name(family, layer, target), v4, "checkpoints keep the version-4 names");
+        }
+    }
 }
