@@ -49,6 +49,27 @@ fn accumulate_sparse(acc: &mut [Vec<f64>], like: &LoraState, u: &SparseUpdate, w
     Ok(())
 }
 
+/// `x <- x + sum_i p_i (x_i - x)` for a dense parameter every client holds in full (the classification head):
+/// FedAvg of the clients' values, accumulated in f64 like the LoRA factors.
+pub fn move_toward_average(global: &mut [f32], locals: &[&[f32]], p: &[f64]) -> Result<(), CoreError> {
+    if locals.len() != p.len() {
+        return Err(CoreError::shape("aggregation weights", locals.len(), p.len()));
+    }
+    if let Some(bad) = locals.iter().find(|l| l.len() != global.len()) {
+        return Err(CoreError::shape("a client's dense parameter", global.len(), bad.len()));
+    }
+    let mut delta = vec![0.0f64; global.len()];
+    for (local, &pi) in locals.iter().zip(p) {
+        for (acc, (x, g)) in delta.iter_mut().zip(local.iter().zip(global.iter())) {
+            *acc += pi * (*x - *g) as f64;
+        }
+    }
+    for (g, d) in global.iter_mut().zip(delta) {
+        *g = (*g as f64 + d) as f32;
+    }
+    Ok(())
+}
+
 /// Delta mode: `X <- X + sum_i p_i dX_i` for both factors; entries a client did not send count as zero.
 pub fn apply_deltas(global: &mut LoraState, uploads: &[&SparseUpdate], w: &[f64]) -> Result<(), CoreError> {
     check_weights(uploads.len(), w)?;

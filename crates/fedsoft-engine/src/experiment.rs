@@ -1,0 +1,163 @@
+//! A prepared experiment: the validated config, the frozen backbone and adapter plan, the partitioned data
+//! and the TSFA planner, built once and shared by every round (SPEC §9).
+//!
+//! One frozen backbone is shared by every client; a client's persistent state is only its error-feedback
+//! memory (and, on request, its optimiser moments). Every random draw is keyed by `(seed, round, client)`,
+//! so methods compared under one seed see the same clients, batches and channels, and a resumed run
+//! continues exactly where it stopped. The client step is in [`crate::client`], the server's check of an
+//! upload in [`crate::validate`], the round driver in [`crate::round`].
+
+use crate::checkpoint::{Meta, RunState};
+use crate::config::{ConfigError, ControllerKind, ExperimentConfig};
+use crate::data::{TaskData, load_task};
+use crate::loading::{load_backbone, model_err};
+use crate::plan::Planner;
+use crate::workers::Workers;
+use burn::tensor::Device;
+use fedsoft_core::lora::LoraState;
+use fedsoft_core::sparsify::{Sparsifier, build};
+use fedsoft_model::adapters::{AdapterPlan, Adapters, Head};
+use fedsoft_model::backbone::Backbone;
+use fedsoft_model::device::parse_device;
+use fedsoft_model::load::adapter_plan;
+use fedsoft_model::train::{TrainSettings, accuracy_and_loss, score_batch};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where a run writes and reads.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    pub resume: bool,
+    /// The asset cache.
+    pub cache: PathBuf,
+    /// Stop after this round (exclusive), leaving a checkpoint: for tests of interruption.
+    pub stop_after: Option<u64>,
+}
+
+/// A prepared experiment: model, data, plan and uplink, ready to run rounds.
+pub struct Experiment {
+    pub cfg: ExperimentConfig,
+    pub device: Device,
+    pub backbone: Backbone,
+    pub plan: AdapterPlan,
+    pub task: TaskData,
+    pub planner: Planner,
+    pub rank: usize,
+    pub(crate) sparsifier: Box<dyn Sparsifier>,
+}
+
+impl Experiment {
+    /// Validates the config and prepares everything a run needs.
+    pub fn prepare(cfg: &ExperimentConfig, cache: &Path) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        cfg.validate_run()?;
+        let device = parse_device(&cfg.training.device).map_err(model_err)?;
+        let planner = Planner::new(cfg)?;
+        let rank = match cfg.controller.kind {
+            ControllerKind::Tsfa => planner.offline.best_rank,
+            ControllerKind::Osfa | ControllerKind::Fixed => cfg.lora.rank,
+        };
+        let (backbone, tokenizer) = load_backbone(cfg, cache, &device)?;
+        let plan = adapter_plan(&backbone.spec, rank, cfg.lora.alpha, &cfg.lora.targets, cfg.lora.layers.as_deref())
+            .map_err(model_err)?;
+        let task = load_task(cfg, cache, tokenizer.as_deref())?;
+        let sparsifier = build(cfg.method.name, cfg.method.options);
+        Ok(Experiment { cfg: cfg.clone(), device, backbone, plan, task, planner, rank, sparsifier })
+    }
+
+    /// [`Experiment::prepare`] for a run writing to `opts.out_dir`: when `[tsfa.pilot]` is set (and the
+    /// controller is TSFA), the pilot runs first in `<out>/pilot` and its measured `σ_r` profile replaces
+    /// `tsfa.bound.sigma`, so the resolved `config.toml` records the profile the rank was chosen with.
+    pub fn prepare_run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        cfg.validate_run()?;
+        let mut cfg = cfg.clone();
+        if cfg.controller.kind == ControllerKind::Tsfa && cfg.tsfa.pilot.is_some() {
+            let sigma = crate::pilot::measure_sigma(&cfg, &opts.cache, &opts.out_dir.join("pilot"))?;
+            cfg.tsfa.bound.sigma = fedsoft_wireless::tsfa::SigmaProfile::Measured { singular_values: sigma };
+        }
+        Self::prepare(&cfg, &opts.cache)
+    }
+
+    pub(crate) fn fresh_state(&self) -> Result<RunState, ConfigError> {
+        let global = LoraState::init_gaussian(&self.plan.shapes, self.cfg.seed)
+            .map_err(|e| ConfigError::invalid("lora", e.to_string()))?;
+        let head = Head::init(self.backbone.spec.hidden, self.task.classes.len(), self.cfg.seed);
+        Ok(RunState {
+            next_round: 0,
+            global,
+            head,
+            memories: BTreeMap::new(),
+            meta: Meta { rank: self.rank, config_hash: self.config_hash(), ..Default::default() },
+        })
+    }
+
+    /// The PEFT module path of each adapted module, in the plan's order, for `[export] transformers`.
+    pub fn peft_modules(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.plan.shapes.len()];
+        for (&(layer, target), &i) in &self.plan.slots {
+            names[i] = fedsoft_model::load::peft_module_name(
+                self.backbone.spec.family,
+                layer,
+                target,
+                self.cfg.export.transformers,
+            );
+        }
+        names
+    }
+
+    pub(crate) fn config_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // The thread count and the export's naming change no result, so a run may resume with others.
+        let mut cfg = self.cfg.clone();
+        cfg.training.threads = None;
+        cfg.export = Default::default();
+        cfg.to_toml().hash(&mut h);
+        h.finish()
+    }
+
+    pub(crate) fn settings(&self) -> TrainSettings {
+        let t = &self.cfg.training;
+        TrainSettings {
+            lr: t.lr,
+            weight_decay: t.weight_decay,
+            epsilon: t.epsilon,
+            orthogonality: self.cfg.orthogonality(),
+            pooling: t.pooling,
+        }
+    }
+
+    /// The cores this experiment's clients and evaluation run on (`training.threads`).
+    pub fn workers(&self) -> Workers {
+        let on_cpu = self.cfg.training.device.trim() == "cpu";
+        Workers::new(self.cfg.training.threads.or(if on_cpu { None } else { Some(1) }))
+    }
+
+    /// Accuracy and loss of the given global model on the test set. Batches are scored side by side on
+    /// [`Experiment::workers`] and tallied in batch order, so the result does not depend on the threads.
+    pub fn evaluate(&self, global: &LoraState, head: &Head) -> Result<(f64, f64), ConfigError> {
+        use burn::module::Module;
+        let n = self.task.test_labels.len();
+        let bs = self.cfg.training.eval_batch.max(1);
+        let starts: Vec<usize> = (0..n).step_by(bs).collect();
+        // One set of inference adapters (no autodiff) shared by every batch.
+        let frozen = Adapters::from_state(global, head, &self.device).map_err(model_err)?.valid();
+        let scores = self.workers().map(starts.len(), |j| {
+            let (s, e) = (starts[j], (starts[j] + bs).min(n));
+            let idx: Vec<usize> = (s..e).collect();
+            let batch = self.task.test.batch(&idx, &self.device, None);
+            score_batch(
+                &self.backbone,
+                &frozen,
+                &self.plan,
+                &batch,
+                &self.task.test_labels[s..e],
+                self.cfg.training.pooling,
+            )
+        });
+        let scores = scores.into_iter().collect::<Result<Vec<_>, _>>().map_err(model_err)?;
+        accuracy_and_loss(&scores).map_err(model_err)
+    }
+}

@@ -1,0 +1,119 @@
+//! Where a round's clients do their local work: the [`ClientPool`] seam between the round driver and the
+//! clients (in this process, or remote through `fedsoft-net`), and what crosses it.
+
+use crate::checkpoint::ClientMemory;
+use crate::config::{ConfigError, Execution};
+use crate::experiment::Experiment;
+use fedsoft_core::budget::DropRatio;
+use fedsoft_core::ledger::UploadCost;
+use fedsoft_core::lora::LoraState;
+use fedsoft_core::sparsify::SparseUpdate;
+use fedsoft_model::adapters::Head;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// This round's broadcast: what every scheduled client starts from.
+pub struct RoundTask<'a> {
+    pub round: u64,
+    pub global: &'a LoraState,
+    pub head: &'a Head,
+    pub rho: DropRatio,
+}
+
+/// What a scheduled client sends back for one round.
+pub struct ClientUpload {
+    pub client: usize,
+    /// The sparse update in the wire format (`fedsoft_core::encoding`).
+    pub bytes: Vec<u8>,
+    /// The locally trained head (dense; it is small).
+    pub head: Head,
+    pub train_loss: f64,
+    /// The dense local factors, known only in process (for the covariance metric).
+    pub local: Option<LoraState>,
+    /// Seconds of local training and of sparsification + encoding, as the client measured them.
+    pub train_s: f64,
+    pub sparsify_s: f64,
+    /// Real seconds from handing the task out to receiving the upload (networked clients).
+    pub transfer_s: Option<f64>,
+    /// The decoded update, where the pool has already run [`Experiment::accept`] on this upload (a server
+    /// must answer its client before the round closes); the round then does not decode it again.
+    pub accepted: Option<SparseUpdate>,
+}
+
+/// Where the scheduled clients of a round do their local work.
+pub trait ClientPool {
+    /// Every client of `clients`, in order: its upload, or why it has none (crashed, timed out,
+    /// disconnected). A client without an upload is dropped from the round; an `Err` of the whole call
+    /// stops the run.
+    fn run_round(
+        &mut self,
+        exp: &Experiment,
+        task: &RoundTask<'_>,
+        clients: &[usize],
+    ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError>;
+    /// The client memories this pool keeps, for checkpoints (empty when clients keep their own).
+    fn memories(&self) -> BTreeMap<usize, ClientMemory>;
+    /// Hands the pool the memories of a resumed checkpoint.
+    fn restore(&mut self, memories: BTreeMap<usize, ClientMemory>);
+}
+
+/// Every client in this process, their memories kept here (and in checkpoints): side by side on
+/// [`Experiment::workers`] (each client's work depends only on its own inputs and the uploads come back in
+/// schedule order, so the round is the same whatever the thread count), or batched through one backbone pass
+/// (`training.execution = "batched"`, [`Experiment::batched_updates`]).
+#[derive(Default)]
+pub struct LocalClients {
+    memories: BTreeMap<usize, ClientMemory>,
+}
+
+impl ClientPool for LocalClients {
+    fn run_round(
+        &mut self,
+        exp: &Experiment,
+        task: &RoundTask<'_>,
+        clients: &[usize],
+    ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError> {
+        let previous: Vec<ClientMemory> = clients.iter().map(|c| self.memories.remove(c).unwrap_or_default()).collect();
+        let done = match exp.cfg.training.execution {
+            Execution::PerClient => {
+                let previous: Vec<Mutex<Option<ClientMemory>>> =
+                    previous.into_iter().map(|m| Mutex::new(Some(m))).collect();
+                exp.workers().map(clients.len(), |i| {
+                    let memory = previous[i].lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+                    exp.client_update(clients[i], task, memory)
+                })
+            }
+            Execution::Batched => exp.batched_updates(clients, task, previous)?.into_iter().map(Ok).collect(),
+        };
+        let mut out = Vec::with_capacity(clients.len());
+        for (&client, result) in clients.iter().zip(done) {
+            let (upload, memory) = result?;
+            if !memory.is_empty() {
+                self.memories.insert(client, memory);
+            }
+            out.push(Ok(upload));
+        }
+        Ok(out)
+    }
+    fn memories(&self) -> BTreeMap<usize, ClientMemory> {
+        self.memories.clone()
+    }
+    fn restore(&mut self, memories: BTreeMap<usize, ClientMemory>) {
+        self.memories = memories;
+    }
+}
+
+/// An upload the server accepted this round.
+pub(crate) struct Arrival {
+    /// Position in the round's schedule.
+    pub slot: usize,
+    pub samples: usize,
+    pub cost: UploadCost,
+    pub upload: ClientUpload,
+    pub update: SparseUpdate,
+}
+
+/// A sparsifier or feedback step refused its input: reported against the `[method]` section.
+pub(crate) fn method_err(e: fedsoft_core::CoreError) -> ConfigError {
+    ConfigError::invalid("method", e.to_string())
+}

@@ -1,0 +1,38 @@
+//! The run's JSONL logs: opened for appending, and cut back to what the checkpoint covers on resume.
+
+use crate::checkpoint;
+use crate::config::ConfigError;
+use std::path::Path;
+
+/// Whether a JSONL file holds at least one record.
+pub(crate) fn has_rounds(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| !l.trim().is_empty()))
+}
+
+pub(crate) fn append(path: &Path) -> Result<std::fs::File, ConfigError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ConfigError::invalid("output", format!("{}: {e}", path.display())))
+}
+
+/// Keeps only the lines of rounds before `next_round` (what the checkpoint covers).
+pub(crate) fn truncate_jsonl(path: &Path, next_round: u64) -> Result<(), ConfigError> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid("output", format!("{}: {e}", path.display())))?;
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("round").and_then(serde_json::Value::as_u64))
+                .is_some_and(|r| r < next_round)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(path, kept.as_bytes())
+}
