@@ -118,8 +118,10 @@ pub fn judge(relation: Relation, a: &[f64], b: &[f64]) -> Verdict {
         Relation::NotWorse { .. } => (|d, m| d >= -m, |d, m| d < -m),
         Relation::Similar { .. } => (|d, m| d.abs() <= m, |d, m| d.abs() > m),
     };
+    // Margins are inclusive; the 1e-9 keeps float noise in a difference of two accuracies (multiples of
+    // 1 / test size) from deciding a verdict.
     let margin = match relation {
-        Relation::NotWorse { margin } | Relation::Similar { margin } => margin,
+        Relation::NotWorse { margin } | Relation::Similar { margin } => margin + 1e-9,
         _ => 0.0,
     };
     if d.is_empty() {
@@ -258,6 +260,8 @@ mod tests {
         assert_eq!(judge(Relation::NotWorse { margin: 0.01 }, &[0.70, 0.71], &[0.80, 0.80]), Verdict::DoesNotHold);
         assert_eq!(judge(Relation::Similar { margin: 0.01 }, &[0.80, 0.795], &[0.805, 0.80]), Verdict::Holds);
         assert_eq!(judge(Relation::Similar { margin: 0.01 }, &[0.90, 0.60], &[0.80, 0.80]), Verdict::DoesNotHold);
+        // 0.798 - 0.788 is 0.010000000000000009 in f64: still within a margin of 0.01.
+        assert_eq!(judge(Relation::Similar { margin: 0.01 }, &[0.798], &[0.788]), Verdict::Holds);
         assert_eq!(judge(Relation::Greater, &[], &[]), Verdict::Inconclusive);
     }
 

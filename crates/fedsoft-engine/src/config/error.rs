@@ -1,0 +1,31 @@
+//! The engine's configuration errors: each names the field (or file) and what was expected.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("override {arg:?}: {message}")]
+    Override { arg: String, message: String },
+    #[error("config field {field}: {detail}")]
+    Invalid { field: String, detail: String },
+}
+
+impl ConfigError {
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        ConfigError::Invalid { field: field.into(), detail: detail.into() }
+    }
+}
+
+impl From<fedsoft_wireless::WirelessError> for ConfigError {
+    fn from(e: fedsoft_wireless::WirelessError) -> Self {
+        match e {
+            fedsoft_wireless::WirelessError::Invalid { field, detail } => ConfigError::Invalid { field, detail },
+            other => ConfigError::invalid("wireless", other.to_string()),
+        }
+    }
+}
