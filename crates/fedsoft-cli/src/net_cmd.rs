@@ -95,9 +95,9 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     };
     let summary = serve(&cfg, &opts, on_round_line)?;
     println!(
-        "{} rounds, final accuracy {:.4}, avg delay {:.3} s; results in {}",
+        "{} rounds, final accuracy {}, avg delay {:.3} s; results in {}",
         summary.rounds,
-        summary.final_test_accuracy,
+        summary.final_test_accuracy.map_or("not evaluated".into(), |a| format!("{a:.4}")),
         summary.avg_delay_s,
         out.display()
     );

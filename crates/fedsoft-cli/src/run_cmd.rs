@@ -110,14 +110,14 @@ fn print_table(rows: &[Summary]) {
     );
     for s in rows {
         println!(
-            "{:<10} {:<6} {:>4} {:>7} {:>9.4} {:>12.3} {:>8.3} {:>14.2} {:>14.2} {:>9.1}",
+            "{:<10} {:<6} {:>4} {:>7} {:>9} {:>12.3} {:>8} {:>14.2} {:>14.2} {:>9.1}",
             s.method,
             s.controller,
             s.rank,
             s.rounds,
-            s.final_test_accuracy,
+            s.final_test_accuracy.map_or("-".into(), |a| format!("{a:.4}")),
             s.avg_delay_s,
-            s.avg_rho,
+            s.avg_rho.map_or("-".into(), |r| format!("{r:.3}")),
             s.uplink_bits_paper as f64 / 1e6,
             s.uplink_bits_encoded as f64 / 1e6,
             s.wall_s

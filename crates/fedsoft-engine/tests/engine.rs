@@ -493,7 +493,7 @@ fn norm_bounds_keep_a_poisoning_client_out() {
 
     let (r, out) = poisoned(&["robust.median_factor=5"], "reject");
     let summary = r.unwrap();
-    assert!(summary.final_test_loss.is_finite() && summary.completed);
+    assert!(summary.final_test_loss.is_some_and(f64::is_finite) && summary.completed);
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("clients.jsonl"))
         .unwrap()
         .lines()
@@ -504,7 +504,7 @@ fn norm_bounds_keep_a_poisoning_client_out() {
     assert!(read_metrics(&out).iter().all(|r| r.dropped == 1));
 
     let (r, out) = poisoned(&["robust.median_factor=5", "robust.action=\"clip\""], "clip");
-    assert!(r.unwrap().final_test_loss.is_finite());
+    assert!(r.unwrap().final_test_loss.is_some_and(f64::is_finite));
     assert!(read_metrics(&out).iter().all(|r| r.dropped == 0));
 
     let honest = run(&config(&model, &data, &[]), &tmp.path().join("honest"), false, None);
@@ -562,4 +562,31 @@ fn edited_or_damaged_checkpoints_are_refused() {
     let opts =
         RunOptions { out_dir: out.clone(), resume: true, cache: PathBuf::from("/nonexistent-cache"), stop_after: None };
     assert!(exp.run(&opts, |_| {}).unwrap().completed);
+}
+
+/// One schema: what the engine hands its caller is what lands in the files and what the report reads back,
+/// field for field (a run that never evaluated included: its accuracy is `None`, not NaN).
+#[test]
+fn records_round_trip_from_engine_to_files_to_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    for (name, eval_every) in [("evaluated", "1"), ("never", "100")] {
+        let cfg = config(&model, &data, &[&format!("rounds.eval_every={eval_every}"), "rounds.total=3"]);
+        let out = tmp.path().join(name);
+        let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+        let opts = RunOptions {
+            out_dir: out.clone(),
+            resume: false,
+            cache: PathBuf::from("/nonexistent-cache"),
+            stop_after: Some(2),
+        };
+        let mut seen = Vec::new();
+        let summary = exp.run(&opts, |r| seen.push(r.clone())).unwrap();
+        let runs = fedsoft_report::load_runs(std::slice::from_ref(&out)).unwrap();
+        assert_eq!(runs[0].rounds, seen);
+        assert_eq!(runs[0].summary, summary);
+        // Stopped after round 2 of 3: evaluated every round, or never (the last round would have).
+        assert_eq!(summary.final_test_accuracy.is_some(), name == "evaluated");
+        assert!(!summary.completed);
+    }
 }

@@ -1,46 +1,10 @@
 //! Reading run directories: the per-round metrics and the summary, with errors that name file and line.
 
 use crate::ReportError;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// The fields of one `metrics.jsonl` line the figures use.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Round {
-    pub round: u64,
-    pub rho: f64,
-    pub delay_s: f64,
-    pub avg_delay_s: f64,
-    pub queue: f64,
-    pub uplink_bits_paper: u64,
-    pub uplink_bits_encoded: u64,
-    /// Absent in runs whose clients never send their dense factors (networked runs).
-    #[serde(default)]
-    pub covariance: Option<f64>,
-    pub train_loss: f64,
-    #[serde(default)]
-    pub test_accuracy: Option<f64>,
-}
-
-/// The fields of `summary.json` the report shows.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Summary {
-    pub name: String,
-    pub method: String,
-    pub controller: String,
-    pub rounds: u64,
-    pub completed: bool,
-    pub rank: usize,
-    pub final_test_accuracy: Option<f64>,
-    pub avg_delay_s: f64,
-    pub latency_budget_s: f64,
-    pub uplink_bits_paper: u64,
-    pub uplink_bits_encoded: u64,
-    pub wall_s: f64,
-    /// The orthogonality weight λ in force (older runs do not record it).
-    #[serde(default)]
-    pub orthogonality: Option<f64>,
-}
+/// A `metrics.jsonl` line and `summary.json`: the engine's own record types.
+pub use fedsoft_records::{RoundRecord as Round, Summary};
 
 /// One run as the report sees it.
 #[derive(Debug, Clone)]

@@ -1,0 +1,158 @@
+//! What a fedsoft run writes, as one schema: a record per round (`metrics.jsonl`), one per scheduled client
+//! per round (`clients.jsonl`) and the run's summary (`summary.json`). The engine writes these types and the
+//! report reads the same ones, so a field cannot drift between writer and reader; a value that can be
+//! absent is an `Option` (written as `null` or left out), never a NaN, and fields added later default when
+//! an older run is read.
+
+use serde::{Deserialize, Serialize};
+
+/// Wall time of one round by phase.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct TimeSplit {
+    pub train_s: f64,
+    pub sparsify_s: f64,
+    pub aggregate_s: f64,
+    pub eval_s: f64,
+    pub other_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u64,
+    pub method: String,
+    pub controller: String,
+    pub rank: usize,
+    pub rho: f64,
+    /// `a_t`: this round's delay for a dense upload.
+    pub dense_delay_s: f64,
+    pub delay_s: f64,
+    pub avg_delay_s: f64,
+    pub queue: f64,
+    pub uplink_bits_paper: u64,
+    pub uplink_bits_encoded: u64,
+    pub kept_entries: u64,
+    pub clients: Vec<usize>,
+    pub dropped: usize,
+    /// `‖Cov‖` of the arrived clients' local models; `null` where they are not known (networked runs).
+    #[serde(default)]
+    pub covariance: Option<f64>,
+    pub train_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub test_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub test_loss: Option<f64>,
+    pub wall_s: f64,
+    pub time: TimeSplit,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub round: u64,
+    pub client: usize,
+    pub samples: usize,
+    /// `|g|^2` this round.
+    pub fading: f64,
+    pub snr_db: f64,
+    pub bandwidth_share: f64,
+    pub kept_entries: u64,
+    pub bits_paper: u64,
+    pub bits_encoded: u64,
+    pub delay_s: f64,
+    pub train_loss: f64,
+    pub dropped: bool,
+    /// Why a dropped client's upload did not count (outage, crash, deadline, validation).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// Real seconds of local training, as the client measured them.
+    #[serde(default)]
+    pub train_wall_s: f64,
+    /// Real seconds from task to upload (networked runs).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub transfer_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub method: String,
+    pub controller: String,
+    pub rounds: u64,
+    pub completed: bool,
+    pub num_classes: usize,
+    pub rank: usize,
+    /// The orthogonality weight λ in force (absent in runs written before it was recorded).
+    #[serde(default)]
+    pub orthogonality: Option<f64>,
+    /// Test accuracy and loss at the last evaluation; `null` when the run never evaluated.
+    pub final_test_accuracy: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    /// Time-average round delay. Under the paper's Lyapunov rule the budget is met as a long-run average
+    /// only (it approaches `latency_budget_s` from above under Rayleigh fading), so a short run ends above it.
+    pub avg_delay_s: f64,
+    pub latency_budget_s: f64,
+    /// The online rule (`lyapunov` or `horizon`); absent for a fixed ratio.
+    #[serde(default)]
+    pub online_rule: Option<String>,
+    /// Mean of the rounds' drop ratios, beside the offline stage's `rho*` on the average channel: fading
+    /// pushes the online ratio above `rho*` (absent in older runs).
+    #[serde(default)]
+    pub avg_rho: Option<f64>,
+    #[serde(default)]
+    pub offline_rho: Option<f64>,
+    pub uplink_bits_paper: u64,
+    pub uplink_bits_encoded: u64,
+    pub uploads: u64,
+    pub wall_s: f64,
+    pub out_dir: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        Summary {
+            name: "t".into(),
+            method: "soft".into(),
+            controller: "tsfa".into(),
+            rounds: 2,
+            completed: true,
+            num_classes: 10,
+            rank: 8,
+            orthogonality: Some(0.01),
+            final_test_accuracy: None,
+            final_test_loss: Some(1.5),
+            avg_delay_s: 1.2,
+            latency_budget_s: 1.1,
+            online_rule: Some("lyapunov".into()),
+            avg_rho: Some(0.8),
+            offline_rho: Some(0.75),
+            uplink_bits_paper: 10,
+            uplink_bits_encoded: 12,
+            uploads: 2,
+            wall_s: 3.0,
+            out_dir: "runs/t".into(),
+        }
+    }
+
+    #[test]
+    fn a_run_that_never_evaluated_round_trips() {
+        let s = summary();
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains("\"final_test_accuracy\":null"), "{text}");
+        assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn older_summaries_and_records_still_read() {
+        let mut v = serde_json::to_value(summary()).unwrap();
+        for k in ["orthogonality", "online_rule", "avg_rho", "offline_rho"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let s: Summary = serde_json::from_value(v).unwrap();
+        assert_eq!((s.orthogonality, s.avg_rho), (None, None));
+        let line = r#"{"round":0,"method":"soft","controller":"fixed","rank":8,"rho":0.9,"dense_delay_s":2.0,"delay_s":0.2,"avg_delay_s":0.2,"queue":0.0,"uplink_bits_paper":1,"uplink_bits_encoded":1,"kept_entries":1,"clients":[1],"dropped":0,"train_loss":2.3,"wall_s":1.0,"time":{"train_s":1.0,"sparsify_s":0.0,"aggregate_s":0.0,"eval_s":0.0,"other_s":0.0}}"#;
+        let r: RoundRecord = serde_json::from_str(line).unwrap();
+        assert_eq!((r.covariance, r.test_accuracy), (None, None));
+    }
+}
