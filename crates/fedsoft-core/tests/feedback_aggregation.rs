@@ -17,6 +17,46 @@ fn sparsify(kind: MethodKind, u: &LoraState, local: &LoraState, rho: f64, client
     SparseUpdate::gather(u, &sel).unwrap()
 }
 
+/// What error feedback is for: the same update sent round after round through a top-k or random mask at
+/// rho = 0.9. With feedback the entries a round drops are carried over, so the time-average of what was sent
+/// converges to the update; without it, top-k keeps sending the same largest entries and the rest never
+/// arrive, and a random mask delivers only the kept tenth on average.
+#[test]
+fn error_feedback_delivers_the_dropped_mass_over_rounds() {
+    let sh = shapes();
+    let update = LoraState::random(&sh, 3, 1.0).unwrap();
+    let zero = LoraState::zeros(&sh).unwrap();
+    let rounds = 200;
+    let relative_error = |kind: MethodKind, feedback: bool| -> f64 {
+        let mut memory = LoraState::zeros(&sh).unwrap();
+        let mut total = LoraState::zeros(&sh).unwrap();
+        for round in 0..rounds {
+            let u = compensate(FeedbackMode::Delta, &update, &zero, feedback.then_some(&memory)).unwrap();
+            let input = SelectInput {
+                update: &u,
+                local: &update,
+                rho: DropRatio::new(0.9).unwrap(),
+                seed: 1,
+                round,
+                client: 0,
+            };
+            let sel = build(kind, SparsifierOptions::default()).select(&input).unwrap();
+            let sent = SparseUpdate::gather(&u, &sel).unwrap();
+            memory = residual(&u, &sent).unwrap();
+            total.add_scaled(&sent.to_dense(&u).unwrap(), 1.0 / rounds as f32).unwrap();
+        }
+        let norm =
+            |x: &LoraState| x.modules.iter().flat_map(|m| m.iter()).map(|v| (v as f64).powi(2)).sum::<f64>().sqrt();
+        norm(&total.sub(&update).unwrap()) / norm(&update)
+    };
+    for kind in [MethodKind::Flasc, MethodKind::Soft, MethodKind::Rlora] {
+        let with = relative_error(kind, true);
+        let without = relative_error(kind, false);
+        assert!(with < 0.1, "{kind}: with feedback the average misses by {with}");
+        assert!(without > 0.5, "{kind}: without feedback the average misses by only {without}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

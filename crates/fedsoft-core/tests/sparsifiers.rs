@@ -176,6 +176,14 @@ fn soft_gives_more_budget_to_stronger_components() {
         Rounding::LargestRemainder,
     );
     assert_eq!(per_comp, quotas);
+    // What the name says: ordered by score, no component gets fewer entries than a weaker one, and the
+    // strongest gets strictly more than the weakest (the scores of these factors are far from uniform).
+    let mut order: Vec<usize> = (0..shape.r).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    for w in order.windows(2) {
+        assert!(per_comp[w[0]] >= per_comp[w[1]], "scores {scores:?} kept {per_comp:?}");
+    }
+    assert!(per_comp[order[0]] > per_comp[order[shape.r - 1]], "scores {scores:?} kept {per_comp:?}");
 }
 
 #[test]
