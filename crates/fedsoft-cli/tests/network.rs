@@ -327,10 +327,10 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
     let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
     // An honest upload for a task, which each round then spoils in its own way.
     let honest_upload = |t: &fedsoft_net::proto::Task| {
-        let global = factors(&exp.plan.shapes, &t.factors).unwrap();
+        let global = factors(exp.shapes(), &t.factors).unwrap();
         let head = fedsoft_model::adapters::Head {
-            hidden: exp.backbone.spec.hidden,
-            classes: exp.task.classes.len(),
+            hidden: exp.head_dims().0,
+            classes: exp.head_dims().1,
             weight: f32s(&t.head_weight, "w").unwrap(),
             bias: f32s(&t.head_bias, "b").unwrap(),
         };
@@ -412,7 +412,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
         assert_eq!(r["dropped"], 2 - uploads);
         assert_eq!(
             r["kept_entries"].as_u64().unwrap() as usize,
-            uploads * cfg.method.name.upload_budget(&exp.plan.shapes, rho, &cfg.method.options)
+            uploads * cfg.method.name.upload_budget(exp.shapes(), rho, &cfg.method.options)
         );
     }
 }

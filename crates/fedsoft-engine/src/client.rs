@@ -127,7 +127,6 @@ impl Experiment {
             train_s,
             sparsify_s: t.elapsed().as_secs_f64(),
             transfer_s: None,
-            accepted: None,
         };
         Ok((upload, ClientMemory { feedback, optimizer }))
     }

@@ -37,14 +37,37 @@ pub struct RunOptions {
 
 /// A prepared experiment: model, data, plan and uplink, ready to run rounds.
 pub struct Experiment {
-    pub cfg: ExperimentConfig,
-    pub device: Device,
-    pub backbone: Backbone,
-    pub plan: AdapterPlan,
-    pub task: TaskData,
-    pub planner: Planner,
-    pub rank: usize,
+    pub(crate) cfg: ExperimentConfig,
+    pub(crate) device: Device,
+    pub(crate) backbone: Backbone,
+    pub(crate) plan: AdapterPlan,
+    pub(crate) task: TaskData,
+    pub(crate) planner: Planner,
+    pub(crate) rank: usize,
     pub(crate) sparsifier: Box<dyn Sparsifier>,
+}
+
+/// What the outside (the network layer, tools, tests) may read of a prepared experiment.
+impl Experiment {
+    /// The resolved configuration (with a pilot's measured profile, if one ran).
+    pub fn config(&self) -> &ExperimentConfig {
+        &self.cfg
+    }
+    /// The adapted modules, in upload order.
+    pub fn shapes(&self) -> &[fedsoft_core::lora::ModuleShape] {
+        &self.plan.shapes
+    }
+    /// `(hidden, classes)`: the classification head's shape.
+    pub fn head_dims(&self) -> (usize, usize) {
+        (self.backbone.spec.hidden, self.task.classes.len())
+    }
+    /// The LoRA rank the run trains at (TSFA's `r*`, or the configured rank).
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
 }
 
 impl Experiment {

@@ -35,9 +35,6 @@ pub struct ClientUpload {
     pub sparsify_s: f64,
     /// Real seconds from handing the task out to receiving the upload (networked clients).
     pub transfer_s: Option<f64>,
-    /// The decoded update, where the pool has already run [`Experiment::accept`] on this upload (a server
-    /// must answer its client before the round closes); the round then does not decode it again.
-    pub accepted: Option<SparseUpdate>,
 }
 
 /// Where the scheduled clients of a round do their local work.

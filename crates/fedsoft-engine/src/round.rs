@@ -124,10 +124,7 @@ impl Experiment {
             let mut arrived: Vec<Arrival> = Vec::new();
             let mut failed: Vec<(usize, String)> = Vec::new();
             for (slot, (&client, result)) in scheduled.iter().zip(results).enumerate() {
-                let checked = result.and_then(|mut u| match u.accepted.take() {
-                    Some(update) => Ok((u, update)),
-                    None => self.accept(&task, &u).map(|update| (u, update)),
-                });
+                let checked = result.and_then(|u| self.accept(&task, &u).map(|update| (u, update)));
                 match checked {
                     Ok((upload, update)) => {
                         let cost = UploadCost {

@@ -252,7 +252,7 @@ fn the_exported_adapter_reloads_with_the_same_accuracy() {
     let out = tmp.path().join("run");
     let recs = run(&cfg, &out, false, None);
     let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
-    let (state, head) = fedsoft_engine::export::import_peft(&out.join("adapter"), &exp.plan.shapes).unwrap();
+    let (state, head) = fedsoft_engine::export::import_peft(&out.join("adapter"), exp.shapes()).unwrap();
     let (acc, _) = exp.evaluate(&state, &head).unwrap();
     assert_eq!(Some(acc), recs.last().unwrap().test_accuracy);
     let adapter: serde_json::Value =
@@ -287,7 +287,7 @@ fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
         stop_after: None,
     };
     let exp = Experiment::prepare_run(&cfg, &opts).unwrap();
-    let SigmaProfile::Measured { singular_values: sv } = exp.cfg.tsfa.bound.sigma.clone() else {
+    let SigmaProfile::Measured { singular_values: sv } = exp.config().tsfa.bound.sigma.clone() else {
         panic!("the pilot did not replace the profile")
     };
     assert_eq!(sv.len(), 8, "one value per rank up to tsfa.bound.max_rank");
@@ -297,14 +297,14 @@ fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
     let pilot = read_metrics(&out.join("pilot"));
     assert_eq!(pilot.len(), 2);
     assert!(pilot.iter().all(|r| r.method == "ilora" && r.rank == 8 && r.rho == 0.0));
-    assert_eq!(exp.rank, exp.planner.offline.best_rank);
+    assert_eq!(exp.rank(), exp.planner().offline.best_rank);
 
     // The main run records the measured profile; preparing again reuses the finished pilot (same profile,
     // no more pilot rounds).
     exp.run(&opts, |_| {}).unwrap();
     assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("singular_values"));
     let again = Experiment::prepare_run(&cfg, &RunOptions { resume: true, ..opts.clone() }).unwrap();
-    assert_eq!(again.cfg.tsfa.bound.sigma, exp.cfg.tsfa.bound.sigma);
+    assert_eq!(again.config().tsfa.bound.sigma, exp.config().tsfa.bound.sigma);
     assert_eq!(read_metrics(&out.join("pilot")).len(), 2);
     let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
     let e = ExperimentConfig::from_toml(&text, "t", &["tsfa.pilot={ rounds = 0 }".into()]).unwrap_err();
@@ -450,12 +450,12 @@ impl fedsoft_engine::engine::ClientPool for Poisoner {
         let mut out = self.0.run_round(exp, task, clients)?;
         if let Some(Ok(u)) = out.first_mut() {
             // An upload the server will refuse anyway (e.g. trained from an already broken model) stays as is.
-            let Ok(msg) = fedsoft_core::encoding::decode(&u.bytes, &exp.plan.shapes) else { return Ok(out) };
+            let Ok(msg) = fedsoft_core::encoding::decode(&u.bytes, exp.shapes()) else { return Ok(out) };
             let mut update = msg.update;
             for m in &mut update.modules {
                 m.values.iter_mut().for_each(|v| *v = 3e38f32.copysign(*v));
             }
-            u.bytes = fedsoft_core::encoding::encode(msg.round, msg.client, &exp.plan.shapes, &update).unwrap();
+            u.bytes = fedsoft_core::encoding::encode(msg.round, msg.client, exp.shapes(), &update).unwrap();
             u.head.weight.iter_mut().for_each(|w| *w = 1e30);
         }
         Ok(out)

@@ -22,7 +22,7 @@ fn damaged_checkpoints_and_memories_never_panic() {
         stop_after: Some(2),
     };
     exp.run(&opts, |_| {}).unwrap();
-    let shapes = exp.plan.shapes.clone();
+    let shapes = exp.shapes().to_vec();
     let valid = std::fs::read(out.join(CHECKPOINT)).unwrap();
     let state = checkpoint::load(&out, &shapes).unwrap().unwrap();
     let (client, memory): (&usize, &ClientMemory) = state.memories.iter().next().expect("error-feedback memories");

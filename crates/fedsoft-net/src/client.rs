@@ -235,16 +235,16 @@ fn work(
     task: &crate::proto::Task,
 ) -> Result<UploadRequest, NetError> {
     let bad = |detail: String| NetError::setup("task", format!("round {}: {detail}", task.round));
-    let global = factors(&exp.plan.shapes, &task.factors).map_err(bad)?;
+    let global = factors(exp.shapes(), &task.factors).map_err(bad)?;
     let head = Head {
-        hidden: exp.backbone.spec.hidden,
-        classes: exp.task.classes.len(),
+        hidden: exp.head_dims().0,
+        classes: exp.head_dims().1,
         weight: f32s(&task.head_weight, "head weight").map_err(bad)?,
         bias: f32s(&task.head_bias, "head bias").map_err(bad)?,
     };
     let rho = DropRatio::new(task.rho).map_err(|e| bad(e.to_string()))?;
     let round_task = RoundTask { round: task.round, global: &global, head: &head, rho };
-    let previous = memory.before(task.round, &exp.plan.shapes)?;
+    let previous = memory.before(task.round, exp.shapes())?;
     let (upload, new_memory) = exp.client_update(client as usize, &round_task, previous)?;
     if !new_memory.is_empty() {
         memory.save(task.round, &new_memory)?;

@@ -221,13 +221,10 @@ impl ClientPool for RemoteClients {
             }
             let handed =
                 self.hub.lock().expect("hub").round.as_ref().and_then(|o| o.handed_out.get(&inc.client).copied());
-            // Judged here, so the client hears the verdict; the accepted update rides along and the round does
-            // not decode it again.
+            // Judged here too, with the engine's own check, so the client hears the verdict now; the round
+            // driver checks every upload again before it counts (validation has one home: `Experiment::accept`).
             let upload = to_upload(exp, inc.client, &inc.request, handed.map(|h| inc.received.duration_since(h)))
-                .and_then(|mut u| {
-                    u.accepted = Some(exp.accept(task, &u)?);
-                    Ok(u)
-                });
+                .and_then(|u| exp.accept(task, &u).map(|_| u));
             let verdict = upload.as_ref().map(|_| ()).map_err(Clone::clone);
             if let Some(open) = self.hub.lock().expect("hub").round.as_mut() {
                 open.answered.insert(inc.client);
@@ -272,8 +269,8 @@ fn to_upload(
     since_task: Option<Duration>,
 ) -> Result<ClientUpload, String> {
     let head = Head {
-        hidden: exp.backbone.spec.hidden,
-        classes: exp.task.classes.len(),
+        hidden: exp.head_dims().0,
+        classes: exp.head_dims().1,
         weight: f32s(&r.head_weight, "head weight")?,
         bias: f32s(&r.head_bias, "head bias")?,
     };
@@ -289,7 +286,6 @@ fn to_upload(
         train_s: r.train_s.max(0.0),
         sparsify_s: r.sparsify_s.max(0.0),
         transfer_s: since_task.map(|d| d.as_secs_f64()),
-        accepted: None,
     })
 }
 
@@ -308,9 +304,10 @@ pub struct ServeOptions {
 /// The largest message either side accepts: a dense upload of every factor and the head, twice over, plus
 /// framing. Anything larger is refused by the transport before it is read.
 pub fn message_limit(exp: &Experiment) -> usize {
-    let numel: usize = exp.plan.shapes.iter().map(|s| s.numel()).sum();
-    let head = exp.backbone.spec.hidden * exp.task.classes.len() + exp.task.classes.len();
-    2 * 4 * (numel + head) + 16 * exp.plan.shapes.len() + (1 << 16)
+    let numel: usize = exp.shapes().iter().map(|s| s.numel()).sum();
+    let (hidden, classes) = exp.head_dims();
+    let head = hidden * classes + classes;
+    2 * 4 * (numel + head) + 16 * exp.shapes().len() + (1 << 16)
 }
 
 /// The token authority of a run: `serve.secret_file`, or a secret kept in the run directory.
@@ -389,7 +386,7 @@ pub fn serve(
     let limit = message_limit(&exp);
     let hub = Arc::new(Mutex::new(Hub {
         // Clients build their experiment from this; `[serve]` stays on the server.
-        config_toml: ExperimentConfig { serve: Default::default(), ..exp.cfg.clone() }.to_toml(),
+        config_toml: ExperimentConfig { serve: Default::default(), ..exp.config().clone() }.to_toml(),
         num_clients: cfg.clients.total as u32,
         round: None,
         finished: false,
