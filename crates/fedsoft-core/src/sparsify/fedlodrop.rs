@@ -8,7 +8,7 @@
 //! `floor(K_l / (d + k))` whole random components, plus the remaining `K_l mod (d + k)` entries drawn at random
 //! from one more random component. The literal rule stays available as [`FedLoDropBudget::WholeComponents`].
 
-use super::{SelectInput, Selection, Sparsifier, check_inputs};
+use super::{SelectInput, Selection, Sparsifier};
 use crate::budget::{DropRatio, module_budget};
 use crate::error::CoreError;
 use crate::lora::ModuleShape;
@@ -49,30 +49,22 @@ impl Sparsifier for FedLoDrop {
         "fedlodrop"
     }
     fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError> {
-        check_inputs(input)?;
-        let modules = input
-            .update
-            .shapes
-            .iter()
-            .enumerate()
-            .map(|(m, s)| {
-                let mut rng = input.mask_rng(m);
-                let len = s.component_len();
-                let entries = fedlodrop_entries(s, input.rho, self.budget);
-                let (whole, partial) = (entries / len, entries % len);
-                // One draw orders the components: the first `whole` go entire, the next gives `partial` entries.
-                let order = index::sample(&mut rng, s.r, (whole + usize::from(partial > 0)).min(s.r));
-                let mut kept: Vec<u32> =
-                    order.iter().take(whole).flat_map(|j| s.component_indices(j)).map(|i| i as u32).collect();
-                if partial > 0 {
-                    let component: Vec<usize> = s.component_indices(order.index(whole)).collect();
-                    let picks = index::sample(&mut rng, len, partial);
-                    kept.extend(picks.iter().map(|p| component[p] as u32));
-                }
-                kept.sort_unstable();
-                kept
-            })
-            .collect();
-        Ok(Selection { modules })
+        input.per_module(|m| {
+            let s = m.shape;
+            let mut rng = input.mask_rng(m.index);
+            let len = s.component_len();
+            let entries = fedlodrop_entries(s, input.rho, self.budget);
+            let (whole, partial) = (entries / len, entries % len);
+            // One draw orders the components: the first `whole` go entire, the next gives `partial` entries.
+            let order = index::sample(&mut rng, s.r, (whole + usize::from(partial > 0)).min(s.r));
+            let mut kept: Vec<u32> =
+                order.iter().take(whole).flat_map(|j| s.component_indices(j)).map(|i| i as u32).collect();
+            if partial > 0 {
+                let component: Vec<usize> = s.component_indices(order.index(whole)).collect();
+                let picks = index::sample(&mut rng, len, partial);
+                kept.extend(picks.iter().map(|p| component[p] as u32));
+            }
+            Ok(kept)
+        })
     }
 }

@@ -2,7 +2,7 @@
 
 use super::topk::top_k_positions;
 use super::{SelectInput, Selection, Sparsifier, check_inputs};
-use crate::budget::{module_budget, total_budget};
+use crate::budget::total_budget;
 use crate::error::CoreError;
 use serde::{Deserialize, Serialize};
 
@@ -30,16 +30,9 @@ impl Sparsifier for Flasc {
         check_inputs(input)?;
         let st = input.update;
         match self.scope {
-            FlascScope::PerModule => Ok(Selection {
-                modules: st
-                    .modules
-                    .iter()
-                    .zip(&st.shapes)
-                    .map(|(f, s)| {
-                        let vals: Vec<f32> = f.iter().collect();
-                        top_k_positions(&vals, module_budget(s, input.rho)).into_iter().map(|p| p as u32).collect()
-                    })
-                    .collect(),
+            FlascScope::PerModule => input.per_module(|m| {
+                let vals: Vec<f32> = m.update.iter().collect();
+                Ok(top_k_positions(&vals, m.budget).into_iter().map(|p| p as u32).collect())
             }),
             FlascScope::Global => {
                 // Number entries across modules so the tie-break stays "lower position first".

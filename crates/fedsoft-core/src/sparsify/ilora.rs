@@ -1,6 +1,6 @@
 //! ILoRA: no sparsification, the upper bound that ignores the uplink.
 
-use super::{SelectInput, Selection, Sparsifier, check_inputs};
+use super::{SelectInput, Selection, Sparsifier};
 use crate::error::CoreError;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -11,7 +11,6 @@ impl Sparsifier for ILora {
         "ilora"
     }
     fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError> {
-        check_inputs(input)?;
-        Ok(Selection { modules: input.update.shapes.iter().map(|s| (0..s.numel() as u32).collect()).collect() })
+        input.per_module(|m| Ok((0..m.shape.numel() as u32).collect()))
     }
 }

@@ -23,7 +23,7 @@ pub use svd::ExactSvd;
 
 use crate::budget::{DropRatio, Rounding};
 use crate::error::CoreError;
-use crate::lora::{LoraState, ModuleFactors};
+use crate::lora::{LoraState, ModuleFactors, ModuleShape};
 use crate::rng::{Purpose, stream};
 use rand::rngs::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,45 @@ impl SelectInput<'_> {
     pub fn mask_rng(&self, m: usize) -> ChaCha8Rng {
         stream(self.seed, Purpose::Mask, &[self.round, self.client, m as u64])
     }
+
+    /// The loop every per-module method shares: checks the inputs, hands `pick` each module (its index and
+    /// shape, the factors to send and the trained ones, its budget at this ratio) and returns what it kept,
+    /// sorted, as the selection.
+    pub fn per_module(
+        &self,
+        mut pick: impl FnMut(ModuleView<'_>) -> Result<Vec<u32>, CoreError>,
+    ) -> Result<Selection, CoreError> {
+        check_inputs(self)?;
+        let modules = (0..self.update.shapes.len())
+            .map(|index| {
+                let shape = &self.update.shapes[index];
+                let view = ModuleView {
+                    index,
+                    shape,
+                    update: &self.update.modules[index],
+                    local: &self.local.modules[index],
+                    budget: crate::budget::module_budget(shape, self.rho),
+                };
+                let mut kept = pick(view)?;
+                kept.sort_unstable();
+                Ok(kept)
+            })
+            .collect::<Result<_, CoreError>>()?;
+        Ok(Selection { modules })
+    }
+}
+
+/// One module as [`SelectInput::per_module`] hands it to a method.
+pub struct ModuleView<'a> {
+    /// Position among the upload's modules (the key of [`SelectInput::mask_rng`]).
+    pub index: usize,
+    pub shape: &'a ModuleShape,
+    /// The factors that will be sent (error-compensated).
+    pub update: &'a ModuleFactors,
+    /// The client's trained factors (what SOFT and the exact selector score).
+    pub local: &'a ModuleFactors,
+    /// `K_l`, the module's share of the budget.
+    pub budget: usize,
 }
 
 /// The entries kept from each module: strictly increasing flat indices (`B` then `A`).

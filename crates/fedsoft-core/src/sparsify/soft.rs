@@ -2,8 +2,8 @@
 //! the largest entries inside each component.
 
 use super::topk::top_k_by_magnitude;
-use super::{SelectInput, Selection, Sparsifier, check_inputs};
-use crate::budget::{Rounding, allocate, module_budget};
+use super::{SelectInput, Selection, Sparsifier};
+use crate::budget::{Rounding, allocate};
 use crate::error::CoreError;
 use crate::lora::{ModuleFactors, ModuleShape};
 use serde::{Deserialize, Serialize};
@@ -31,16 +31,10 @@ impl Sparsifier for Soft {
         "soft"
     }
     fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError> {
-        check_inputs(input)?;
-        let modules = (0..input.update.shapes.len())
-            .map(|m| {
-                let shape = &input.update.shapes[m];
-                let scores = input.local.rank_scores(m);
-                let budget = module_budget(shape, input.rho);
-                select_by_rank_scores(shape, &input.update.modules[m], &scores, budget, self.rounding, self.split)
-            })
-            .collect();
-        Ok(Selection { modules })
+        input.per_module(|m| {
+            let scores = input.local.rank_scores(m.index);
+            Ok(select_by_rank_scores(m.shape, m.update, &scores, m.budget, self.rounding, self.split))
+        })
     }
 }
 

@@ -11,8 +11,8 @@
 //! its SVD, `O(dkr + dk min(d, k))`) that the paper's Fig. 2 compares SOFT against.
 
 use super::soft::{SoftSplit, select_by_rank_scores};
-use super::{SelectInput, Selection, Sparsifier, check_inputs};
-use crate::budget::{Rounding, module_budget};
+use super::{SelectInput, Selection, Sparsifier};
+use crate::budget::Rounding;
 use crate::error::CoreError;
 use crate::lora::{ModuleFactors, ModuleShape};
 use faer::Mat;
@@ -29,21 +29,10 @@ impl Sparsifier for ExactSvd {
         "svd"
     }
     fn select(&self, input: &SelectInput<'_>) -> Result<Selection, CoreError> {
-        check_inputs(input)?;
-        let mut modules = Vec::with_capacity(input.update.shapes.len());
-        for (m, shape) in input.update.shapes.iter().enumerate() {
-            let scores = exact_rank_scores(shape, &input.local.modules[m])?;
-            let budget = module_budget(shape, input.rho);
-            modules.push(select_by_rank_scores(
-                shape,
-                &input.update.modules[m],
-                &scores,
-                budget,
-                self.rounding,
-                self.split,
-            ));
-        }
-        Ok(Selection { modules })
+        input.per_module(|m| {
+            let scores = exact_rank_scores(m.shape, m.local)?;
+            Ok(select_by_rank_scores(m.shape, m.update, &scores, m.budget, self.rounding, self.split))
+        })
     }
 }
 
