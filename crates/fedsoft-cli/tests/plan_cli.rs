@@ -1,15 +1,8 @@
 //! `fedsoft plan` as a user runs it.
 
-use std::process::Command;
+mod common;
 
-fn fedsoft(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fedsoft"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
+use common::fedsoft;
 
 #[test]
 fn plan_prints_the_offline_table_and_r_star() {

@@ -3,16 +3,9 @@
 //! replaces (not duplicates) the section.
 
 use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn fedsoft(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fedsoft"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
+use common::fedsoft;
 
 fn assets_present() -> bool {
     let cache = std::env::var_os("FEDSOFT_CACHE")
