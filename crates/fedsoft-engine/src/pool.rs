@@ -21,6 +21,7 @@ pub struct RoundTask<'a> {
 }
 
 /// What a scheduled client sends back for one round.
+#[derive(Debug, Clone)]
 pub struct ClientUpload {
     pub client: usize,
     /// The sparse update in the wire format (`fedsoft_core::encoding`).

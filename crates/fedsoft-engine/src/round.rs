@@ -124,7 +124,8 @@ impl Experiment {
             let mut arrived: Vec<Arrival> = Vec::new();
             let mut failed: Vec<(usize, String)> = Vec::new();
             for (slot, (&client, result)) in scheduled.iter().zip(results).enumerate() {
-                let checked = result.and_then(|u| self.accept(&task, &u).map(|update| (u, update)));
+                let checked =
+                    result.and_then(|u| self.accept(&task, &u).map(|update| (u, update)).map_err(|r| r.to_string()));
                 match checked {
                     Ok((upload, update)) => {
                         let cost = UploadCost {

@@ -5,44 +5,69 @@ use crate::pool::{ClientUpload, RoundTask};
 use fedsoft_core::encoding::decode;
 use fedsoft_core::sparsify::SparseUpdate;
 
+/// Why the server refused an upload; its text is the reason `clients.jsonl` records and the network reply
+/// carries.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// The bytes are not a valid upload for these modules (length, checksum, shape, encoding).
+    #[error("{0}")]
+    Malformed(String),
+    #[error("stale upload: round {sent} while the server is in round {current}")]
+    Stale { sent: u64, current: u64 },
+    #[error("upload names client {named} but came from client {from}")]
+    WrongSender { named: usize, from: usize },
+    #[error("over budget: {entries} entries where {method} at rho {rho} allows {budget}")]
+    OverBudget { entries: usize, method: String, rho: f64, budget: usize },
+    #[error("non-finite values in the update")]
+    NonFiniteUpdate,
+    #[error("head has {weights} + {biases} values, expected {want_weights} + {want_biases}")]
+    HeadShape { weights: usize, biases: usize, want_weights: usize, want_biases: usize },
+    #[error("non-finite values in the head")]
+    NonFiniteHead,
+}
+
 impl Experiment {
     /// The server's check of one upload before it may reach the aggregate: the wire format (lengths,
     /// checksum, module shapes), the round and sender, finite values, and the method's budget at this
-    /// round's ratio. The error is the logged reason for dropping it.
-    pub fn accept(&self, task: &RoundTask<'_>, upload: &ClientUpload) -> Result<SparseUpdate, String> {
+    /// round's ratio.
+    pub fn accept(&self, task: &RoundTask<'_>, upload: &ClientUpload) -> Result<SparseUpdate, Rejection> {
         // A decoding error already says "malformed upload"; say it once.
-        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| match e {
-            fedsoft_core::CoreError::Decode(_) => e.to_string(),
-            other => format!("malformed upload: {other}"),
+        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| {
+            Rejection::Malformed(match e {
+                fedsoft_core::CoreError::Decode(_) => e.to_string(),
+                other => format!("malformed upload: {other}"),
+            })
         })?;
         if u64::from(msg.round) != task.round {
-            return Err(format!("stale upload: round {} while the server is in round {}", msg.round, task.round));
+            return Err(Rejection::Stale { sent: u64::from(msg.round), current: task.round });
         }
         if msg.client as usize != upload.client {
-            return Err(format!("upload names client {} but came from client {}", msg.client, upload.client));
+            return Err(Rejection::WrongSender { named: msg.client as usize, from: upload.client });
         }
         let nnz = msg.update.nnz();
         let budget = self.cfg.method.name.upload_budget(&self.plan.shapes, task.rho, &self.cfg.method.options);
         if nnz > budget {
-            return Err(format!(
-                "over budget: {nnz} entries where {} at rho {} allows {budget}",
-                self.cfg.method.name,
-                task.rho.get()
-            ));
+            return Err(Rejection::OverBudget {
+                entries: nnz,
+                method: self.cfg.method.name.to_string(),
+                rho: task.rho.get(),
+                budget,
+            });
         }
         if msg.update.modules.iter().any(|m| m.values.iter().any(|v| !v.is_finite())) {
-            return Err("non-finite values in the update".into());
+            return Err(Rejection::NonFiniteUpdate);
         }
         let (hw, hb) = (self.backbone.spec.hidden * self.task.classes.len(), self.task.classes.len());
         if upload.head.weight.len() != hw || upload.head.bias.len() != hb {
-            return Err(format!(
-                "head has {} + {} values, expected {hw} + {hb}",
-                upload.head.weight.len(),
-                upload.head.bias.len()
-            ));
+            return Err(Rejection::HeadShape {
+                weights: upload.head.weight.len(),
+                biases: upload.head.bias.len(),
+                want_weights: hw,
+                want_biases: hb,
+            });
         }
         if upload.head.weight.iter().chain(&upload.head.bias).any(|v| !v.is_finite()) {
-            return Err("non-finite values in the head".into());
+            return Err(Rejection::NonFiniteHead);
         }
         Ok(msg.update)
     }

@@ -590,3 +590,42 @@ fn records_round_trip_from_engine_to_files_to_report() {
         assert!(!summary.completed);
     }
 }
+
+/// Every way `Experiment::accept` refuses an upload is its own `Rejection` variant, and an honest upload
+/// passes; the variant's text is what clients.jsonl and the network record.
+#[test]
+fn rejections_are_typed() {
+    use fedsoft_engine::engine::{Rejection, RoundTask};
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["controller.kind=\"fixed\""]);
+    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+    let global = fedsoft_core::lora::LoraState::init_gaussian(exp.shapes(), 1).unwrap();
+    let (hidden, classes) = exp.head_dims();
+    let head = fedsoft_model::adapters::Head::init(hidden, classes, 1);
+    let task = RoundTask { round: 3, global: &global, head: &head, rho: DropRatio::new(0.75).unwrap() };
+    let (upload, _) = exp.client_update(0, &task, Default::default()).unwrap();
+    assert!(exp.accept(&task, &upload).is_ok());
+    let reject = |u: &fedsoft_engine::engine::ClientUpload, t: &RoundTask<'_>| exp.accept(t, u).unwrap_err();
+
+    let later = RoundTask { round: 4, ..task };
+    assert_eq!(reject(&upload, &later), Rejection::Stale { sent: 3, current: 4 });
+    let mut other = upload.clone();
+    other.client = 1;
+    assert_eq!(reject(&other, &task), Rejection::WrongSender { named: 0, from: 1 });
+    let mut garbage = upload.clone();
+    garbage.bytes.truncate(garbage.bytes.len() / 2);
+    assert!(matches!(reject(&garbage, &task), Rejection::Malformed(m) if m.starts_with("malformed upload")));
+    let mut nan_head = upload.clone();
+    nan_head.head.bias[0] = f32::NAN;
+    assert_eq!(reject(&nan_head, &task), Rejection::NonFiniteHead);
+    let mut short_head = upload.clone();
+    short_head.head.bias.pop();
+    let e = reject(&short_head, &task);
+    assert!(matches!(e, Rejection::HeadShape { biases, want_biases, .. } if biases + 1 == want_biases), "{e}");
+    // A tighter ratio than the upload was made for: over budget, and the text says by how much.
+    let tighter = RoundTask { rho: DropRatio::new(0.95).unwrap(), ..task };
+    let e = reject(&upload, &tighter);
+    assert!(matches!(e, Rejection::OverBudget { entries, budget, .. } if entries > budget), "{e}");
+    assert!(e.to_string().starts_with("over budget: "), "{e}");
+}

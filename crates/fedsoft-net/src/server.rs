@@ -224,7 +224,7 @@ impl ClientPool for RemoteClients {
             // Judged here too, with the engine's own check, so the client hears the verdict now; the round
             // driver checks every upload again before it counts (validation has one home: `Experiment::accept`).
             let upload = to_upload(exp, inc.client, &inc.request, handed.map(|h| inc.received.duration_since(h)))
-                .and_then(|u| exp.accept(task, &u).map(|_| u));
+                .and_then(|u| exp.accept(task, &u).map(|_| u).map_err(|r| r.to_string()));
             let verdict = upload.as_ref().map(|_| ()).map_err(Clone::clone);
             if let Some(open) = self.hub.lock().expect("hub").round.as_mut() {
                 open.answered.insert(inc.client);
