@@ -6,7 +6,10 @@
 //! - `adapter_config.json`: `peft_type = "LORA"`, the base model's hub id, `r`, `lora_alpha`, the exact module
 //!   paths as `target_modules` (in the order of the run's modules), `init_lora_weights = "gaussian"`;
 //! - `head.safetensors` (`weight: [classes, hidden]`, `bias`) and `head.json` (pooling, class names): the
-//!   classification head, which PEFT does not know about.
+//!   classification head, which PEFT does not know about;
+//! - `probe.safetensors`: the first test samples as the model takes them (`pixel_values`, or `input_ids`,
+//!   `attention_mask`, `token_type_ids`) and fedsoft's logits for them, so a loader can check that the base
+//!   model + adapter + head it built reproduces fedsoft's outputs (`scripts/check-peft` does, with PEFT).
 
 use crate::checkpoint::write_atomic;
 use crate::config::ConfigError;
@@ -133,4 +136,52 @@ pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Hea
         }
     }
     Ok((state, Head { hidden, classes, weight, bias: get(&hs, "bias", &[classes])? }))
+}
+
+/// Test samples in the probe.
+const PROBE_SAMPLES: usize = 4;
+
+impl crate::experiment::Experiment {
+    /// Writes `probe.safetensors` beside an exported adapter: inputs and the final model's logits.
+    pub(crate) fn write_probe(&self, dir: &Path, global: &LoraState, head: &Head) -> Result<(), ConfigError> {
+        use burn::module::Module;
+        use fedsoft_model::backbone::Batch;
+        let k = PROBE_SAMPLES.min(self.task.test_labels.len());
+        if k == 0 {
+            return Ok(());
+        }
+        let model_err = crate::loading::model_err;
+        let idx: Vec<usize> = (0..k).collect();
+        let batch = self.task.test.batch(&idx, &self.device, None);
+        let frozen =
+            fedsoft_model::adapters::Adapters::from_state(global, head, &self.device).map_err(model_err)?.valid();
+        let logits = self.backbone.logits(&batch, &frozen, &self.plan, self.cfg.training.pooling).map_err(model_err)?;
+        let f32s = |t: burn::tensor::TensorData| {
+            t.convert::<f32>().try_into_vec::<f32>().map_err(|e| err(dir, format!("{e:?}")))
+        };
+        let i64s = |v: Vec<f32>| v.into_iter().flat_map(|x| (x as i64).to_le_bytes()).collect::<Vec<u8>>();
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        match &batch {
+            Batch::Images(x) => {
+                let dims = x.dims().to_vec();
+                tensors.push(("pixel_values".into(), Dtype::F32, dims, bytes(&f32s(x.clone().into_data())?)));
+            }
+            Batch::Tokens { ids, mask, types } => {
+                let dims = ids.dims().to_vec();
+                for (name, data) in [
+                    ("input_ids", ids.clone().float().into_data()),
+                    ("attention_mask", mask.clone().into_data()),
+                    ("token_type_ids", types.clone().float().into_data()),
+                ] {
+                    tensors.push((name.into(), Dtype::I64, dims.clone(), i64s(f32s(data)?)));
+                }
+            }
+        }
+        let dims = logits.dims().to_vec();
+        tensors.push(("logits".into(), Dtype::F32, dims, bytes(&f32s(logits.into_data())?)));
+        let views: Vec<(String, TensorView)> =
+            tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("sizes"))).collect();
+        let data = safetensors::serialize(views, None).map_err(|e| err(dir, e))?;
+        write_atomic(&dir.join("probe.safetensors"), &data)
+    }
 }

@@ -332,6 +332,7 @@ impl Experiment {
                 classes: &self.task.classes,
             };
             crate::export::export_peft(&out.join("adapter"), &state.global, &state.head, &info)?;
+            self.write_probe(&out.join("adapter"), &state.global, &state.head)?;
         }
         let summary = Summary {
             name: cfg.name.clone(),

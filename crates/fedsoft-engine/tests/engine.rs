@@ -262,6 +262,15 @@ fn the_exported_adapter_reloads_with_the_same_accuracy() {
     assert_eq!(adapter["target_modules"][0], "encoder.layer.0.attention.self.query");
     // A custom architecture has no hub id: the base is the checkpoint it was trained on.
     assert_eq!(adapter["base_model_name_or_path"], model.display().to_string());
+    // The probe: the first test samples as the model takes them and fedsoft's logits for them.
+    let probe_bytes = std::fs::read(out.join("adapter/probe.safetensors")).unwrap();
+    let probe = safetensors::SafeTensors::deserialize(&probe_bytes).unwrap();
+    let ids = probe.tensor("input_ids").unwrap();
+    let logits = probe.tensor("logits").unwrap();
+    assert_eq!((ids.dtype(), logits.dtype()), (safetensors::Dtype::I64, safetensors::Dtype::F32));
+    assert_eq!(ids.shape()[0], logits.shape()[0]);
+    assert_eq!(logits.shape()[1], head.classes);
+    assert!(fedsoft_core::le::f32_from_le(logits.data()).iter().all(|v| v.is_finite()));
     // The base id can be overridden, and only transformers 4 and 5 are known.
     let named = config(&model, &data, &["controller.kind=\"fixed\"", "export.base_model=\"my/base\""]);
     let out = tmp.path().join("named");

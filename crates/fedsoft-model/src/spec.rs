@@ -93,9 +93,13 @@ impl EncoderSpec {
                 let hidden = get(&v, &["hidden_size"], path)?;
                 let patch = get(&v, &["patch_size"], path)?;
                 let image = get(&v, &["image_size"], path)?;
-                let intermediate = match get(&v, &["intermediate_size"], path) {
-                    Ok(i) => i,
-                    Err(_) => hidden * v.get("mlp_ratio").and_then(Value::as_u64).unwrap_or(4) as usize,
+                // transformers sizes DINOv2's MLP by `mlp_ratio` (an `intermediate_size` in its config.json is
+                // not used by the model), ViT's by `intermediate_size`.
+                let ratio = v.get("mlp_ratio").and_then(Value::as_f64);
+                let intermediate = match (family, ratio, get(&v, &["intermediate_size"], path)) {
+                    (Family::Dinov2, Some(r), _) | (_, Some(r), Err(_)) => (hidden as f64 * r).round() as usize,
+                    (_, _, Ok(i)) => i,
+                    (_, None, Err(_)) => hidden * 4,
                 };
                 EncoderSpec {
                     family,
@@ -153,5 +157,32 @@ impl EncoderSpec {
             return Err(ModelError::invalid("model", "vision encoders need a patch size and an image size"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_of(json: &str) -> EncoderSpec {
+        let dir = std::env::temp_dir().join(format!("fedsoft-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("config-{}.json", json.len()));
+        std::fs::write(&path, json).unwrap();
+        EncoderSpec::from_config_json(&path).unwrap()
+    }
+
+    /// transformers builds DINOv2's MLP from `mlp_ratio` even when the config also carries an
+    /// `intermediate_size` (as transformers 5 writes one for a config given it); ViT uses `intermediate_size`.
+    #[test]
+    fn dinov2_mlp_width_comes_from_mlp_ratio() {
+        let common = r#""hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "patch_size": 14, "image_size": 28"#;
+        let dino =
+            spec_of(&format!(r#"{{"model_type": "dinov2", {common}, "mlp_ratio": 4, "intermediate_size": 128}}"#));
+        assert_eq!(dino.intermediate, 256);
+        let vit = spec_of(&format!(r#"{{"model_type": "vit", {common}, "intermediate_size": 128}}"#));
+        assert_eq!(vit.intermediate, 128);
+        let bare = spec_of(&format!(r#"{{"model_type": "dinov2", {common}}}"#));
+        assert_eq!(bare.intermediate, 256);
     }
 }
