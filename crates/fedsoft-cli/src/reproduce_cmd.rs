@@ -219,7 +219,9 @@ fn write_section(page: &Path, id: &str, md: &str) -> Result<()> {
     let block = format!("{open}\n{}{close}\n", md.trim_end().to_string() + "\n");
     let new = match (old.find(&open), old.find(&close)) {
         (Some(a), Some(b)) if b > a => {
-            format!("{}{block}{}", &old[..a], old[b + close.len()..].trim_start_matches('\n'))
+            let after = old[b + close.len()..].trim_start_matches('\n');
+            let gap = if after.is_empty() { "" } else { "\n" };
+            format!("{}{block}{gap}{after}", &old[..a])
         }
         _ => format!("{}\n\n{block}", old.trim_end()),
     };
