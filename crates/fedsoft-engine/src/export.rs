@@ -159,7 +159,10 @@ impl crate::experiment::Experiment {
         let f32s = |t: burn::tensor::TensorData| {
             t.convert::<f32>().try_into_vec::<f32>().map_err(|e| err(dir, format!("{e:?}")))
         };
-        let i64s = |v: Vec<f32>| v.into_iter().flat_map(|x| (x as i64).to_le_bytes()).collect::<Vec<u8>>();
+        let i64s = |t: burn::tensor::TensorData| {
+            let v = t.convert::<i64>().try_into_vec::<i64>().map_err(|e| err(dir, format!("{e:?}")))?;
+            Ok::<_, ConfigError>(v.into_iter().flat_map(i64::to_le_bytes).collect::<Vec<u8>>())
+        };
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         match &batch {
             Batch::Images(x) => {
@@ -169,11 +172,11 @@ impl crate::experiment::Experiment {
             Batch::Tokens { ids, mask, types } => {
                 let dims = ids.dims().to_vec();
                 for (name, data) in [
-                    ("input_ids", ids.clone().float().into_data()),
+                    ("input_ids", ids.clone().into_data()),
                     ("attention_mask", mask.clone().into_data()),
-                    ("token_type_ids", types.clone().float().into_data()),
+                    ("token_type_ids", types.clone().into_data()),
                 ] {
-                    tensors.push((name.into(), Dtype::I64, dims.clone(), i64s(f32s(data)?)));
+                    tensors.push((name.into(), Dtype::I64, dims.clone(), i64s(data)?));
                 }
             }
         }
