@@ -87,7 +87,8 @@ impl ModuleShape {
     pub fn component_of(&self, idx: usize) -> usize {
         if idx < self.b_len() { idx % self.r } else { (idx - self.b_len()) / self.k }
     }
-    pub(crate) fn validate(&self) -> Result<(), CoreError> {
+    /// Refuses an empty dimension or a module too large for the wire format's `u32` indices.
+    pub fn validate(&self) -> Result<(), CoreError> {
         if self.d == 0 || self.k == 0 || self.r == 0 {
             return Err(CoreError::invalid(
                 format!("module {}", self.name),
@@ -289,6 +290,38 @@ impl LoraState {
             .sum()
     }
 
+    /// The gradient of [`Self::orthogonality_penalty`] with respect to every factor: with `G` a Gram matrix and
+    /// `G_off` its off-diagonal part, `dP/dB = 4 B G_off(B^T B)` and `dP/dA = 4 G_off(A A^T) A`. Frameworks
+    /// other than burn (the Python package's torch training) take the regulariser's gradient from here.
+    pub fn orthogonality_gradient(&self) -> LoraState {
+        let mut out = self.clone();
+        for (m, (s, g)) in self.shapes.iter().zip(out.modules.iter_mut()).enumerate() {
+            let r = s.r;
+            let off = |mut gram: Vec<f64>| {
+                for p in 0..r {
+                    gram[p * r + p] = 0.0;
+                }
+                gram
+            };
+            let gb = off(self.gram_b(m));
+            let ga = off(self.gram_a(m));
+            let f = &self.modules[m];
+            for (row_out, row) in g.b.chunks_exact_mut(r).zip(f.b.chunks_exact(r)) {
+                for q in 0..r {
+                    let v: f64 = (0..r).map(|p| row[p] as f64 * gb[p * r + q]).sum();
+                    row_out[q] = (4.0 * v) as f32;
+                }
+            }
+            for p in 0..r {
+                for c in 0..s.k {
+                    let v: f64 = (0..r).map(|q| ga[p * r + q] * f.a[q * s.k + c] as f64).sum();
+                    g.a[p * s.k + c] = (4.0 * v) as f32;
+                }
+            }
+        }
+        out
+    }
+
     /// Does every entry hold a finite number?
     pub fn all_finite(&self) -> bool {
         self.modules.iter().all(|f| f.iter().all(f32::is_finite))
@@ -318,6 +351,32 @@ pub fn off_diagonal_fraction(g: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orthogonality_gradient_matches_finite_differences() {
+        let shapes = [ModuleShape::new("m0", 6, 5, 3), ModuleShape::new("m1", 4, 7, 2)];
+        let st = LoraState::random(&shapes, 11, 0.8).unwrap();
+        let grad = st.orthogonality_gradient();
+        let h = 1e-3f32;
+        for (m, shape) in shapes.iter().enumerate() {
+            for i in 0..shape.numel() {
+                let mut up = st.clone();
+                *up.modules[m].get_mut(i) += h;
+                let mut down = st.clone();
+                *down.modules[m].get_mut(i) -= h;
+                let fd = (up.orthogonality_penalty() - down.orthogonality_penalty()) / (2.0 * h as f64);
+                let g = grad.modules[m].get(i) as f64;
+                assert!((fd - g).abs() <= 2e-3 * (1.0 + g.abs()), "module {m} entry {i}: {fd} vs {g}");
+            }
+        }
+        // Orthogonal factors are a stationary point.
+        let mut diag = LoraState::zeros(&shapes[..1]).unwrap();
+        for j in 0..3 {
+            diag.modules[0].b[j * 3 + j] = 1.0 + j as f32;
+            diag.modules[0].a[j * 5 + j] = 2.0;
+        }
+        assert!(diag.orthogonality_gradient().modules[0].iter().all(|x| x == 0.0));
+    }
 
     #[test]
     fn component_indices_cover_module_once() {

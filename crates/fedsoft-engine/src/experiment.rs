@@ -78,7 +78,7 @@ impl Experiment {
         let device = parse_device(&cfg.training.device).map_err(model_err)?;
         let planner = Planner::new(cfg)?;
         let rank = match cfg.controller.kind {
-            ControllerKind::Tsfa => planner.offline.best_rank,
+            ControllerKind::Tsfa => planner.tsfa.offline.best_rank,
             ControllerKind::Osfa | ControllerKind::Fixed => cfg.lora.rank,
         };
         let (backbone, tokenizer) = load_backbone(cfg, cache, &device)?;

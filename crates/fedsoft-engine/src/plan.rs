@@ -1,104 +1,66 @@
-//! TSFA planning from a config: the average channel, the latency budget, the offline table, the calibrated
-//! online controller and, on request, a controller-only simulation (`fedsoft plan`).
+//! TSFA planning from a config (the plan itself is `fedsoft_wireless::tsfa::TsfaPlan`), the controller-only
+//! simulation of `fedsoft plan --simulate`, and its report.
 
 use crate::config::ControllerKind;
-use crate::config::{ConfigError, ExperimentConfig, LatencyBudget};
-use fedsoft_core::rng::{Purpose, stream};
-use fedsoft_wireless::bandwidth::BandwidthRule;
+use crate::config::{ConfigError, ExperimentConfig};
 use fedsoft_wireless::channel::Cell;
-use fedsoft_wireless::control::{FixedRatio, HorizonController, OnlineRule, RatioController};
+use fedsoft_wireless::control::{HorizonController, OnlineRule, RatioController};
 use fedsoft_wireless::rate::RateModel;
-use fedsoft_wireless::simulate::{Scenario, SimulationSummary, dense_round_delay, simulate};
-use fedsoft_wireless::tsfa::{Link, LyapunovController, OfflinePlan, calibrate_v, plan_offline};
+use fedsoft_wireless::simulate::{Scenario, SimulationSummary, simulate};
+use fedsoft_wireless::tsfa::{LyapunovController, OfflinePlan, PlanInputs, RatioRule, TsfaPlan, calibrate_v};
 use fedsoft_wireless::units::linear_to_db;
-use rand::seq::index;
+use fedsoft_wireless::uplink::Uplink;
 use serde::{Deserialize, Serialize};
 
-/// Everything TSFA derives from a config before training starts.
+/// A run's TSFA plan and the config it came from.
 #[derive(Debug, Clone)]
 pub struct Planner {
-    pub cell: Cell,
-    pub link: Link,
-    pub offline: OfflinePlan,
-    /// `V w_sp` shared by TSFA and every OSFA rank of one experiment (SPEC §13 note).
-    pub v_wsp: f64,
+    pub tsfa: TsfaPlan,
     config: ExperimentConfig,
 }
-
-/// Scheduled sets drawn to average the physical model's dense-upload delay over (D15).
-const PHYSICAL_AVERAGE_SETS: u64 = 256;
 
 impl Planner {
     pub fn new(cfg: &ExperimentConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let w = &cfg.wireless;
-        let cell = Cell::new(&w.channel, cfg.clients.total, w.bandwidth_hz, cfg.seed)?;
-        let gamma_bar = expected_gamma(cfg, &cell)?;
-        let mut link = Link {
-            bandwidth_hz: w.bandwidth_hz,
+        let uplink =
+            Uplink { bandwidth_hz: w.bandwidth_hz, rate_model: w.rate_model, bandwidth_rule: w.bandwidth_rule };
+        let inputs = PlanInputs {
+            cell: Cell::new(&w.channel, cfg.clients.total, w.bandwidth_hz, cfg.seed)?,
+            uplink,
             value_bits: w.value_bits as f64,
-            params_per_rank: cfg.params_per_rank()?,
-            gamma_bar,
-            tau_bar: 1.0,
             index_overhead: w.index_overhead,
+            params_per_rank: cfg.params_per_rank()?,
+            per_round: cfg.clients.per_round,
+            seed: cfg.seed,
         };
-        link.tau_bar = match cfg.tsfa.latency_budget {
-            LatencyBudget::Seconds(s) => s,
-            LatencyBudget::OperatingPoint { rank, rho } => link.delay(rank, rho),
-        };
-        let t = &cfg.tsfa;
-        let offline = plan_offline(&t.bound, &link, &t.candidate_ranks, t.rho_min, t.rho_max)?;
-        let v_wsp = match t.v_wsp {
-            Some(v) => v,
-            None => {
-                calibrate_v(t.v_kappa, link.tau_bar, link.dense_delay(offline.best_rank), t.bound.psi, offline.best_rho)
-            }
-        };
-        Ok(Planner { cell, link, offline, v_wsp, config: cfg.clone() })
+        Ok(Planner { tsfa: TsfaPlan::new(inputs, cfg.tsfa.settings())?, config: cfg.clone() })
     }
 
-    /// The online controller (TSFA at `r*`, or OSFA at any rank with the same `V` and budget).
+    /// The paper's online controller (TSFA at `r*`, or OSFA at any rank with the same `V` and budget).
     pub fn controller(&self) -> Result<LyapunovController, ConfigError> {
-        let t = &self.config.tsfa;
-        Ok(LyapunovController::new(self.v_wsp, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?)
+        Ok(self.tsfa.lyapunov()?)
     }
 
-    /// The registry of ratio rules: the run's controller at `rank` (a new rule is one arm here).
+    /// The run's ratio rule at `rank`.
     pub fn ratio_controller(&self, rank: usize) -> Result<Box<dyn RatioController>, ConfigError> {
-        let cfg = &self.config;
-        let t = &cfg.tsfa;
-        Ok(match (cfg.controller.kind, t.online) {
-            (ControllerKind::Fixed, _) => Box::new(FixedRatio(cfg.controller.rho)),
-            (_, OnlineRule::Lyapunov) => Box::new(self.controller()?),
-            (_, OnlineRule::Horizon) => Box::new(HorizonController::new(
-                t.bound.psi,
-                t.rho_min,
-                t.rho_max,
-                self.link.tau_bar,
-                self.link.dense_delay(rank),
-            )?),
-        })
+        let rule = match self.config.controller.kind {
+            ControllerKind::Fixed => RatioRule::Fixed(self.config.controller.rho),
+            ControllerKind::Tsfa | ControllerKind::Osfa => RatioRule::Online(self.config.tsfa.online),
+        };
+        Ok(self.tsfa.ratio_controller(rule, rank)?)
     }
 
     /// The controller-only scenario at rank `r`.
     pub fn scenario(&self, r: usize) -> Scenario {
-        let w = &self.config.wireless;
-        Scenario {
-            cell: self.cell.clone(),
-            seed: self.config.seed,
-            per_round: self.config.clients.per_round,
-            bandwidth_hz: w.bandwidth_hz,
-            rate_model: w.rate_model,
-            bandwidth_rule: w.bandwidth_rule,
-            dense_bits: self.link.bits_per_value(r) * self.link.params(r),
-        }
+        self.tsfa.scenario(r)
     }
 
     /// Runs the online rules alone for `rounds` rounds at `r*` over `seeds` fading draws (seeds
     /// `seed, seed + 1, ...` of client sampling and fading on the config's cell): the Lyapunov controller once
     /// per `kappa_V`, then the finite-horizon rule.
     pub fn simulate(&self, rounds: u64, kappas: &[f64], seeds: u64) -> Result<Vec<RuleSummary>, ConfigError> {
-        let r = self.offline.best_rank;
+        let r = self.tsfa.offline.best_rank;
         let t = &self.config.tsfa;
         let seeds = seeds.max(1);
         let mut out = Vec::new();
@@ -109,17 +71,23 @@ impl Planner {
                     detail: format!("must be positive, got {k}"),
                 });
             }
-            let v = calibrate_v(k, self.link.tau_bar, self.link.dense_delay(r), t.bound.psi, self.offline.best_rho);
+            let v = calibrate_v(
+                k,
+                self.tsfa.link.tau_bar,
+                self.tsfa.link.dense_delay(r),
+                t.bound.psi,
+                self.tsfa.offline.best_rho,
+            );
             let runs = self.over_seeds(rounds, seeds, || {
-                Ok(Box::new(LyapunovController::new(v, t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar)?))
+                Ok(Box::new(LyapunovController::new(v, t.bound.psi, t.rho_min, t.rho_max, self.tsfa.link.tau_bar)?))
             })?;
-            out.push(RuleSummary::new(OnlineRule::Lyapunov, Some(k), Some(v), self.link.tau_bar, &runs));
+            out.push(RuleSummary::new(OnlineRule::Lyapunov, Some(k), Some(v), self.tsfa.link.tau_bar, &runs));
         }
         let runs = self.over_seeds(rounds, seeds, || {
-            let a_bar = self.link.dense_delay(r);
-            Ok(Box::new(HorizonController::new(t.bound.psi, t.rho_min, t.rho_max, self.link.tau_bar, a_bar)?))
+            let a_bar = self.tsfa.link.dense_delay(r);
+            Ok(Box::new(HorizonController::new(t.bound.psi, t.rho_min, t.rho_max, self.tsfa.link.tau_bar, a_bar)?))
         })?;
-        out.push(RuleSummary::new(OnlineRule::Horizon, None, None, self.link.tau_bar, &runs));
+        out.push(RuleSummary::new(OnlineRule::Horizon, None, None, self.tsfa.link.tau_bar, &runs));
         Ok(out)
     }
 
@@ -129,7 +97,7 @@ impl Planner {
         seeds: u64,
         make: impl Fn() -> Result<Box<dyn RatioController>, ConfigError>,
     ) -> Result<Vec<SimulationSummary>, ConfigError> {
-        let base = self.scenario(self.offline.best_rank);
+        let base = self.scenario(self.tsfa.offline.best_rank);
         (0..seeds)
             .map(|i| {
                 let scn = Scenario { seed: base.seed.wrapping_add(i), ..base.clone() };
@@ -141,51 +109,26 @@ impl Planner {
     /// A serialisable account of the plan.
     pub fn report(&self, simulations: Vec<RuleSummary>) -> PlanReport {
         let cfg = &self.config;
-        let snr_db: Vec<f64> = self.cell.mean_snr.iter().map(|&s| linear_to_db(s)).collect();
+        let snr_db: Vec<f64> = self.tsfa.cell.mean_snr.iter().map(|&s| linear_to_db(s)).collect();
         PlanReport {
             name: cfg.name.clone(),
             arch: cfg.model.arch.to_string(),
             adapted_modules: cfg.lora_shapes(1).map(|s| s.len()).unwrap_or(0),
-            params_per_rank: self.link.params_per_rank,
+            params_per_rank: self.tsfa.link.params_per_rank,
             clients: cfg.clients.total,
             per_round: cfg.clients.per_round,
-            bandwidth_hz: self.link.bandwidth_hz,
+            bandwidth_hz: self.tsfa.link.bandwidth_hz,
             value_bits: cfg.wireless.value_bits,
             rate_model: cfg.wireless.rate_model,
             mean_snr_db_min: snr_db.iter().cloned().fold(f64::INFINITY, f64::min),
             mean_snr_db_max: snr_db.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-            gamma_bar: self.link.gamma_bar,
-            tau_bar_s: self.link.tau_bar,
+            gamma_bar: self.tsfa.link.gamma_bar,
+            tau_bar_s: self.tsfa.link.tau_bar,
             rho_min: cfg.tsfa.rho_min,
             rho_max: cfg.tsfa.rho_max,
-            offline: self.offline.clone(),
-            v_wsp: self.v_wsp,
+            offline: self.tsfa.offline.clone(),
+            v_wsp: self.tsfa.v_wsp,
             simulations,
-        }
-    }
-}
-
-/// `Gamma_bar` such that the dense upload of rank `r` takes `q M_r Gamma_bar / B` on the average channel with
-/// the configured split, the same split the online `a_t` and the realised delays use. Closed form under the
-/// paper's rate model with Eq. (41) (min-max or inverse-log); otherwise the round delay is still linear in
-/// the payload, so it is averaged over random scheduled sets at the mean SNRs.
-fn expected_gamma(cfg: &ExperimentConfig, cell: &Cell) -> Result<f64, ConfigError> {
-    let k = cfg.clients.per_round;
-    let rule = cfg.wireless.bandwidth_rule;
-    match (cfg.wireless.rate_model, rule) {
-        (RateModel::Paper, BandwidthRule::MinMax | BandwidthRule::InverseLog) => {
-            Ok(Link::expected_gamma(&cell.mean_snr, k))
-        }
-        (model, _) => {
-            let bw = cfg.wireless.bandwidth_hz;
-            let mut total = 0.0;
-            for s in 0..PHYSICAL_AVERAGE_SETS {
-                let mut rng = stream(cfg.seed, Purpose::ClientSampling, &[u64::MAX, s]);
-                let set = index::sample(&mut rng, cell.mean_snr.len(), k);
-                let snr: Vec<f64> = set.iter().map(|c| cell.mean_snr[c]).collect();
-                total += dense_round_delay(model, rule, 1.0, &snr, bw)? * bw;
-            }
-            Ok(total / PHYSICAL_AVERAGE_SETS as f64)
         }
     }
 }

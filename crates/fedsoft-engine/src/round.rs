@@ -17,9 +17,8 @@ use fedsoft_core::lora::LoraState;
 use fedsoft_core::schedule::sample_clients;
 use fedsoft_core::sparsify::SparseUpdate;
 use fedsoft_model::adapters::Head;
-use fedsoft_wireless::bandwidth::{allocate, delays};
 use fedsoft_wireless::control::RoundContext;
-use fedsoft_wireless::simulate::dense_round_delay;
+use fedsoft_wireless::uplink::RoundUplink;
 use std::io::Write;
 use std::time::Instant;
 
@@ -92,6 +91,7 @@ impl Experiment {
         let bit_model = BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead };
         let numel = LoraState::numel(&state.global);
         let dense_bits = bit_model.paper_bits(numel, numel) as f64;
+        let uplink = self.planner.tsfa.uplink;
         let mut control = self.planner.ratio_controller(self.rank)?;
         control.restore(state.meta.queue);
         let mode = cfg.method.feedback_mode;
@@ -102,15 +102,9 @@ impl Experiment {
             let mut split = TimeSplit::default();
             let scheduled = sample_clients(cfg.seed, round, cfg.clients.total, cfg.clients.per_round)
                 .map_err(|e| ConfigError::invalid("clients", e.to_string()))?;
-            let channels = self.planner.cell.round_snr(cfg.seed, round, &scheduled);
-            let a_t = dense_round_delay(
-                w.rate_model,
-                w.bandwidth_rule,
-                dense_bits,
-                &channels.iter().map(|c| c.snr).collect::<Vec<_>>(),
-                w.bandwidth_hz,
-            )
-            .map_err(ConfigError::from)?;
+            let channels = self.planner.tsfa.cell.round_snr(cfg.seed, round, &scheduled);
+            let snr_all: Vec<f64> = channels.iter().map(|c| c.snr).collect();
+            let a_t = uplink.dense_delay(dense_bits, &snr_all).map_err(ConfigError::from)?;
             let ctx = RoundContext { round, total_rounds, a_t };
             let rho = control.choose(&ctx);
             let drop = DropRatio::new(rho).map_err(|e| ConfigError::invalid("controller.rho", e.to_string()))?;
@@ -163,20 +157,8 @@ impl Experiment {
                 })
                 .collect();
             let snr: Vec<f64> = arrived.iter().map(|a| channels[a.slot].snr).collect();
-            let (shares, delay_each) = if arrived.is_empty() {
-                (vec![], vec![])
-            } else {
-                let shares =
-                    allocate(w.bandwidth_rule, w.rate_model, &bits, &snr, w.bandwidth_hz).map_err(ConfigError::from)?;
-                let d = delays(w.rate_model, &bits, &shares, &snr, w.bandwidth_hz);
-                (shares, d)
-            };
-            let cap = cfg.rounds.outage_delay_s;
-            let kept: Vec<usize> = (0..arrived.len()).filter(|&i| cap.is_none_or(|c| delay_each[i] <= c)).collect();
-            let round_delay = match cap {
-                Some(c) if kept.len() < arrived.len() => c,
-                _ => delay_each.iter().cloned().fold(0.0, f64::max),
-            };
+            let RoundUplink { shares, delays_s: delay_each, kept, round_delay_s: round_delay } =
+                uplink.transmit(&bits, &snr, cfg.rounds.outage_delay_s).map_err(ConfigError::from)?;
 
             let t = Instant::now();
             let covariance = self.covariance(&arrived)?;
@@ -346,10 +328,10 @@ impl Experiment {
             final_test_accuracy: state.meta.last_accuracy,
             final_test_loss: state.meta.last_test_loss,
             avg_delay_s: state.meta.delay_sum_s / state.next_round.max(1) as f64,
-            latency_budget_s: self.planner.link.tau_bar,
+            latency_budget_s: self.planner.tsfa.link.tau_bar,
             online_rule: (cfg.controller.kind != ControllerKind::Fixed).then(|| cfg.tsfa.online.name().to_string()),
             avg_rho: Some(state.meta.rho_sum / state.next_round.max(1) as f64),
-            offline_rho: Some(self.planner.offline.best_rho),
+            offline_rho: Some(self.planner.tsfa.offline.best_rho),
             uplink_bits_paper: state.meta.ledger.paper_bits,
             uplink_bits_encoded: state.meta.ledger.encoded_bits,
             uploads: state.meta.ledger.uploads,

@@ -15,8 +15,8 @@ fn defaults_reproduce_the_paper_setting() {
     let cfg = ExperimentConfig::from_toml(MINIMAL, "test.toml", &[]).unwrap();
     assert_eq!(cfg.params_per_rank().unwrap(), 12_288);
     let p = Planner::new(&cfg).unwrap();
-    assert_eq!(p.offline.best_rank, 8);
-    assert!((p.link.tau_bar - 2.2733).abs() < 1e-4);
+    assert_eq!(p.tsfa.offline.best_rank, 8);
+    assert!((p.tsfa.link.tau_bar - 2.2733).abs() < 1e-4);
     // The resolved config round-trips.
     let again = ExperimentConfig::from_toml(&cfg.to_toml(), "resolved.toml", &[]).unwrap();
     assert_eq!(again, cfg);

@@ -37,18 +37,18 @@ fn offline_online_and_realised_delays_agree_for_every_setting() {
         let cfg = ExperimentConfig::from_toml(MINIMAL, "test.toml", &o).unwrap();
         let w = &cfg.wireless;
         let p = Planner::new(&cfg).unwrap();
-        let r = p.offline.best_rank;
+        let r = p.tsfa.offline.best_rank;
         let numel = r * cfg.params_per_rank().unwrap();
         // Bits: the engine's dense payload is what the offline link and the controller scenario assume.
         let bit_model = BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead };
         let dense_bits = bit_model.paper_bits(numel, numel) as f64;
-        assert_eq!(dense_bits, p.link.bits_per_value(r) * p.link.params(r), "{o:?}");
+        assert_eq!(dense_bits, p.tsfa.link.bits_per_value(r) * p.tsfa.link.params(r), "{o:?}");
         assert_eq!(dense_bits, p.scenario(r).dense_bits, "{o:?}");
 
         // Online: the round at ratio rho, with this rule, takes a_t (1 - rho) on any channel draw.
         for round in 0..5 {
             let clients: Vec<usize> = (0..cfg.clients.per_round).map(|i| i * 7 + round as usize).collect();
-            let snr: Vec<f64> = p.cell.round_snr(cfg.seed, round, &clients).iter().map(|c| c.snr).collect();
+            let snr: Vec<f64> = p.tsfa.cell.round_snr(cfg.seed, round, &clients).iter().map(|c| c.snr).collect();
             let a_t = dense_round_delay(w.rate_model, w.bandwidth_rule, dense_bits, &snr, w.bandwidth_hz).unwrap();
             let bits = vec![dense_bits * 0.3; snr.len()];
             let shares = allocate(w.bandwidth_rule, w.rate_model, &bits, &snr, w.bandwidth_hz).unwrap();
@@ -62,12 +62,12 @@ fn offline_online_and_realised_delays_agree_for_every_setting() {
         let mean = (0..sets)
             .map(|_| {
                 let set = index::sample(&mut rng, cfg.clients.total, cfg.clients.per_round);
-                let snr: Vec<f64> = set.iter().map(|c| p.cell.mean_snr[c]).collect();
+                let snr: Vec<f64> = set.iter().map(|c| p.tsfa.cell.mean_snr[c]).collect();
                 dense_round_delay(w.rate_model, w.bandwidth_rule, dense_bits, &snr, w.bandwidth_hz).unwrap()
             })
             .sum::<f64>()
             / sets as f64;
-        let offline = p.link.dense_delay(r);
+        let offline = p.tsfa.link.dense_delay(r);
         assert!((mean / offline - 1.0).abs() < 0.03, "{o:?}: offline {offline} vs sampled mean {mean}");
     }
 }

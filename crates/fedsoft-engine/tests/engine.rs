@@ -78,7 +78,7 @@ fn every_method_and_controller_runs_end_to_end() {
                 assert!(r.uplink_bits_encoded > 0);
                 // The queue follows Eq. (30) for the online controllers.
                 if controller != "fixed" {
-                    queue = (queue + r.delay_s - plan.link.tau_bar).max(0.0);
+                    queue = (queue + r.delay_s - plan.tsfa.link.tau_bar).max(0.0);
                     assert!((r.queue - queue).abs() < 1e-9, "queue {} vs {queue}", r.queue);
                     assert!(r.rho >= 0.5 - 1e-12 && r.rho <= 0.99 + 1e-12);
                 } else {
@@ -187,7 +187,7 @@ fn the_horizon_rule_runs_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = fixture(tmp.path());
     let cfg = config(&model, &data, &["tsfa.online=\"horizon\"", "rounds.checkpoint_every=1"]);
-    let tau_bar = fedsoft_engine::plan::Planner::new(&cfg).unwrap().link.tau_bar;
+    let tau_bar = fedsoft_engine::plan::Planner::new(&cfg).unwrap().tsfa.link.tau_bar;
     let whole = run(&cfg, &tmp.path().join("whole"), false, None);
     let mut spent = 0.0;
     for r in &whole {
@@ -306,7 +306,7 @@ fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
     let pilot = read_metrics(&out.join("pilot"));
     assert_eq!(pilot.len(), 2);
     assert!(pilot.iter().all(|r| r.method == "ilora" && r.rank == 8 && r.rho == 0.0));
-    assert_eq!(exp.rank(), exp.planner().offline.best_rank);
+    assert_eq!(exp.rank(), exp.planner().tsfa.offline.best_rank);
 
     // The main run records the measured profile; preparing again reuses the finished pilot (same profile,
     // no more pilot rounds).

@@ -7,6 +7,8 @@
 //! - [`tsfa`]: the offline rank selection (convergence bound, Lemma 2) and the online Lyapunov
 //!   drift-plus-penalty control of the sparsification ratio.
 //! - [`control`]: the per-round ratio rules behind one trait (fixed, Lyapunov, finite-horizon).
+//! - [`uplink`]: one round's transmissions as a whole (band split, delays, outage, round time).
+//! - [`tsfa::plan`]: the whole TSFA plan from plain settings (used by the engine and the Python package).
 //! - [`simulate`]: the controller alone over many rounds, for `fedsoft plan --simulate` and the tests.
 
 pub mod bandwidth;
@@ -17,5 +19,6 @@ pub mod rate;
 pub mod simulate;
 pub mod tsfa;
 pub mod units;
+pub mod uplink;
 
 pub use error::WirelessError;

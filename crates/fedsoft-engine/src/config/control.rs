@@ -50,13 +50,10 @@ impl Default for RoundsConfig {
 }
 
 /// `tau_bar`, in seconds or as the average-channel delay of an operating point `(rank, rho)`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum LatencyBudget {
-    Seconds(f64),
-    OperatingPoint { rank: usize, rho: f64 },
-}
+pub use fedsoft_wireless::tsfa::LatencyBudget;
 
+/// `[tsfa]`: the planner's settings (`fedsoft_wireless::tsfa::TsfaSettings`, whose defaults these are) and
+/// the optional pilot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TsfaConfig {
@@ -100,16 +97,33 @@ pub enum SigmaPooling {
 
 impl Default for TsfaConfig {
     fn default() -> Self {
+        let s = fedsoft_wireless::tsfa::TsfaSettings::default();
         TsfaConfig {
-            latency_budget: LatencyBudget::OperatingPoint { rank: 8, rho: 0.75 },
-            rho_min: 0.5,
-            rho_max: 0.99,
-            candidate_ranks: vec![1, 2, 4, 8, 16, 32, 64],
-            v_kappa: 1.0,
-            v_wsp: None,
-            online: Default::default(),
-            bound: BoundConfig::default(),
+            latency_budget: s.latency_budget,
+            rho_min: s.rho_min,
+            rho_max: s.rho_max,
+            candidate_ranks: s.candidate_ranks,
+            v_kappa: s.v_kappa,
+            v_wsp: s.v_wsp,
+            online: s.online,
+            bound: s.bound,
             pilot: None,
+        }
+    }
+}
+
+impl TsfaConfig {
+    /// The settings the planner reads.
+    pub fn settings(&self) -> fedsoft_wireless::tsfa::TsfaSettings {
+        fedsoft_wireless::tsfa::TsfaSettings {
+            latency_budget: self.latency_budget,
+            rho_min: self.rho_min,
+            rho_max: self.rho_max,
+            candidate_ranks: self.candidate_ranks.clone(),
+            v_kappa: self.v_kappa,
+            v_wsp: self.v_wsp,
+            online: self.online,
+            bound: self.bound.clone(),
         }
     }
 }

@@ -5,9 +5,11 @@
 pub mod bound;
 pub mod offline;
 pub mod online;
+pub mod plan;
 pub mod psi;
 
 pub use bound::{BoundConfig, SigmaProfile};
 pub use offline::{Link, OfflinePlan, OfflineRow, plan_offline};
 pub use online::{LyapunovController, calibrate_v, solve_rho};
+pub use plan::{LatencyBudget, PlanInputs, RatioRule, TsfaPlan, TsfaSettings, expected_gamma};
 pub use psi::Psi;

@@ -1,0 +1,1 @@
+"""Federated LoRA fine-tuning of MiniLM on the Brown corpus with Flower, uploads compressed by fedsoft."""

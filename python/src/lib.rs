@@ -1,0 +1,25 @@
+//! `fedsoft._native`: fedsoft's backend-free Rust crates (fedsoft-core, fedsoft-wireless) for Python.
+//!
+//! Every function here converts its arguments, calls the crate function that the Rust engine calls, and
+//! converts the answer back, so a result in Python is the engine's result for the same inputs. The Python
+//! package (`python/fedsoft`) adds docstrings, type stubs and the Flower integration on top.
+
+mod aggregate;
+mod convert;
+mod data;
+mod sparsify;
+mod state;
+mod wireless;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    state::register(m)?;
+    sparsify::register(m)?;
+    aggregate::register(m)?;
+    data::register(m)?;
+    wireless::register(m)?;
+    Ok(())
+}
