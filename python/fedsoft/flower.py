@@ -9,7 +9,8 @@ the chosen sparsifier (:class:`fedsoft.Compressor`), and answers with the encode
 wire format, checksummed). The server decodes and checks every upload (shapes, round, client, exact budget,
 finite values), splits the band, computes each client's delay (dropping those past the outage deadline),
 averages the two factors separately, tells the controller the round's delay, and reports ``rho``, ``a_t``,
-the delay, the queue, the entries and bits sent and the covariance of the received factors as metrics.
+the delay, the queue, the band split, the entries and bits sent (paper count and encoded size, per round and
+as the run's ledger) and the covariance of the received factors as metrics.
 
 The same Rust functions as ``fedsoft run`` do every step; only the transport is Flower's.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
@@ -77,6 +78,17 @@ def record_to_factors(record: ArrayRecord) -> tuple[LoraFactors, dict[str, np.nd
     lora = factors([(n, record[n + _B].numpy(), record[n + _A].numpy()) for n in names])
     dense = {k[len(_DENSE):]: record[k].numpy() for k in record if k.startswith(_DENSE)}
     return lora, dense
+
+
+class Arrival(NamedTuple):
+    """One accepted upload of a round."""
+
+    client: int
+    update: SparseUpdate
+    samples: int
+    dense: dict[str, np.ndarray]
+    train_loss: float
+    encoded_bytes: int
 
 
 class SoftStrategy(FedAvg):
@@ -161,6 +173,8 @@ class SoftStrategy(FedAvg):
         self.shapes = [ModuleShape(n, d, k, self.rank) for n, d, k in self.modules]
         self.total_rounds = 1
         self._round: dict[str, Any] = {}
+        # The run's bit ledger: uploads, entries, paper bits and encoded bits so far.
+        self.ledger = {"uploads": 0, "entries": 0, "bits_paper": 0, "bits_encoded": 0}
 
     def initial_factors(self) -> LoraFactors:
         """The engine's initial global factors at this rank: ``B = 0``, ``A ~ N(0, 1/r^2)`` from the seed."""
@@ -208,7 +222,7 @@ class SoftStrategy(FedAvg):
         r = self._round
         t, rho = r["t"], r["rho"]
         budget = upload_budget(self.method, self.shapes, rho, **self.sparsifier_options)
-        arrived: list[tuple[int, SparseUpdate, int, dict[str, np.ndarray], float]] = []
+        arrived: list[Arrival] = []
         refused = 0
         for msg in replies:
             try:
@@ -217,23 +231,29 @@ class SoftStrategy(FedAvg):
                 refused += 1
                 log.warning("round %d: upload from node %s refused: %s", server_round, msg.metadata.src_node_id, e)
         # Replies come in arrival order; aggregation sums in client order, so a seed fixes every bit.
-        arrived.sort(key=lambda a: a[0])
+        arrived.sort(key=lambda a: a.client)
         if self._global is None:
             raise RuntimeError("aggregate_train before configure_train")
         global_, dense = self._global
         total = sum(s.numel for s in self.shapes)
-        bits = [float(paper_bits(u.nnz, total, self.value_bits, self.index_overhead)) for _, u, _, _, _ in arrived]
-        tx = self.uplink.transmit(bits, [r["snr"][c] for c, *_ in arrived], self.outage_delay_s)
+        bits = [float(paper_bits(a.update.nnz, total, self.value_bits, self.index_overhead)) for a in arrived]
+        tx = self.uplink.transmit(bits, [r["snr"][a.client] for a in arrived], self.outage_delay_s)
         kept = [arrived[i] for i in tx["kept"]]
-        metrics: dict[str, float | int] = {
+        entries = sum(a.update.nnz for a in arrived)
+        encoded = 8 * sum(a.encoded_bytes for a in arrived)
+        for key, value in (("uploads", len(arrived)), ("entries", entries), ("bits_paper", int(sum(bits))),
+                           ("bits_encoded", encoded)):
+            self.ledger[key] += value
+        metrics: dict[str, Any] = {
             "rho": rho, "a_t": r["a_t"], "delay_s": tx["round_delay_s"], "clients": len(kept),
-            "refused": refused, "dropped": len(arrived) - len(kept),
-            "entries": sum(u.nnz for _, u, _, _, _ in arrived), "budget": budget,
-            "uplink_bits": int(sum(bits)),
+            "refused": refused, "dropped": len(arrived) - len(kept), "entries": entries, "budget": budget,
+            "uplink_bits": int(sum(bits)), "uplink_bits_encoded": encoded,
+            "client_ids": [a.client for a in arrived], "bandwidth_shares": list(tx["shares"]),
+            **{f"ledger_{k}": v for k, v in self.ledger.items()},
         }
         if kept:
-            w = aggregation_weights([n for _, _, n, _, _ in kept])
-            ups = [u for _, u, _, _, _ in kept]
+            w = aggregation_weights([a.samples for a in kept])
+            ups = [a.update for a in kept]
             received = [u.to_dense(global_).add_scaled(global_, 1.0) if self.feedback_mode == "delta"
                         else average_sparse_models(global_, [u], [1.0]) for u in ups]
             metrics["covariance"] = covariance_norm(received, w)
@@ -242,10 +262,10 @@ class SoftStrategy(FedAvg):
             else:
                 global_ = average_sparse_models(global_, ups, w)
             for name in dense:
-                locals_ = [d[name].ravel().tolist() for _, _, _, d, _ in kept]
+                locals_ = [a.dense[name].ravel().tolist() for a in kept]
                 moved = move_toward_average(dense[name].ravel().tolist(), locals_, w)
                 dense[name] = np.asarray(moved, dtype=np.float32).reshape(dense[name].shape)
-            metrics["train_loss"] = float(sum(wi * k[4] for wi, k in zip(w, kept)))
+            metrics["train_loss"] = float(sum(wi * a.train_loss for wi, a in zip(w, kept)))
         self.ratio.observe(t, self.total_rounds, r["a_t"], tx["round_delay_s"])
         metrics["queue"] = self.ratio.backlog
         if not global_.all_finite():
@@ -264,7 +284,7 @@ class SoftStrategy(FedAvg):
             time.sleep(1)
         return nodes[: self.num_clients]
 
-    def _check(self, msg: Message, t: int, budget: int) -> tuple[int, SparseUpdate, int, dict[str, np.ndarray], float]:
+    def _check(self, msg: Message, t: int, budget: int) -> Arrival:
         if msg.has_error():
             raise ValueError(f"client error: {msg.error.reason}")
         client = self._round["nodes"].get(msg.metadata.src_node_id)
@@ -294,7 +314,7 @@ class SoftStrategy(FedAvg):
         for name, x in dense.items():
             if name not in global_dense or x.shape != global_dense[name].shape or not np.isfinite(x).all():
                 raise ValueError(f"dense array {name!r} does not match the global one or is not finite")
-        return client, update, n, dense, float(m.get("train_loss", 0.0))
+        return Arrival(client, update, n, dense, float(m.get("train_loss", 0.0)), int(data.size))
 
 
 def train_reply(

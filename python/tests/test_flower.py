@@ -45,6 +45,11 @@ def test_flower_simulation_budget_loss_and_reproducibility(tmp_path):
         assert m["refused"] == 0 and m["clients"] == 5
         assert m["entries"] == 5 * m["budget"] > 0
         assert 0.5 <= m["rho"] <= 0.99
+        assert len(m["client_ids"]) == 5 and sum(m["bandwidth_shares"]) == pytest.approx(1.0)
+        assert m["uplink_bits"] == 32 * m["entries"] and m["uplink_bits_encoded"] > m["uplink_bits"]
+    # The ledger adds up the rounds.
+    assert rounds[-1]["ledger_entries"] == sum(m["entries"] for m in rounds)
+    assert rounds[-1]["ledger_uploads"] == 5 * ROUNDS
     # Every scheduled client sent exactly the budget of the round's ratio.
     dims = [(f"m{i}", 384, 384) for i in range(12)]
     shapes = [fedsoft.ModuleShape(n, d, k, first["rank"]) for n, d, k in dims]

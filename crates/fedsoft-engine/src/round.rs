@@ -223,7 +223,7 @@ impl Experiment {
             let rec = RoundRecord {
                 round,
                 method: cfg.method.name.to_string(),
-                controller: format!("{:?}", cfg.controller.kind).to_lowercase(),
+                controller: cfg.controller.kind,
                 rank: self.rank,
                 rho,
                 dense_delay_s: a_t,
@@ -319,7 +319,7 @@ impl Experiment {
         let summary = Summary {
             name: cfg.name.clone(),
             method: cfg.method.name.to_string(),
-            controller: format!("{:?}", cfg.controller.kind).to_lowercase(),
+            controller: cfg.controller.kind,
             rounds: state.next_round,
             completed: state.next_round == total_rounds,
             num_classes: self.task.classes.len(),

@@ -6,6 +6,39 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How a run chose each round's sparsification ratio (the config's `controller.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControllerKind {
+    /// TSFA: rank from the offline stage, ratio from the online controller.
+    #[default]
+    Tsfa,
+    /// OSFA: the online controller at the configured `lora.rank`.
+    Osfa,
+    /// A constant ratio `controller.rho` at `lora.rank`; the uplink is still simulated and logged.
+    Fixed,
+}
+
+impl ControllerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControllerKind::Tsfa => "tsfa",
+            ControllerKind::Osfa => "osfa",
+            ControllerKind::Fixed => "fixed",
+        }
+    }
+    /// Whether the ratio is chosen per round (TSFA or OSFA).
+    pub fn is_online(self) -> bool {
+        self != ControllerKind::Fixed
+    }
+}
+
+impl std::fmt::Display for ControllerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Wall time of one round by phase.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct TimeSplit {
@@ -20,7 +53,7 @@ pub struct TimeSplit {
 pub struct RoundRecord {
     pub round: u64,
     pub method: String,
-    pub controller: String,
+    pub controller: ControllerKind,
     pub rank: usize,
     pub rho: f64,
     /// `a_t`: this round's delay for a dense upload.
@@ -75,7 +108,7 @@ pub struct ClientRecord {
 pub struct Summary {
     pub name: String,
     pub method: String,
-    pub controller: String,
+    pub controller: ControllerKind,
     pub rounds: u64,
     pub completed: bool,
     pub num_classes: usize,
@@ -114,7 +147,7 @@ mod tests {
         Summary {
             name: "t".into(),
             method: "soft".into(),
-            controller: "tsfa".into(),
+            controller: ControllerKind::Tsfa,
             rounds: 2,
             completed: true,
             num_classes: 10,
@@ -154,5 +187,19 @@ mod tests {
         let line = r#"{"round":0,"method":"soft","controller":"fixed","rank":8,"rho":0.9,"dense_delay_s":2.0,"delay_s":0.2,"avg_delay_s":0.2,"queue":0.0,"uplink_bits_paper":1,"uplink_bits_encoded":1,"kept_entries":1,"clients":[1],"dropped":0,"train_loss":2.3,"wall_s":1.0,"time":{"train_s":1.0,"sparsify_s":0.0,"aggregate_s":0.0,"eval_s":0.0,"other_s":0.0}}"#;
         let r: RoundRecord = serde_json::from_str(line).unwrap();
         assert_eq!((r.covariance, r.test_accuracy), (None, None));
+    }
+
+    #[test]
+    fn controller_kinds_are_written_by_their_config_names() {
+        for (kind, name) in
+            [(ControllerKind::Tsfa, "tsfa"), (ControllerKind::Osfa, "osfa"), (ControllerKind::Fixed, "fixed")]
+        {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<ControllerKind>(&format!("\"{name}\"")).unwrap(), kind);
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(kind.is_online(), name != "fixed");
+        }
+        let err = serde_json::from_str::<Summary>(&serde_json::to_string(&summary()).unwrap().replace("tsfa", "lyap"));
+        assert!(err.unwrap_err().to_string().contains("lyap"));
     }
 }

@@ -168,7 +168,7 @@ fn delay(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
 }
 
 fn queue(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
-    let controlled: Vec<Run> = runs.iter().filter(|r| r.summary.controller != "fixed").cloned().collect();
+    let controlled: Vec<Run> = runs.iter().filter(|r| r.summary.controller.is_online()).cloned().collect();
     if controlled.is_empty() {
         return Ok(None);
     }

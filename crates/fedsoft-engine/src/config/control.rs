@@ -4,18 +4,8 @@
 use fedsoft_wireless::tsfa::BoundConfig;
 use serde::{Deserialize, Serialize};
 
-/// How the sparsification ratio is chosen each round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ControllerKind {
-    /// TSFA: rank from the offline stage, ratio from the online Lyapunov controller.
-    #[default]
-    Tsfa,
-    /// OSFA: the online controller at the configured `lora.rank`.
-    Osfa,
-    /// A constant ratio `controller.rho` at `lora.rank`; the uplink is still simulated and logged.
-    Fixed,
-}
+/// How the sparsification ratio is chosen each round (one type with the run records).
+pub use fedsoft_records::ControllerKind;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
