@@ -18,6 +18,7 @@ The same Rust functions as ``fedsoft run`` do every step; only the transport is 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -277,8 +278,6 @@ class SoftStrategy(FedAvg):
     _global: tuple[LoraFactors, dict[str, np.ndarray]] | None = None
 
     def _nodes(self, grid: Grid) -> list[int]:
-        import time
-
         while len(nodes := sorted(grid.get_node_ids())) < self.num_clients:
             log.info("waiting for nodes: %d of %d connected", len(nodes), self.num_clients)
             time.sleep(1)
