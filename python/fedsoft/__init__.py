@@ -203,11 +203,10 @@ class Compressor:
     def compress(
         self, global_: LoraFactors, local: LoraFactors, rho: float, *, round: int, client: int
     ) -> SparseUpdate:
-        memory = self.memory if self.error_feedback else None
-        update = compensate(local, global_, memory, self.mode)
-        sent = sparsify(
-            self.method, update, local, rho, seed=self.seed, round=round, client=client, **self.options
+        sent, memory = _native.compress(
+            self.method, local, global_, self.memory, float(rho), self.seed, round, client,
+            self.error_feedback, self.mode, _options(self.options),
         )
         if self.error_feedback:
-            self.memory = residual(update, sent)
+            self.memory = memory
         return sent

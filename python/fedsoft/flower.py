@@ -43,7 +43,6 @@ from . import (
     move_toward_average,
     paper_bits,
     plan_tsfa,
-    sample_clients,
     upload_budget,
 )
 
@@ -199,9 +198,9 @@ class SoftStrategy(FedAvg):
         nodes = self._nodes(grid)
         self._global = record_to_factors(arrays)
         t = server_round - 1
-        clients = sample_clients(self.seed, t, self.num_clients, self.per_round)
-        snr = self.cell.round_snr(self.seed, t, clients)
-        a_t = self.uplink.dense_delay(self.plan.dense_bits(self.rank), snr)
+        start = self.plan.start_round(t, self.rank)
+        clients, a_t = start["clients"], start["a_t"]
+        snr = [ch["snr"] for ch in start["channels"]]
         rho = self.ratio.choose(t, self.total_rounds, a_t)
         self._round = {"t": t, "clients": clients, "snr": dict(zip(clients, snr)), "a_t": a_t, "rho": rho,
                        "nodes": {nodes[c]: c for c in clients}}
@@ -263,9 +262,8 @@ class SoftStrategy(FedAvg):
             else:
                 global_ = average_sparse_models(global_, ups, w)
             for name in dense:
-                locals_ = [a.dense[name].ravel().tolist() for a in kept]
-                moved = move_toward_average(dense[name].ravel().tolist(), locals_, w)
-                dense[name] = np.asarray(moved, dtype=np.float32).reshape(dense[name].shape)
+                locals_ = [np.asarray(a.dense[name], dtype=np.float32) for a in kept]
+                dense[name] = move_toward_average(np.asarray(dense[name], dtype=np.float32), locals_, w)
             metrics["train_loss"] = float(sum(wi * a.train_loss for wi, a in zip(w, kept)))
         self.ratio.observe(t, self.total_rounds, r["a_t"], tx["round_delay_s"])
         metrics["queue"] = self.ratio.backlog

@@ -6,7 +6,9 @@ use fedsoft_core::aggregate;
 use fedsoft_core::feedback::{self, FeedbackMode};
 use fedsoft_core::ledger::BitModel;
 use fedsoft_core::sparsify::SparseUpdate;
+use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use std::borrow::Cow;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compensate, m)?)?;
@@ -74,13 +76,34 @@ fn covariance_norm(states: Vec<Factors>, weights: Vec<f64>) -> PyResult<f64> {
     aggregate::covariance_norm(&refs, &weights).map_err(value_error)
 }
 
-/// A dense vector (a classifier head) moved to the weighted average of the clients' copies.
+/// A dense array (a classifier head) moved to the weighted average of the clients' copies, on numpy arrays
+/// of one shape (any layout: C-contiguous ones are read in place).
 #[pyfunction]
-fn move_toward_average(global_: Vec<f32>, locals: Vec<Vec<f32>>, weights: Vec<f64>) -> PyResult<Vec<f32>> {
-    let mut out = global_;
-    let refs: Vec<&[f32]> = locals.iter().map(Vec::as_slice).collect();
-    aggregate::move_toward_average(&mut out, &refs, &weights).map_err(value_error)?;
-    Ok(out)
+fn move_toward_average<'py>(
+    py: Python<'py>,
+    global_: PyReadonlyArrayDyn<'py, f32>,
+    locals: Vec<PyReadonlyArrayDyn<'py, f32>>,
+    weights: Vec<f64>,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    if let Some((i, l)) = locals.iter().enumerate().find(|(_, l)| l.shape() != global_.shape()) {
+        return Err(value_error(format!(
+            "local {i} has shape {:?}, the global array {:?}",
+            l.shape(),
+            global_.shape()
+        )));
+    }
+    let mut out = global_.as_array().as_standard_layout().into_owned();
+    let flat: Vec<Cow<'_, [f32]>> = locals
+        .iter()
+        .map(|l| match l.as_slice() {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => Cow::Owned(l.as_array().iter().copied().collect()),
+        })
+        .collect();
+    let refs: Vec<&[f32]> = flat.iter().map(AsRef::as_ref).collect();
+    let target = out.as_slice_mut().expect("an owned standard-layout array is contiguous");
+    aggregate::move_toward_average(target, &refs, &weights).map_err(value_error)?;
+    Ok(out.into_pyarray(py))
 }
 
 /// The paper's payload: `q` bits per kept value, plus `ceil(log2 M)` index bits each when counted.

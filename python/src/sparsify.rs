@@ -3,12 +3,14 @@
 use crate::convert::{from_json, parse_name, value_error};
 use crate::state::{Factors, Shape, Sparse, shapes_of};
 use fedsoft_core::budget::{self, DropRatio, Rounding};
-use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseUpdate, SparsifierOptions, build};
+use fedsoft_core::feedback::{Compressed, Compression, FeedbackMode, UploadKey};
+use fedsoft_core::sparsify::{MethodKind, MethodRules, SelectInput, SparseUpdate, SparsifierOptions, build};
 use pyo3::prelude::*;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(methods, m)?)?;
     m.add_function(wrap_pyfunction!(sparsify, m)?)?;
+    m.add_function(wrap_pyfunction!(compress, m)?)?;
     m.add_function(wrap_pyfunction!(upload_budget, m)?)?;
     m.add_function(wrap_pyfunction!(allocate_budget, m)?)?;
     m.add_function(wrap_pyfunction!(default_error_feedback, m)?)?;
@@ -58,6 +60,37 @@ fn sparsify(
         SparseUpdate::gather(update, &selection)
     })
     .map(Sparse)
+    .map_err(value_error)
+}
+
+/// One client's upload as the engine's client step makes it (`fedsoft_core::feedback::Compression`):
+/// compensate with `memory`, select with `method`, gather; returns what is sent and, with error feedback,
+/// the memory to keep for the next round.
+#[pyfunction]
+#[pyo3(signature = (method, local, global_, memory, rho, seed, round, client, error_feedback, mode="delta", options=None))]
+#[allow(clippy::too_many_arguments)]
+fn compress(
+    py: Python<'_>,
+    method: &str,
+    local: &Factors,
+    global_: &Factors,
+    memory: Option<&Factors>,
+    rho: f64,
+    seed: u64,
+    round: u64,
+    client: u64,
+    error_feedback: bool,
+    mode: &str,
+    options: Option<&str>,
+) -> PyResult<(Sparse, Option<Factors>)> {
+    let sparsifier = build(self::method(method)?, from_json(options, "sparsifier options")?);
+    let mode: FeedbackMode = parse_name(mode, "feedback mode")?;
+    let key = UploadKey { rho: ratio(rho)?, seed, round, client };
+    let (local, global, memory) = (&local.0, &global_.0, memory.map(|m| &m.0));
+    py.detach(|| {
+        Compression { mode, error_feedback, sparsifier: sparsifier.as_ref() }.compress(local, global, memory, key)
+    })
+    .map(|Compressed { sent, memory }| (Sparse(sent), memory.map(Factors)))
     .map_err(value_error)
 }
 

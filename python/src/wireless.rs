@@ -187,6 +187,13 @@ impl Plan {
     fn dense_delay(&self, r: usize) -> f64 {
         self.0.link.dense_delay(r)
     }
+    /// The start of round `round` at rank `rank` (default `r*`), as the engine's round driver starts it: a
+    /// dict of the scheduled `clients`, their `channels` (`client`, `fading`, `snr`) and `a_t`.
+    #[pyo3(signature = (round, rank=None))]
+    fn start_round<'py>(&self, py: Python<'py>, round: u64, rank: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
+        let start = self.0.scenario(rank.unwrap_or(self.0.offline.best_rank)).start(round).map_err(value_error)?;
+        to_python(py, &start)
+    }
     /// The per-round ratio rule: `"lyapunov"` (the paper), `"horizon"` (finite-horizon), or a number for a
     /// fixed ratio; at `rank` (default `r*`).
     #[pyo3(signature = (rule=RuleArg::Named("lyapunov".into()), rank=None))]

@@ -116,6 +116,19 @@ def test_aggregation_matches_numpy(shapes):
         np.testing.assert_allclose(out[name][1], expect[name][1], rtol=1e-5, atol=1e-6)
 
 
+def test_dense_arrays_move_to_their_weighted_average_in_place_of_shape():
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((4, 3)).astype(np.float32)
+    locals_ = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(3)]
+    locals_[1] = np.asfortranarray(locals_[1])  # any layout is read in logical order
+    w = [0.2, 0.3, 0.5]
+    out = fedsoft.move_toward_average(g, locals_, w)
+    assert out.shape == g.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, sum(wi * l for wi, l in zip(w, locals_)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"local 0 has shape \[3, 4\]"):
+        fedsoft.move_toward_average(g, [locals_[0].T.copy()], [1.0])
+
+
 def test_covariance_matches_its_definition(shapes):
     states = [random_factors(shapes, 20 + i) for i in range(4)]
     w = [0.1, 0.2, 0.3, 0.4]

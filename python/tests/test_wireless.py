@@ -81,6 +81,8 @@ def test_plan_and_rounds_replay_a_real_engine_run():
         snr = cell.round_snr(seed, r, rec["clients"])
         a_t = uplink.dense_delay(plan.dense_bits(rank), snr)
         assert a_t == rec["dense_delay_s"]
+        start = plan.start_round(r, rank)
+        assert (start["clients"], [ch["snr"] for ch in start["channels"]], start["a_t"]) == (rec["clients"], snr, a_t)
         assert ctrl.choose(r, total, a_t) == rec["rho"]
         mine = [c for c in clients if c["round"] == r and c.get("reason") is None]
         snr_of = dict(zip(rec["clients"], snr))

@@ -228,7 +228,5 @@ fn write_section(page: &Path, id: &str, md: &str) -> Result<()> {
     if let Some(dir) = page.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = page.with_extension("md.tmp");
-    std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, page).with_context(|| format!("writing {}", page.display()))
+    Ok(fedsoft_engine::checkpoint::write_atomic(page, new.as_bytes())?)
 }

@@ -2,6 +2,7 @@
 //! the in-process engine, faults (a hung client, a killed and resumed server), authentication, validation of
 //! uploads, and the transport rules.
 
+use fedsoft_core::sparsify::MethodRules;
 use fedsoft_engine::fixtures::{tiny_config, tiny_text_task};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

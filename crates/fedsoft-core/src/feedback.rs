@@ -1,9 +1,10 @@
 //! Error feedback (SPEC §4.4): what a client did not send this round is kept and added to its next update, so
 //! no part of the update is lost for good, only delayed.
 
+use crate::budget::DropRatio;
 use crate::error::CoreError;
 use crate::lora::LoraState;
-use crate::sparsify::SparseUpdate;
+use crate::sparsify::{SelectInput, SparseUpdate, Sparsifier};
 use serde::{Deserialize, Serialize};
 
 /// What is compressed: the update relative to the received global factors, or the local model itself.
@@ -53,4 +54,51 @@ pub fn residual(u: &LoraState, sent: &SparseUpdate) -> Result<LoraState, CoreErr
         }
     }
     Ok(e)
+}
+
+/// Which upload this is: its drop ratio and the key of its random masks (run seed, round, client).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UploadKey {
+    pub rho: DropRatio,
+    pub seed: u64,
+    pub round: u64,
+    pub client: u64,
+}
+
+/// What a client sends, and what it keeps for its next round (`None` without error feedback).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compressed {
+    pub sent: SparseUpdate,
+    pub memory: Option<LoraState>,
+}
+
+/// A client's side of an upload (SPEC §4.4 then §5): compensate with the memory, let the method select,
+/// send the selected entries, keep the rest. The engine's client step and the Python `Compressor` both run
+/// this, so the order of the steps (and with it every bit of the upload) cannot differ between them.
+#[derive(Clone, Copy)]
+pub struct Compression<'a> {
+    pub mode: FeedbackMode,
+    pub error_feedback: bool,
+    pub sparsifier: &'a dyn Sparsifier,
+}
+
+impl Compression<'_> {
+    /// Compresses the trained `local` factors against the received `global` ones; `memory` is what the
+    /// client kept last time (ignored without error feedback).
+    pub fn compress(
+        &self,
+        local: &LoraState,
+        global: &LoraState,
+        memory: Option<&LoraState>,
+        key: UploadKey,
+    ) -> Result<Compressed, CoreError> {
+        let previous = if self.error_feedback { memory } else { None };
+        let update = compensate(self.mode, local, global, previous)?;
+        let input =
+            SelectInput { update: &update, local, rho: key.rho, seed: key.seed, round: key.round, client: key.client };
+        let selection = self.sparsifier.select(&input)?;
+        let sent = SparseUpdate::gather(&update, &selection)?;
+        let memory = if self.error_feedback { Some(residual(&update, &sent)?) } else { None };
+        Ok(Compressed { sent, memory })
+    }
 }

@@ -2,7 +2,7 @@
 
 use fedsoft_core::aggregate::{apply_deltas, average_dense, average_sparse_models, covariance_norm, weights};
 use fedsoft_core::budget::DropRatio;
-use fedsoft_core::feedback::{FeedbackMode, compensate, residual};
+use fedsoft_core::feedback::{Compression, FeedbackMode, UploadKey, compensate, residual};
 use fedsoft_core::lora::{LoraState, ModuleShape};
 use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseUpdate, SparsifierOptions, build};
 use proptest::prelude::*;
@@ -28,22 +28,24 @@ fn error_feedback_delivers_the_dropped_mass_over_rounds() {
     let zero = LoraState::zeros(&sh).unwrap();
     let rounds = 200;
     let relative_error = |kind: MethodKind, feedback: bool| -> f64 {
-        let mut memory = LoraState::zeros(&sh).unwrap();
+        let sparsifier = build(kind, SparsifierOptions::default());
+        let compression =
+            Compression { mode: FeedbackMode::Delta, error_feedback: feedback, sparsifier: sparsifier.as_ref() };
+        let mut memory: Option<LoraState> = None;
         let mut total = LoraState::zeros(&sh).unwrap();
         for round in 0..rounds {
-            let u = compensate(FeedbackMode::Delta, &update, &zero, feedback.then_some(&memory)).unwrap();
-            let input = SelectInput {
-                update: &u,
-                local: &update,
-                rho: DropRatio::new(0.9).unwrap(),
-                seed: 1,
-                round,
-                client: 0,
-            };
-            let sel = build(kind, SparsifierOptions::default()).select(&input).unwrap();
-            let sent = SparseUpdate::gather(&u, &sel).unwrap();
-            memory = residual(&u, &sent).unwrap();
-            total.add_scaled(&sent.to_dense(&u).unwrap(), 1.0 / rounds as f32).unwrap();
+            let key = UploadKey { rho: DropRatio::new(0.9).unwrap(), seed: 1, round, client: 0 };
+            let out = compression.compress(&update, &zero, memory.as_ref(), key).unwrap();
+            assert_eq!(out.memory.is_some(), feedback, "a memory is kept exactly when error feedback is on");
+            // What is sent plus what is kept is the compensated update, bit for bit.
+            let u = compensate(FeedbackMode::Delta, &update, &zero, memory.as_ref()).unwrap();
+            if let Some(kept) = &out.memory {
+                let mut whole = kept.clone();
+                whole.add_scaled(&out.sent.to_dense(&u).unwrap(), 1.0).unwrap();
+                assert_eq!(whole, u);
+            }
+            total.add_scaled(&out.sent.to_dense(&u).unwrap(), 1.0 / rounds as f32).unwrap();
+            memory = out.memory;
         }
         let norm =
             |x: &LoraState| x.modules.iter().flat_map(|m| m.iter()).map(|v| (v as f64).powi(2)).sum::<f64>().sqrt();

@@ -7,7 +7,8 @@ use thiserror::Error;
 pub enum DataError {
     #[error("{}: {problem}", path.display())]
     File { path: PathBuf, problem: String },
-    #[error("{}: {source}", path.display())]
+    /// The system's reason is the source, so an error chain prints it once.
+    #[error("cannot access {}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("asset {asset}: {problem}")]
     Asset { asset: String, problem: String },

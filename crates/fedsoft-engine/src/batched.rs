@@ -4,8 +4,8 @@
 //! client's own, exactly as on the per-client path.
 
 use crate::checkpoint::ClientMemory;
-use crate::config::ConfigError;
 use crate::engine::{ClientUpload, Experiment, LocalBatches, RoundTask, Trained, model_err};
+use crate::error::EngineError;
 use fedsoft_model::adapters::Adapters;
 use fedsoft_model::train::{GroupJob, train_grouped};
 use std::sync::Mutex;
@@ -20,7 +20,7 @@ impl Experiment {
         clients: &[usize],
         task: &RoundTask<'_>,
         memories: Vec<ClientMemory>,
-    ) -> Result<Vec<(ClientUpload, ClientMemory)>, ConfigError> {
+    ) -> Result<Vec<(ClientUpload, ClientMemory)>, EngineError> {
         let t = Instant::now();
         let mut plans = Vec::with_capacity(clients.len());
         for &client in clients {

@@ -5,7 +5,7 @@
 //! into place, so a crash at any moment leaves the previous checkpoint intact. `checkpoint.json` is a
 //! readable copy of the scalars that is never read back.
 
-use crate::config::ConfigError;
+use crate::error::EngineError;
 use fedsoft_core::le::f32_to_le as f32_bytes;
 use fedsoft_core::ledger::Ledger;
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
@@ -63,18 +63,14 @@ pub struct Meta {
     pub config_hash: u64,
 }
 
-fn io(path: &Path, e: impl ToString) -> ConfigError {
-    ConfigError::Invalid { field: "checkpoint".into(), detail: format!("{}: {}", path.display(), e.to_string()) }
+/// A checkpoint (or client memory) whose contents cannot be used, naming the file.
+fn io(path: &Path, e: impl ToString) -> EngineError {
+    EngineError::file(path, e)
 }
 
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
-    use std::io::Write;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+/// Writes `bytes` to `path` atomically (`fedsoft_records::write_atomic`), naming the file on failure.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    fedsoft_records::write_atomic(path, bytes).map_err(|e| EngineError::io("write", path, e))
 }
 
 /// Named tensors waiting to be serialised: name, dtype, shape, little-endian bytes.
@@ -118,12 +114,12 @@ pub fn memory_from_bytes(
     client: usize,
     shapes: &[ModuleShape],
     path: &Path,
-) -> Result<ClientMemory, ConfigError> {
+) -> Result<ClientMemory, EngineError> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| io(path, e))?;
     read_memory(&st, client, shapes, path)
 }
 
-fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>, ConfigError> {
+fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>, EngineError> {
     let t = st.tensor(name).map_err(|_| io(path, format!("missing tensor {name}")))?;
     if t.dtype() != Dtype::F32 {
         return Err(io(path, format!("tensor {name} is {:?}, expected F32", t.dtype())));
@@ -135,7 +131,7 @@ fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec
     Ok(v)
 }
 
-fn read_state(st: &SafeTensors, prefix: &str, shapes: &[ModuleShape], path: &Path) -> Result<LoraState, ConfigError> {
+fn read_state(st: &SafeTensors, prefix: &str, shapes: &[ModuleShape], path: &Path) -> Result<LoraState, EngineError> {
     let modules = shapes
         .iter()
         .enumerate()
@@ -145,7 +141,7 @@ fn read_state(st: &SafeTensors, prefix: &str, shapes: &[ModuleShape], path: &Pat
                 a: read_f32(st, &format!("{prefix}.{i}.A"), s.a_len(), path)?,
             })
         })
-        .collect::<Result<Vec<_>, ConfigError>>()?;
+        .collect::<Result<Vec<_>, EngineError>>()?;
     LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| io(path, e))
 }
 
@@ -154,7 +150,7 @@ fn read_memory(
     client: usize,
     shapes: &[ModuleShape],
     path: &Path,
-) -> Result<ClientMemory, ConfigError> {
+) -> Result<ClientMemory, EngineError> {
     // A lookup by name, not a scan of all names: a checkpoint holds every client's memory.
     let feedback = if st.tensor(&format!("memory.{client}.0.B")).is_ok() {
         Some(read_state(st, &format!("memory.{client}"), shapes, path)?)
@@ -169,7 +165,7 @@ fn read_memory(
     Ok(ClientMemory { feedback, optimizer })
 }
 
-pub fn save(dir: &Path, st: &RunState) -> Result<(), ConfigError> {
+pub fn save(dir: &Path, st: &RunState) -> Result<(), EngineError> {
     let mut owned = Owned::new();
     push_state(&mut owned, "global", &st.global);
     for (c, m) in &st.memories {
@@ -219,7 +215,7 @@ fn digest<'a>(meta_json: &str, mut tensors: Vec<(&'a str, Dtype, &'a [usize], &'
 }
 
 /// Loads the checkpoint in `dir` for modules `shapes`, or `None` if there is none.
-pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, ConfigError> {
+pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, EngineError> {
     let path = dir.join(CHECKPOINT);
     if !path.exists() {
         return Ok(None);
@@ -227,7 +223,7 @@ pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, Conf
     if !path.is_file() {
         return Err(io(&path, "is not a file: a checkpoint is expected here"));
     }
-    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    let bytes = std::fs::read(&path).map_err(|e| EngineError::io("read", &path, e))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| io(&path, e))?;
     let meta_json = header
         .metadata()

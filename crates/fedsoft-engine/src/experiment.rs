@@ -8,8 +8,9 @@
 //! upload in [`crate::validate`], the round driver in [`crate::round`].
 
 use crate::checkpoint::{Meta, RunState};
-use crate::config::{ConfigError, ControllerKind, ExperimentConfig};
+use crate::config::{ControllerKind, ExperimentConfig};
 use crate::data::{TaskData, load_task};
+use crate::error::EngineError;
 use crate::loading::{load_backbone, model_err};
 use crate::plan::Planner;
 use crate::workers::Workers;
@@ -72,7 +73,7 @@ impl Experiment {
 
 impl Experiment {
     /// Validates the config and prepares everything a run needs.
-    pub fn prepare(cfg: &ExperimentConfig, cache: &Path) -> Result<Self, ConfigError> {
+    pub fn prepare(cfg: &ExperimentConfig, cache: &Path) -> Result<Self, EngineError> {
         cfg.validate()?;
         cfg.validate_run()?;
         let device = parse_device(&cfg.training.device).map_err(model_err)?;
@@ -92,20 +93,20 @@ impl Experiment {
     /// [`Experiment::prepare`] for a run writing to `opts.out_dir`: when `[tsfa.pilot]` is set (and the
     /// controller is TSFA), the pilot runs first in `<out>/pilot` and its measured `σ_r` profile replaces
     /// `tsfa.bound.sigma`, so the resolved `config.toml` records the profile the rank was chosen with.
-    pub fn prepare_run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Self, ConfigError> {
+    pub fn prepare_run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Self, EngineError> {
         cfg.validate()?;
         cfg.validate_run()?;
         let mut cfg = cfg.clone();
         if cfg.controller.kind == ControllerKind::Tsfa && cfg.tsfa.pilot.is_some() {
             let sigma = crate::pilot::measure_sigma(&cfg, &opts.cache, &opts.out_dir.join("pilot"))?;
-            cfg.tsfa.bound.sigma = fedsoft_wireless::tsfa::SigmaProfile::Measured { singular_values: sigma };
+            cfg.tsfa.settings.bound.sigma = fedsoft_wireless::tsfa::SigmaProfile::Measured { singular_values: sigma };
         }
         Self::prepare(&cfg, &opts.cache)
     }
 
-    pub(crate) fn fresh_state(&self) -> Result<RunState, ConfigError> {
+    pub(crate) fn fresh_state(&self) -> Result<RunState, EngineError> {
         let global = LoraState::init_gaussian(&self.plan.shapes, self.cfg.seed)
-            .map_err(|e| ConfigError::invalid("lora", e.to_string()))?;
+            .map_err(|e| EngineError::invalid("lora", e.to_string()))?;
         let head = Head::init(self.backbone.spec.hidden, self.task.classes.len(), self.cfg.seed);
         Ok(RunState {
             next_round: 0,
@@ -160,7 +161,7 @@ impl Experiment {
 
     /// Accuracy and loss of the given global model on the test set. Batches are scored side by side on
     /// [`Experiment::workers`] and tallied in batch order, so the result does not depend on the threads.
-    pub fn evaluate(&self, global: &LoraState, head: &Head) -> Result<(f64, f64), ConfigError> {
+    pub fn evaluate(&self, global: &LoraState, head: &Head) -> Result<(f64, f64), EngineError> {
         use burn::module::Module;
         let n = self.task.test_labels.len();
         let bs = self.cfg.training.eval_batch.max(1);

@@ -12,7 +12,7 @@
 //!   model + adapter + head it built reproduces fedsoft's outputs (`scripts/check-peft` does, with PEFT).
 
 use crate::checkpoint::write_atomic;
-use crate::config::ConfigError;
+use crate::error::EngineError;
 use fedsoft_core::le::f32_to_le as bytes;
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
 use fedsoft_model::adapters::Head;
@@ -21,8 +21,8 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
-fn err(path: &Path, e: impl ToString) -> ConfigError {
-    ConfigError::Invalid { field: "export".into(), detail: format!("{}: {}", path.display(), e.to_string()) }
+fn err(path: &Path, e: impl ToString) -> EngineError {
+    EngineError::file(path, e)
 }
 
 fn key(module: &str, factor: &str) -> String {
@@ -40,7 +40,7 @@ pub struct ExportInfo<'a> {
 }
 
 /// Writes the PEFT directory `dir`.
-pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo<'_>) -> Result<(), ConfigError> {
+pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo<'_>) -> Result<(), EngineError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
     if info.modules.len() != state.shapes.len() {
         return Err(err(dir, format!("{} module names for {} modules", info.modules.len(), state.shapes.len())));
@@ -50,7 +50,7 @@ pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo
         owned.push((key(name, "A"), vec![s.r, s.k], bytes(&f.a)));
         owned.push((key(name, "B"), vec![s.d, s.r], bytes(&f.b)));
     }
-    let write = |name: &str, owned: &[(String, Vec<usize>, Vec<u8>)]| -> Result<(), ConfigError> {
+    let write = |name: &str, owned: &[(String, Vec<usize>, Vec<u8>)]| -> Result<(), EngineError> {
         let views: Vec<(String, TensorView)> = owned
             .iter()
             .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("sizes")))
@@ -93,7 +93,7 @@ pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo
 
 /// Reads a PEFT directory written by [`export_peft`] back for the modules `shapes`; the module paths come
 /// from its `target_modules`, in order, whichever transformers version they were written for.
-pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Head), ConfigError> {
+pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Head), EngineError> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(&dir.join(name), e));
     let config: serde_json::Value =
         serde_json::from_slice(&read("adapter_config.json")?).map_err(|e| err(&dir.join("adapter_config.json"), e))?;
@@ -109,7 +109,7 @@ pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Hea
     }
     let adapter = read("adapter_model.safetensors")?;
     let st = SafeTensors::deserialize(&adapter).map_err(|e| err(dir, e))?;
-    let get = |st: &SafeTensors, name: &str, shape: &[usize]| -> Result<Vec<f32>, ConfigError> {
+    let get = |st: &SafeTensors, name: &str, shape: &[usize]| -> Result<Vec<f32>, EngineError> {
         let t = st.tensor(name).map_err(|_| err(dir, format!("missing tensor {name}")))?;
         if t.shape() != shape || t.dtype() != Dtype::F32 {
             return Err(err(dir, format!("tensor {name} is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
@@ -122,7 +122,7 @@ pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Hea
         .map(|(s, name)| {
             Ok(ModuleFactors { b: get(&st, &key(name, "B"), &[s.d, s.r])?, a: get(&st, &key(name, "A"), &[s.r, s.k])? })
         })
-        .collect::<Result<Vec<_>, ConfigError>>()?;
+        .collect::<Result<Vec<_>, EngineError>>()?;
     let state = LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| err(dir, e))?;
     let head_bytes = read("head.safetensors")?;
     let hs = SafeTensors::deserialize(&head_bytes).map_err(|e| err(dir, e))?;
@@ -143,7 +143,7 @@ const PROBE_SAMPLES: usize = 4;
 
 impl crate::experiment::Experiment {
     /// Writes `probe.safetensors` beside an exported adapter: inputs and the final model's logits.
-    pub(crate) fn write_probe(&self, dir: &Path, global: &LoraState, head: &Head) -> Result<(), ConfigError> {
+    pub(crate) fn write_probe(&self, dir: &Path, global: &LoraState, head: &Head) -> Result<(), EngineError> {
         use burn::module::Module;
         use fedsoft_model::backbone::Batch;
         let k = PROBE_SAMPLES.min(self.task.test_labels.len());
@@ -161,7 +161,7 @@ impl crate::experiment::Experiment {
         };
         let i64s = |t: burn::tensor::TensorData| {
             let v = t.convert::<i64>().try_into_vec::<i64>().map_err(|e| err(dir, format!("{e:?}")))?;
-            Ok::<_, ConfigError>(v.into_iter().flat_map(i64::to_le_bytes).collect::<Vec<u8>>())
+            Ok::<_, EngineError>(v.into_iter().flat_map(i64::to_le_bytes).collect::<Vec<u8>>())
         };
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         match &batch {

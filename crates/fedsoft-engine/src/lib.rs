@@ -11,6 +11,7 @@ mod client;
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod error;
 pub mod experiment;
 pub mod export;
 pub mod fixtures;
@@ -21,7 +22,9 @@ pub mod plan;
 mod pool;
 mod round;
 mod runfiles;
+mod runlog;
 mod validate;
 pub mod workers;
 
 pub use config::{ConfigError, ExperimentConfig};
+pub use error::EngineError;

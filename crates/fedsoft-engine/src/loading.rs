@@ -1,14 +1,15 @@
 //! Loading the configured backbone: a packaged asset or a local checkpoint, and its tokenizer.
 
-use crate::config::{ConfigError, ExperimentConfig};
+use crate::config::ExperimentConfig;
+use crate::error::EngineError;
 use burn::tensor::Device;
 use fedsoft_data::assets;
 use fedsoft_model::backbone::Backbone;
 use fedsoft_model::load::{load_dinov2_onnx, load_hf_dir};
 use std::path::{Path, PathBuf};
 
-pub(crate) fn model_err(e: fedsoft_model::ModelError) -> ConfigError {
-    ConfigError::Invalid { field: "model".into(), detail: e.to_string() }
+pub(crate) fn model_err(e: fedsoft_model::ModelError) -> EngineError {
+    EngineError::Model(e)
 }
 
 /// Loads the configured backbone; returns it and the directory holding its tokenizer (text models).
@@ -16,22 +17,18 @@ pub fn load_backbone(
     cfg: &ExperimentConfig,
     cache: &Path,
     device: &Device,
-) -> Result<(Backbone, Option<PathBuf>), ConfigError> {
+) -> Result<(Backbone, Option<PathBuf>), EngineError> {
     use crate::arch::Arch;
     let path = match (&cfg.model.path, cfg.model.arch) {
         (Some(p), _) => p.clone(),
-        (None, Arch::MinilmL6) => {
-            assets::ensure(cache, "minilm").map_err(|e| ConfigError::invalid("model.path", e.to_string()))?
-        }
-        (None, Arch::Dinov2S14) => assets::ensure(cache, "dinov2")
-            .map_err(|e| ConfigError::invalid("model.path", e.to_string()))?
-            .join("vit_s_focus.onnx"),
+        (None, Arch::MinilmL6) => assets::ensure(cache, "minilm")?,
+        (None, Arch::Dinov2S14) => assets::ensure(cache, "dinov2")?.join("vit_s_focus.onnx"),
         (None, other) => {
-            return Err(ConfigError::invalid("model.path", format!("{other} needs a checkpoint directory")));
+            return Err(EngineError::invalid("model.path", format!("{other} needs a checkpoint directory")));
         }
     };
     if !path.exists() {
-        return Err(ConfigError::invalid("model.path", format!("{} does not exist", path.display())));
+        return Err(EngineError::invalid("model.path", format!("{} does not exist", path.display())));
     }
     let backbone = if path.is_file() && path.extension().is_some_and(|e| e == "onnx") {
         load_dinov2_onnx(&path, device).map_err(model_err)?
@@ -41,7 +38,7 @@ pub fn load_backbone(
     let g = cfg.geometry()?;
     let s = &backbone.spec;
     if (s.hidden, s.layers, s.intermediate) != (g.hidden, g.layers, g.intermediate) {
-        return Err(ConfigError::invalid(
+        return Err(EngineError::invalid(
             "model.arch",
             format!(
                 "{} expects hidden {} / {} layers / MLP {}, but {} has {} / {} / {}",

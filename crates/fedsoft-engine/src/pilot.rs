@@ -4,16 +4,17 @@
 //! of each module's trained `BA`, pooled over modules (module-averaged, as SPEC §7.3 says, by default).
 
 use crate::checkpoint;
-use crate::config::{ConfigError, ControllerKind, ExperimentConfig, SigmaPooling};
+use crate::config::{ControllerKind, ExperimentConfig, SigmaPooling};
 use crate::engine::{Experiment, RunOptions, method_err};
+use crate::error::EngineError;
 use fedsoft_core::sparsify::MethodKind;
 use fedsoft_core::sparsify::svd::singular_values;
 use std::path::Path;
 
 /// The pilot's variant of an experiment: same model, data, clients, seed and uplink; ILoRA at rank
 /// `tsfa.bound.max_rank`, `tsfa.pilot.rounds` rounds.
-pub fn pilot_config(cfg: &ExperimentConfig) -> Result<ExperimentConfig, ConfigError> {
-    let pilot = cfg.tsfa.pilot.ok_or_else(|| ConfigError::invalid("tsfa.pilot", "is not configured"))?;
+pub fn pilot_config(cfg: &ExperimentConfig) -> Result<ExperimentConfig, EngineError> {
+    let pilot = cfg.tsfa.pilot.ok_or_else(|| EngineError::invalid("tsfa.pilot", "is not configured"))?;
     let mut p = cfg.clone();
     p.name = format!("{}-pilot", cfg.name);
     p.method.name = MethodKind::Ilora;
@@ -21,7 +22,7 @@ pub fn pilot_config(cfg: &ExperimentConfig) -> Result<ExperimentConfig, ConfigEr
     p.training.orthogonality = Some(0.0);
     p.controller.kind = ControllerKind::Fixed;
     p.controller.rho = 0.0;
-    p.lora.rank = cfg.tsfa.bound.max_rank;
+    p.lora.rank = cfg.tsfa.settings.bound.max_rank;
     p.rounds.total = pilot.rounds;
     p.rounds.eval_every = pilot.rounds;
     p.rounds.checkpoint_every = 1;
@@ -32,14 +33,14 @@ pub fn pilot_config(cfg: &ExperimentConfig) -> Result<ExperimentConfig, ConfigEr
 /// Runs (or, when `dir` already holds it, resumes or reuses) the pilot and returns `σ_1..σ_R`, pooled over
 /// modules as `tsfa.pilot.pooling` says and scaled so that `σ_1 = 1`, the scale the bound's weights are
 /// calibrated for (SPEC §7.3).
-pub fn measure_sigma(cfg: &ExperimentConfig, cache: &Path, dir: &Path) -> Result<Vec<f64>, ConfigError> {
+pub fn measure_sigma(cfg: &ExperimentConfig, cache: &Path, dir: &Path) -> Result<Vec<f64>, EngineError> {
     let p = pilot_config(cfg)?;
     let pooling = cfg.tsfa.pilot.map(|c| c.pooling).unwrap_or_default();
     let exp = Experiment::prepare(&p, cache)?;
     let opts = RunOptions { out_dir: dir.to_path_buf(), resume: true, cache: cache.to_path_buf(), stop_after: None };
     exp.run(&opts, |_| {})?;
     let state = checkpoint::load(dir, &exp.plan.shapes)?
-        .ok_or_else(|| ConfigError::invalid("tsfa.pilot", format!("{} holds no checkpoint", dir.display())))?;
+        .ok_or_else(|| EngineError::invalid("tsfa.pilot", format!("{} holds no checkpoint", dir.display())))?;
     let per_module = state
         .global
         .shapes
@@ -48,7 +49,7 @@ pub fn measure_sigma(cfg: &ExperimentConfig, cache: &Path, dir: &Path) -> Result
         .map(|(shape, f)| singular_values(shape, f).map_err(method_err))
         .collect::<Result<Vec<_>, _>>()?;
     pool_profile(&per_module, p.lora.rank, pooling).ok_or_else(|| {
-        ConfigError::invalid(
+        EngineError::invalid(
             "tsfa.pilot",
             "the pilot left every adapter at zero: raise tsfa.pilot.rounds or training.lr",
         )

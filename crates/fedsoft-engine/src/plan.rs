@@ -2,7 +2,8 @@
 //! simulation of `fedsoft plan --simulate`, and its report.
 
 use crate::config::ControllerKind;
-use crate::config::{ConfigError, ExperimentConfig};
+use crate::config::ExperimentConfig;
+use crate::error::EngineError;
 use fedsoft_wireless::channel::Cell;
 use fedsoft_wireless::control::{HorizonController, OnlineRule, RatioController};
 use fedsoft_wireless::rate::RateModel;
@@ -20,7 +21,7 @@ pub struct Planner {
 }
 
 impl Planner {
-    pub fn new(cfg: &ExperimentConfig) -> Result<Self, ConfigError> {
+    pub fn new(cfg: &ExperimentConfig) -> Result<Self, EngineError> {
         cfg.validate()?;
         let w = &cfg.wireless;
         let uplink =
@@ -34,19 +35,19 @@ impl Planner {
             per_round: cfg.clients.per_round,
             seed: cfg.seed,
         };
-        Ok(Planner { tsfa: TsfaPlan::new(inputs, cfg.tsfa.settings())?, config: cfg.clone() })
+        Ok(Planner { tsfa: TsfaPlan::new(inputs, cfg.tsfa.settings.clone())?, config: cfg.clone() })
     }
 
     /// The paper's online controller (TSFA at `r*`, or OSFA at any rank with the same `V` and budget).
-    pub fn controller(&self) -> Result<LyapunovController, ConfigError> {
+    pub fn controller(&self) -> Result<LyapunovController, EngineError> {
         Ok(self.tsfa.lyapunov()?)
     }
 
     /// The run's ratio rule at `rank`.
-    pub fn ratio_controller(&self, rank: usize) -> Result<Box<dyn RatioController>, ConfigError> {
+    pub fn ratio_controller(&self, rank: usize) -> Result<Box<dyn RatioController>, EngineError> {
         let rule = match self.config.controller.kind {
             ControllerKind::Fixed => RatioRule::Fixed(self.config.controller.rho),
-            ControllerKind::Tsfa | ControllerKind::Osfa => RatioRule::Online(self.config.tsfa.online),
+            ControllerKind::Tsfa | ControllerKind::Osfa => RatioRule::Online(self.config.tsfa.settings.online),
         };
         Ok(self.tsfa.ratio_controller(rule, rank)?)
     }
@@ -59,17 +60,14 @@ impl Planner {
     /// Runs the online rules alone for `rounds` rounds at `r*` over `seeds` fading draws (seeds
     /// `seed, seed + 1, ...` of client sampling and fading on the config's cell): the Lyapunov controller once
     /// per `kappa_V`, then the finite-horizon rule.
-    pub fn simulate(&self, rounds: u64, kappas: &[f64], seeds: u64) -> Result<Vec<RuleSummary>, ConfigError> {
+    pub fn simulate(&self, rounds: u64, kappas: &[f64], seeds: u64) -> Result<Vec<RuleSummary>, EngineError> {
         let r = self.tsfa.offline.best_rank;
-        let t = &self.config.tsfa;
+        let t = &self.config.tsfa.settings;
         let seeds = seeds.max(1);
         let mut out = Vec::new();
         for &k in kappas {
             if !(k.is_finite() && k > 0.0) {
-                return Err(ConfigError::Invalid {
-                    field: "--kappa".into(),
-                    detail: format!("must be positive, got {k}"),
-                });
+                return Err(EngineError::invalid("--kappa", format!("must be positive, got {k}")));
             }
             let v = calibrate_v(
                 k,
@@ -95,13 +93,13 @@ impl Planner {
         &self,
         rounds: u64,
         seeds: u64,
-        make: impl Fn() -> Result<Box<dyn RatioController>, ConfigError>,
-    ) -> Result<Vec<SimulationSummary>, ConfigError> {
+        make: impl Fn() -> Result<Box<dyn RatioController>, EngineError>,
+    ) -> Result<Vec<SimulationSummary>, EngineError> {
         let base = self.scenario(self.tsfa.offline.best_rank);
         (0..seeds)
             .map(|i| {
                 let scn = Scenario { seed: base.seed.wrapping_add(i), ..base.clone() };
-                Ok(simulate(&scn, make()?.as_mut(), self.config.tsfa.rho_max, rounds)?)
+                Ok(simulate(&scn, make()?.as_mut(), self.config.tsfa.settings.rho_max, rounds)?)
             })
             .collect()
     }
@@ -124,8 +122,8 @@ impl Planner {
             mean_snr_db_max: snr_db.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
             gamma_bar: self.tsfa.link.gamma_bar,
             tau_bar_s: self.tsfa.link.tau_bar,
-            rho_min: cfg.tsfa.rho_min,
-            rho_max: cfg.tsfa.rho_max,
+            rho_min: cfg.tsfa.settings.rho_min,
+            rho_max: cfg.tsfa.settings.rho_max,
             offline: self.tsfa.offline.clone(),
             v_wsp: self.tsfa.v_wsp,
             simulations,

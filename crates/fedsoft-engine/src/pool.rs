@@ -2,7 +2,8 @@
 //! clients (in this process, or remote through `fedsoft-net`), and what crosses it.
 
 use crate::checkpoint::ClientMemory;
-use crate::config::{ConfigError, Execution};
+use crate::config::Execution;
+use crate::error::EngineError;
 use crate::experiment::Experiment;
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::ledger::UploadCost;
@@ -48,7 +49,7 @@ pub trait ClientPool {
         exp: &Experiment,
         task: &RoundTask<'_>,
         clients: &[usize],
-    ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError>;
+    ) -> Result<Vec<Result<ClientUpload, String>>, EngineError>;
     /// The client memories this pool keeps, for checkpoints (empty when clients keep their own).
     fn memories(&self) -> BTreeMap<usize, ClientMemory>;
     /// Hands the pool the memories of a resumed checkpoint.
@@ -70,7 +71,7 @@ impl ClientPool for LocalClients {
         exp: &Experiment,
         task: &RoundTask<'_>,
         clients: &[usize],
-    ) -> Result<Vec<Result<ClientUpload, String>>, ConfigError> {
+    ) -> Result<Vec<Result<ClientUpload, String>>, EngineError> {
         let previous: Vec<ClientMemory> = clients.iter().map(|c| self.memories.remove(c).unwrap_or_default()).collect();
         let done = match exp.cfg.training.execution {
             Execution::PerClient => {
@@ -112,6 +113,6 @@ pub(crate) struct Arrival {
 }
 
 /// A sparsifier or feedback step refused its input: reported against the `[method]` section.
-pub(crate) fn method_err(e: fedsoft_core::CoreError) -> ConfigError {
-    ConfigError::invalid("method", e.to_string())
+pub(crate) fn method_err(e: fedsoft_core::CoreError) -> EngineError {
+    EngineError::invalid("method", e.to_string())
 }

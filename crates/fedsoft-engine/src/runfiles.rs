@@ -1,7 +1,7 @@
 //! The run's JSONL logs: opened for appending, and cut back to what the checkpoint covers on resume.
 
 use crate::checkpoint;
-use crate::config::ConfigError;
+use crate::error::EngineError;
 use std::path::Path;
 
 /// Whether a JSONL file holds at least one record.
@@ -9,21 +9,16 @@ pub(crate) fn has_rounds(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| !l.trim().is_empty()))
 }
 
-pub(crate) fn append(path: &Path) -> Result<std::fs::File, ConfigError> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| ConfigError::invalid("output", format!("{}: {e}", path.display())))
+pub(crate) fn append(path: &Path) -> Result<std::fs::File, EngineError> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| EngineError::io("open", path, e))
 }
 
 /// Keeps only the lines of rounds before `next_round` (what the checkpoint covers).
-pub(crate) fn truncate_jsonl(path: &Path, next_round: u64) -> Result<(), ConfigError> {
+pub(crate) fn truncate_jsonl(path: &Path, next_round: u64) -> Result<(), EngineError> {
     if !path.is_file() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::invalid("output", format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| EngineError::io("read", path, e))?;
     let kept: String = text
         .lines()
         .filter(|l| {

@@ -3,7 +3,7 @@
 use crate::experiment::Experiment;
 use crate::pool::{ClientUpload, RoundTask};
 use fedsoft_core::encoding::decode;
-use fedsoft_core::sparsify::SparseUpdate;
+use fedsoft_core::sparsify::{MethodKind, MethodRules, SparseUpdate};
 
 /// Why the server refused an upload; its text is the reason `clients.jsonl` records and the network reply
 /// carries.
@@ -17,7 +17,7 @@ pub enum Rejection {
     #[error("upload names client {named} but came from client {from}")]
     WrongSender { named: usize, from: usize },
     #[error("over budget: {entries} entries where {method} at rho {rho} allows {budget}")]
-    OverBudget { entries: usize, method: String, rho: f64, budget: usize },
+    OverBudget { entries: usize, method: MethodKind, rho: f64, budget: usize },
     #[error("non-finite values in the update")]
     NonFiniteUpdate,
     #[error("head has {weights} + {biases} values, expected {want_weights} + {want_biases}")]
@@ -49,7 +49,7 @@ impl Experiment {
         if nnz > budget {
             return Err(Rejection::OverBudget {
                 entries: nnz,
-                method: self.cfg.method.name.to_string(),
+                method: self.cfg.method.name,
                 rho: task.rho.get(),
                 budget,
             });

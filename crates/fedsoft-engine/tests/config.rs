@@ -54,6 +54,10 @@ fn bad_values_name_their_field() {
         ("[model]\narch = \"custom\"\nhidden = 64\n", &[], "arch = \"custom\" needs"),
         ("[model]\narch = \"resnet\"\n", &[], "unknown variant `resnet`"),
         ("[model]\narch = \"vit-b16\"\n[lora]\nrnak = 4\n", &[], "unknown field `rnak`"),
+        // [tsfa] holds the planner's settings flattened in: a misspelt key is still refused, naming it.
+        ("[model]\narch = \"vit-b16\"\n[tsfa]\nrho_mni = 0.6\n", &[], "tsfa.rho_mni"),
+        (MINIMAL, &["tsfa.v_kapa=2.0"], "tsfa.v_kapa"),
+        (MINIMAL, &["tsfa.pilot.rnds=2"], "unknown field `rnds`"),
         ("[model\narch = 1", &[], "test.toml"),
         // A value of the wrong kind given with --set is reported against that override.
         (MINIMAL, &["lora.rank=4", "training.optimizer_state=\"sometimes\""], "--set training.optimizer_state"),

@@ -1,10 +1,11 @@
 //! The round engine end to end on a tiny BERT checkpoint and a small text task written by the test.
 
 use fedsoft_core::budget::{DropRatio, total_budget};
-use fedsoft_engine::ExperimentConfig;
+use fedsoft_core::sparsify::{MethodKind, MethodRules};
 use fedsoft_engine::engine::{Experiment, RunOptions};
 use fedsoft_engine::fixtures::{tiny_config, tiny_text_task};
 use fedsoft_engine::metrics::RoundRecord;
+use fedsoft_engine::{EngineError, ExperimentConfig};
 use std::path::{Path, PathBuf};
 
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -55,7 +56,7 @@ fn every_method_and_controller_runs_end_to_end() {
             let mut queue = 0.0f64;
             let plan = fedsoft_engine::plan::Planner::new(&cfg).unwrap();
             for r in &recs {
-                assert_eq!(r.method, method);
+                assert_eq!(r.method.as_str(), method);
                 assert_eq!(r.clients.len(), 3);
                 assert!(r.covariance.unwrap().is_finite() && r.train_loss.is_finite());
                 // Exact budgets: every upload keeps what its method promises.
@@ -296,7 +297,7 @@ fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
         stop_after: None,
     };
     let exp = Experiment::prepare_run(&cfg, &opts).unwrap();
-    let SigmaProfile::Measured { singular_values: sv } = exp.config().tsfa.bound.sigma.clone() else {
+    let SigmaProfile::Measured { singular_values: sv } = exp.config().tsfa.settings.bound.sigma.clone() else {
         panic!("the pilot did not replace the profile")
     };
     assert_eq!(sv.len(), 8, "one value per rank up to tsfa.bound.max_rank");
@@ -305,7 +306,7 @@ fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
     assert!(sv[1] > 0.0, "a trained rank-8 update has more than one direction: {sv:?}");
     let pilot = read_metrics(&out.join("pilot"));
     assert_eq!(pilot.len(), 2);
-    assert!(pilot.iter().all(|r| r.method == "ilora" && r.rank == 8 && r.rho == 0.0));
+    assert!(pilot.iter().all(|r| r.method == MethodKind::Ilora && r.rank == 8 && r.rho == 0.0));
     assert_eq!(exp.rank(), exp.planner().tsfa.offline.best_rank);
 
     // The main run records the measured profile; preparing again reuses the finished pilot (same profile,
@@ -313,7 +314,7 @@ fn a_pilot_run_measures_the_sigma_profile_the_offline_stage_uses() {
     exp.run(&opts, |_| {}).unwrap();
     assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("singular_values"));
     let again = Experiment::prepare_run(&cfg, &RunOptions { resume: true, ..opts.clone() }).unwrap();
-    assert_eq!(again.config().tsfa.bound.sigma, exp.config().tsfa.bound.sigma);
+    assert_eq!(again.config().tsfa.settings.bound.sigma, exp.config().tsfa.settings.bound.sigma);
     assert_eq!(read_metrics(&out.join("pilot")).len(), 2);
     let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
     let e = ExperimentConfig::from_toml(&text, "t", &["tsfa.pilot={ rounds = 0 }".into()]).unwrap_err();
@@ -437,10 +438,14 @@ fn resume_without_a_checkpoint_refuses_to_start_over() {
     assert_eq!(metrics.lines().count(), 2);
     let ckpt = fresh.join(fedsoft_engine::checkpoint::CHECKPOINT);
     std::fs::remove_file(&ckpt).unwrap();
-    let e = exp.run(&opts(&fresh), |_| {}).unwrap_err().to_string();
+    let e = exp.run(&opts(&fresh), |_| {}).unwrap_err();
+    assert!(matches!(e, EngineError::RunDirectory { ref dir, .. } if dir == &fresh), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("--resume") && e.contains("no checkpoint"), "{e}");
     std::fs::create_dir(&ckpt).unwrap();
-    let e = exp.run(&opts(&fresh), |_| {}).unwrap_err().to_string();
+    let e = exp.run(&opts(&fresh), |_| {}).unwrap_err();
+    assert!(matches!(e, EngineError::File { ref path, .. } if path == &ckpt), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("checkpoint.safetensors") && e.contains("not a file"), "{e}");
     assert_eq!(std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap(), metrics, "recorded rounds kept");
 }
@@ -455,7 +460,7 @@ impl fedsoft_engine::engine::ClientPool for Poisoner {
         exp: &Experiment,
         task: &fedsoft_engine::engine::RoundTask<'_>,
         clients: &[usize],
-    ) -> Result<Vec<Result<fedsoft_engine::engine::ClientUpload, String>>, fedsoft_engine::ConfigError> {
+    ) -> Result<Vec<Result<fedsoft_engine::engine::ClientUpload, String>>, fedsoft_engine::EngineError> {
         let mut out = self.0.run_round(exp, task, clients)?;
         if let Some(Ok(u)) = out.first_mut() {
             // An upload the server will refuse anyway (e.g. trained from an already broken model) stays as is.
@@ -497,7 +502,9 @@ fn norm_bounds_keep_a_poisoning_client_out() {
         (r, out)
     };
     let (r, _) = poisoned(&[], "open");
-    let e = r.unwrap_err().to_string();
+    let e = r.unwrap_err();
+    assert!(matches!(e, EngineError::Diverged { .. }), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("non-finite") || e.contains("test loss"), "{e}");
 
     let (r, out) = poisoned(&["robust.median_factor=5"], "reject");
@@ -637,4 +644,31 @@ fn rejections_are_typed() {
     let e = reject(&upload, &tighter);
     assert!(matches!(e, Rejection::OverBudget { entries, budget, .. } if entries > budget), "{e}");
     assert!(e.to_string().starts_with("over budget: "), "{e}");
+}
+
+/// A run directory that cannot be made is an I/O error naming the path, with the system's error as its source
+/// (printed once by the CLI's error chain, not repeated in the message).
+#[test]
+fn output_that_cannot_be_created_is_an_io_error_with_its_path_and_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let exp = Experiment::prepare(&config(&model, &data, &[]), Path::new("/nonexistent-cache")).unwrap();
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let out = blocker.join("run");
+    let opts = RunOptions {
+        out_dir: out.clone(),
+        resume: false,
+        cache: PathBuf::from("/nonexistent-cache"),
+        stop_after: Some(1),
+    };
+    let e = exp.run(&opts, |_| {}).unwrap_err();
+    match &e {
+        EngineError::Io { action, path, source } => {
+            assert_eq!((*action, path), ("create", &out));
+            assert!(!e.to_string().contains(&source.to_string()), "the source is not repeated: {e}");
+            assert!(std::error::Error::source(&e).is_some());
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
 }

@@ -20,6 +20,8 @@ pub mod proto {
 pub enum NetError {
     #[error(transparent)]
     Config(#[from] fedsoft_engine::ConfigError),
+    #[error(transparent)]
+    Engine(#[from] fedsoft_engine::EngineError),
     /// A setting that makes the server or client unsafe or impossible to start.
     #[error("{field}: {detail}")]
     Setup { field: String, detail: String },

@@ -189,7 +189,7 @@ impl ClientPool for RemoteClients {
         exp: &Experiment,
         task: &RoundTask<'_>,
         clients: &[usize],
-    ) -> Result<Vec<Result<ClientUpload, String>>, fedsoft_engine::ConfigError> {
+    ) -> Result<Vec<Result<ClientUpload, String>>, fedsoft_engine::EngineError> {
         let (tx, rx) = mpsc::channel();
         let message = proto::Task {
             round: task.round,

@@ -4,6 +4,9 @@
 //! absent is an `Option` (written as `null` or left out), never a NaN, and fields added later default when
 //! an older run is read.
 
+mod files;
+
+pub use files::write_atomic;
 use serde::{Deserialize, Serialize};
 
 /// How a run chose each round's sparsification ratio (the config's `controller.kind`).
@@ -39,6 +42,70 @@ impl std::fmt::Display for ControllerKind {
     }
 }
 
+/// The sparsification method of a run (the config's `method.name`). Its algorithm lives in fedsoft-core,
+/// which re-exports this type; only the names are here, so a reader of run files needs no algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodKind {
+    Soft,
+    Flasc,
+    Rlora,
+    Hetlora,
+    Fedlodrop,
+    Ilora,
+    Svd,
+}
+
+impl MethodKind {
+    pub const ALL: [MethodKind; 7] = [
+        MethodKind::Soft,
+        MethodKind::Flasc,
+        MethodKind::Rlora,
+        MethodKind::Hetlora,
+        MethodKind::Fedlodrop,
+        MethodKind::Ilora,
+        MethodKind::Svd,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Soft => "soft",
+            MethodKind::Flasc => "flasc",
+            MethodKind::Rlora => "rlora",
+            MethodKind::Hetlora => "hetlora",
+            MethodKind::Fedlodrop => "fedlodrop",
+            MethodKind::Ilora => "ilora",
+            MethodKind::Svd => "svd",
+        }
+    }
+}
+
+impl std::fmt::Display for MethodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A method name that is none of [`MethodKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownMethod(pub String);
+
+impl std::fmt::Display for UnknownMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
+        write!(f, "method: unknown method {:?}; expected one of {}", self.0, names.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownMethod {}
+
+impl std::str::FromStr for MethodKind {
+    type Err = UnknownMethod;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MethodKind::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| UnknownMethod(s.to_string()))
+    }
+}
+
 /// Wall time of one round by phase.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct TimeSplit {
@@ -52,7 +119,7 @@ pub struct TimeSplit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundRecord {
     pub round: u64,
-    pub method: String,
+    pub method: MethodKind,
     pub controller: ControllerKind,
     pub rank: usize,
     pub rho: f64,
@@ -107,7 +174,7 @@ pub struct ClientRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub name: String,
-    pub method: String,
+    pub method: MethodKind,
     pub controller: ControllerKind,
     pub rounds: u64,
     pub completed: bool,
@@ -146,7 +213,7 @@ mod tests {
     fn summary() -> Summary {
         Summary {
             name: "t".into(),
-            method: "soft".into(),
+            method: MethodKind::Soft,
             controller: ControllerKind::Tsfa,
             rounds: 2,
             completed: true,
@@ -201,5 +268,19 @@ mod tests {
         }
         let err = serde_json::from_str::<Summary>(&serde_json::to_string(&summary()).unwrap().replace("tsfa", "lyap"));
         assert!(err.unwrap_err().to_string().contains("lyap"));
+    }
+
+    #[test]
+    fn method_kinds_are_written_by_their_config_names_and_unknown_ones_refused() {
+        for kind in MethodKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(serde_json::from_str::<MethodKind>(&json).unwrap(), kind);
+            assert_eq!(kind.as_str().parse::<MethodKind>().unwrap(), kind);
+        }
+        let err = "topk".parse::<MethodKind>().unwrap_err().to_string();
+        assert!(err.contains("\"topk\"") && err.contains("soft, flasc"), "{err}");
+        let text = serde_json::to_string(&summary()).unwrap().replace("\"soft\"", "\"topk\"");
+        assert!(serde_json::from_str::<Summary>(&text).unwrap_err().to_string().contains("topk"));
     }
 }

@@ -84,9 +84,7 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportFiles, ReportError
     Ok(files)
 }
 
-/// Writes through a temporary file and a rename, so a crash never leaves half a file.
+/// Writes whole or not at all (`fedsoft_records::write_atomic`), naming the file on failure.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or_default()));
-    std::fs::write(&tmp, bytes).map_err(|e| ReportError::output(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ReportError::output(path, e))
+    fedsoft_records::write_atomic(path, bytes).map_err(|e| ReportError::output(path, e))
 }

@@ -2,7 +2,7 @@
 //! long-term latency constraint holds and to show the effect of `V` (`fedsoft plan --simulate`).
 
 use crate::bandwidth::{BandwidthRule, allocate, delays, min_max_physical};
-use crate::channel::Cell;
+use crate::channel::{Cell, ClientChannel};
 use crate::control::{RatioController, RoundContext};
 use crate::error::WirelessError;
 use crate::rate::{RateModel, spectral_efficiency};
@@ -49,13 +49,32 @@ pub struct Scenario {
     pub dense_bits: f64,
 }
 
+/// What the server knows as a round starts, before any client trains: who is scheduled, their channels, and
+/// `a_t`, the delay a dense upload would take on them (what the ratio controller plans with).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundStart {
+    /// The scheduled clients, in the order the round handles them.
+    pub clients: Vec<usize>,
+    /// Their channels this round, in the same order.
+    pub channels: Vec<ClientChannel>,
+    pub a_t: f64,
+}
+
 impl Scenario {
-    /// `a_t` of `round`: the scheduled clients' dense-upload delay.
-    pub fn dense_delay(&self, round: u64) -> Result<f64, WirelessError> {
+    /// The start of `round` (SPEC's round: schedule, then channels, then `a_t`): one function for the engine's
+    /// round driver, the controller-only simulation and the Python strategy, so they cannot drift apart.
+    pub fn start(&self, round: u64) -> Result<RoundStart, WirelessError> {
         let clients = sample_clients(self.seed, round, self.cell.mean_snr.len(), self.per_round)
             .map_err(|e| WirelessError::invalid("clients.per_round", e.to_string()))?;
-        let snr: Vec<f64> = self.cell.round_snr(self.seed, round, &clients).iter().map(|c| c.snr).collect();
-        dense_round_delay(self.rate_model, self.bandwidth_rule, self.dense_bits, &snr, self.bandwidth_hz)
+        let channels = self.cell.round_snr(self.seed, round, &clients);
+        let snr: Vec<f64> = channels.iter().map(|c| c.snr).collect();
+        let a_t = dense_round_delay(self.rate_model, self.bandwidth_rule, self.dense_bits, &snr, self.bandwidth_hz)?;
+        Ok(RoundStart { clients, channels, a_t })
+    }
+
+    /// `a_t` of `round`: the scheduled clients' dense-upload delay.
+    pub fn dense_delay(&self, round: u64) -> Result<f64, WirelessError> {
+        Ok(self.start(round)?.a_t)
     }
 }
 

@@ -90,3 +90,46 @@ proptest! {
         }
     }
 }
+
+/// The start of a round is what the controller plans with and what the round then transmits on: for every
+/// rate model and bandwidth rule, sending `(1 - rho)` of the dense payload over the started round's
+/// channels takes `a_t (1 - rho)`, and a round's schedule and channels depend on (seed, round) only.
+#[test]
+fn a_started_round_takes_the_delay_its_controller_planned() {
+    use fedsoft_wireless::simulate::Scenario;
+    use fedsoft_wireless::uplink::Uplink;
+    let cfg = ChannelConfig::default();
+    for rate_model in [RateModel::Paper, RateModel::Physical] {
+        for bandwidth_rule in [BandwidthRule::Equal, BandwidthRule::InverseLog, BandwidthRule::MinMax] {
+            let scn = Scenario {
+                cell: Cell::new(&cfg, 50, 1e7, 9).unwrap(),
+                seed: 9,
+                per_round: 6,
+                bandwidth_hz: 1e7,
+                rate_model,
+                bandwidth_rule,
+                dense_bits: 32.0 * 8.0 * 3072.0,
+            };
+            let uplink = Uplink { bandwidth_hz: 1e7, rate_model, bandwidth_rule };
+            for round in 0..5 {
+                let start = scn.start(round).unwrap();
+                assert_eq!(start, scn.start(round).unwrap(), "a round's start is a function of (seed, round)");
+                assert_eq!(start.clients.len(), 6);
+                assert_eq!(start.channels.iter().map(|c| c.client).collect::<Vec<_>>(), start.clients);
+                assert_eq!(scn.dense_delay(round).unwrap(), start.a_t);
+                let snr: Vec<f64> = start.channels.iter().map(|c| c.snr).collect();
+                for rho in [0.0, 0.5, 0.9] {
+                    let bits = vec![(1.0 - rho) * scn.dense_bits; snr.len()];
+                    let sent = uplink.transmit(&bits, &snr, None).unwrap();
+                    let planned = start.a_t * (1.0 - rho);
+                    assert!(
+                        (sent.round_delay_s - planned).abs() <= 1e-6 * planned,
+                        "{rate_model:?} {bandwidth_rule:?} round {round} rho {rho}: {} vs {planned}",
+                        sent.round_delay_s
+                    );
+                }
+            }
+            assert_ne!(scn.start(0).unwrap().clients, Scenario { seed: 10, ..scn.clone() }.start(0).unwrap().clients);
+        }
+    }
+}

@@ -27,8 +27,6 @@ use crate::lora::{LoraState, ModuleFactors, ModuleShape};
 use crate::rng::{Purpose, stream};
 use rand::rngs::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// Everything a sparsifier may look at for one client in one round.
 pub struct SelectInput<'a> {
@@ -180,77 +178,40 @@ fn add_module(m: &SparseModule, f: &mut ModuleFactors, numel: usize, w: f32, nam
     Ok(())
 }
 
-/// The methods fedsoft knows, by their config names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodKind {
-    Soft,
-    Flasc,
-    Rlora,
-    Hetlora,
-    Fedlodrop,
-    Ilora,
-    Svd,
-}
+/// The methods fedsoft knows, by their config names (the name type is shared with the run records).
+pub use fedsoft_records::{MethodKind, UnknownMethod};
 
-impl MethodKind {
-    pub const ALL: [MethodKind; 7] = [
-        MethodKind::Soft,
-        MethodKind::Flasc,
-        MethodKind::Rlora,
-        MethodKind::Hetlora,
-        MethodKind::Fedlodrop,
-        MethodKind::Ilora,
-        MethodKind::Svd,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MethodKind::Soft => "soft",
-            MethodKind::Flasc => "flasc",
-            MethodKind::Rlora => "rlora",
-            MethodKind::Hetlora => "hetlora",
-            MethodKind::Fedlodrop => "fedlodrop",
-            MethodKind::Ilora => "ilora",
-            MethodKind::Svd => "svd",
-        }
-    }
+/// What each method sends and which defaults it trains with: the rules behind a [`MethodKind`].
+pub trait MethodRules {
     /// The entries one upload of this method carries at drop ratio `rho` (all methods keep exactly this
     /// many): the most a server accepts.
-    pub fn upload_budget(
-        self,
-        shapes: &[crate::lora::ModuleShape],
-        rho: crate::budget::DropRatio,
-        opts: &SparsifierOptions,
-    ) -> usize {
+    fn upload_budget(self, shapes: &[ModuleShape], rho: DropRatio, opts: &SparsifierOptions) -> usize;
+    /// Error feedback by default (SPEC D10): on for SOFT, the exact selector and RLoRA.
+    fn default_error_feedback(self) -> bool;
+    /// Orthogonality weight by default: only SOFT trains with the regulariser (SPEC §4.1, §10).
+    fn default_orthogonality_weight(self) -> f64;
+}
+
+impl MethodRules for MethodKind {
+    fn upload_budget(self, shapes: &[ModuleShape], rho: DropRatio, opts: &SparsifierOptions) -> usize {
         match self {
             MethodKind::Ilora => shapes.iter().map(|s| s.numel()).sum(),
             MethodKind::Fedlodrop => shapes.iter().map(|s| fedlodrop_entries(s, rho, opts.fedlodrop_budget)).sum(),
             _ => crate::budget::total_budget(shapes, rho),
         }
     }
-    /// Error feedback by default (SPEC D10): on for SOFT, the exact selector and RLoRA.
-    pub fn default_error_feedback(self) -> bool {
+    fn default_error_feedback(self) -> bool {
         matches!(self, MethodKind::Soft | MethodKind::Svd | MethodKind::Rlora)
     }
-    /// Orthogonality weight by default: only SOFT trains with the regulariser (SPEC §4.1, §10).
-    pub fn default_orthogonality_weight(self) -> f64 {
+    fn default_orthogonality_weight(self) -> f64 {
         if self == MethodKind::Soft { 1e-2 } else { 0.0 }
     }
 }
 
-impl fmt::Display for MethodKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for MethodKind {
-    type Err = CoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MethodKind::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
-            CoreError::invalid("method", format!("unknown method {s:?}; expected one of {}", names.join(", ")))
-        })
+impl From<UnknownMethod> for CoreError {
+    fn from(e: UnknownMethod) -> Self {
+        let names: Vec<_> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
+        CoreError::invalid("method", format!("unknown method {:?}; expected one of {}", e.0, names.join(", ")))
     }
 }
 

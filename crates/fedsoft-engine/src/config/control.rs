@@ -1,8 +1,11 @@
 //! `[controller]`, `[rounds]` and `[tsfa]`: how each round's ratio is chosen, how many rounds, and the TSFA
 //! planner's budget, bound and pilot.
 
-use fedsoft_wireless::tsfa::BoundConfig;
+use super::ConfigError;
+use fedsoft_wireless::tsfa::TsfaSettings;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How the sparsification ratio is chosen each round (one type with the run records).
 pub use fedsoft_records::ControllerKind;
@@ -42,24 +45,19 @@ impl Default for RoundsConfig {
 /// `tau_bar`, in seconds or as the average-channel delay of an operating point `(rank, rho)`.
 pub use fedsoft_wireless::tsfa::LatencyBudget;
 
-/// `[tsfa]`: the planner's settings (`fedsoft_wireless::tsfa::TsfaSettings`, whose defaults these are) and
-/// the optional pilot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `[tsfa]`: the planner's own settings (`fedsoft_wireless::tsfa::TsfaSettings`, declared once, there) and the
+/// optional pilot, which only the engine can run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TsfaConfig {
-    pub latency_budget: LatencyBudget,
-    pub rho_min: f64,
-    pub rho_max: f64,
-    pub candidate_ranks: Vec<usize>,
-    /// `kappa_V` of the calibration `V w_sp = kappa tau_bar a_bar / Psi'(rho*)` (SPEC §8.7).
-    pub v_kappa: f64,
-    /// Explicit `V w_sp`, overriding the calibration.
-    pub v_wsp: Option<f64>,
-    /// The online rule: the paper's Lyapunov controller, or the finite-horizon one (beyond the paper).
-    pub online: fedsoft_wireless::control::OnlineRule,
-    pub bound: BoundConfig,
+    #[serde(flatten)]
+    pub settings: TsfaSettings,
     /// Measure the singular-value profile of the bound in a short pilot run before choosing the rank.
+    #[serde(default)]
     pub pilot: Option<PilotConfig>,
+    /// Keys no setting claims. serde cannot combine `deny_unknown_fields` with `flatten`, so they are
+    /// collected here and refused by [`TsfaConfig::validate`]: a misspelt key never falls back to a default.
+    #[serde(flatten, skip_serializing)]
+    unknown: BTreeMap<String, IgnoredAny>,
 }
 
 /// `[tsfa.pilot]`: ILoRA (no sparsification, no regulariser) at rank `tsfa.bound.max_rank` for `rounds`
@@ -85,35 +83,92 @@ pub enum SigmaPooling {
     Energy,
 }
 
-impl Default for TsfaConfig {
-    fn default() -> Self {
-        let s = fedsoft_wireless::tsfa::TsfaSettings::default();
-        TsfaConfig {
-            latency_budget: s.latency_budget,
-            rho_min: s.rho_min,
-            rho_max: s.rho_max,
-            candidate_ranks: s.candidate_ranks,
-            v_kappa: s.v_kappa,
-            v_wsp: s.v_wsp,
-            online: s.online,
-            bound: s.bound,
-            pilot: None,
+impl TsfaConfig {
+    /// `width` is the narrowest adapted layer, the largest rank the model allows.
+    pub fn validate(&self, width: usize) -> Result<(), ConfigError> {
+        if let Some(key) = self.unknown.keys().next() {
+            return Err(ConfigError::invalid(
+                format!("tsfa.{key}"),
+                "is not a [tsfa] setting; expected latency_budget, rho_min, rho_max, candidate_ranks, v_kappa, \
+                 v_wsp, online, bound or pilot",
+            ));
         }
+        let t = &self.settings;
+        if t.candidate_ranks.is_empty() {
+            return Err(ConfigError::invalid("tsfa.candidate_ranks", "is empty: give at least one rank"));
+        }
+        if let Some(&bad) = t.candidate_ranks.iter().find(|&&r| r == 0 || r > width) {
+            return Err(ConfigError::invalid(
+                "tsfa.candidate_ranks",
+                format!("rank {bad} is outside 1..={width} (the narrowest adapted layer)"),
+            ));
+        }
+        match t.latency_budget {
+            LatencyBudget::Seconds(s) if !(s.is_finite() && s > 0.0) => {
+                return Err(ConfigError::invalid("tsfa.latency_budget", format!("must be positive seconds, got {s}")));
+            }
+            LatencyBudget::OperatingPoint { rank, rho } => {
+                if rank == 0 || rank > width {
+                    return Err(ConfigError::invalid(
+                        "tsfa.latency_budget.rank",
+                        format!("must be in 1..={width}, got {rank}"),
+                    ));
+                }
+                if !(0.0..1.0).contains(&rho) {
+                    return Err(ConfigError::invalid(
+                        "tsfa.latency_budget.rho",
+                        format!("must be in [0, 1), got {rho}"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if !(t.v_kappa.is_finite() && t.v_kappa > 0.0) {
+            return Err(ConfigError::invalid("tsfa.v_kappa", format!("must be positive, got {}", t.v_kappa)));
+        }
+        if let Some(v) = t.v_wsp
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(ConfigError::invalid("tsfa.v_wsp", format!("must be positive, got {v}")));
+        }
+        t.bound.validate("tsfa.bound")?;
+        if self.pilot.is_some_and(|p| p.rounds == 0) {
+            return Err(ConfigError::invalid("tsfa.pilot.rounds", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&t.rho_min) || !(0.0..1.0).contains(&t.rho_max) || t.rho_min >= t.rho_max {
+            return Err(ConfigError::invalid(
+                "tsfa.rho_min",
+                format!("need 0 <= rho_min < rho_max < 1, got rho_min = {} and rho_max = {}", t.rho_min, t.rho_max),
+            ));
+        }
+        Ok(())
     }
 }
 
-impl TsfaConfig {
-    /// The settings the planner reads.
-    pub fn settings(&self) -> fedsoft_wireless::tsfa::TsfaSettings {
-        fedsoft_wireless::tsfa::TsfaSettings {
-            latency_budget: self.latency_budget,
-            rho_min: self.rho_min,
-            rho_max: self.rho_max,
-            candidate_ranks: self.candidate_ranks.clone(),
-            v_kappa: self.v_kappa,
-            v_wsp: self.v_wsp,
-            online: self.online,
-            bound: self.bound.clone(),
+impl ControllerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = self;
+        if !(0.0..1.0).contains(&c.rho) {
+            return Err(ConfigError::invalid(
+                "controller.rho",
+                format!("the dropped fraction must be in [0, 1), got {}", c.rho),
+            ));
         }
+        Ok(())
+    }
+}
+
+impl RoundsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = self;
+        if r.total == 0 || r.eval_every == 0 || r.checkpoint_every == 0 {
+            return Err(ConfigError::invalid("rounds", "total, eval_every and checkpoint_every must be positive"));
+        }
+        if let Some(o) = r.outage_delay_s
+            && !(o.is_finite() && o > 0.0)
+        {
+            return Err(ConfigError::invalid("rounds.outage_delay_s", format!("must be positive, got {o}")));
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,8 @@
 //! `[data]` and `[partition]`: which data set, how much of it, and how it is split over clients.
 
+use super::ConfigError;
+use super::training::MAX_IMAGE_SIZE;
+use crate::arch::Arch;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -99,5 +102,49 @@ impl Default for PartitionConfig {
 impl DataConfig {
     pub fn asset(&self) -> Option<&'static str> {
         self.dataset.asset()
+    }
+}
+
+impl DataConfig {
+    /// Checks for a run on a model of kind `arch` (a custom geometry's kind is known only from its checkpoint;
+    /// the engine checks it there).
+    pub fn validate(&self, arch: Arch) -> Result<(), ConfigError> {
+        let d = self;
+        let text_model = matches!(arch, Arch::MinilmL6 | Arch::BertBase | Arch::DistilbertBase);
+        let vision_model = matches!(arch, Arch::VitB16 | Arch::Dinov2S14);
+        if (text_model && !d.dataset.is_text()) || (vision_model && d.dataset.is_text()) {
+            return Err(ConfigError::invalid(
+                "data.dataset",
+                format!("{:?} does not suit model.arch = {}", d.dataset, arch),
+            ));
+        }
+        if d.asset().is_none() && d.path.is_none() {
+            return Err(ConfigError::invalid(
+                "data.path",
+                format!("{:?} is not packaged: give the directory or file that holds it", d.dataset),
+            ));
+        }
+        if !(d.test_fraction > 0.0 && d.test_fraction < 1.0) {
+            return Err(ConfigError::invalid(
+                "data.test_fraction",
+                format!("must be in (0, 1), got {}", d.test_fraction),
+            ));
+        }
+        if d.samples_per_client == Some(0) || d.test_samples == Some(0) {
+            return Err(ConfigError::invalid("data", "samples_per_client and test_samples must be positive"));
+        }
+        if d.image_size == 0 || d.max_len < 2 || d.sentences_per_sample == 0 {
+            return Err(ConfigError::invalid(
+                "data",
+                "image_size, max_len (>= 2) and sentences_per_sample must be positive",
+            ));
+        }
+        if self.image_size > MAX_IMAGE_SIZE {
+            return Err(ConfigError::invalid(
+                "data.image_size",
+                format!("{} pixels is more than {MAX_IMAGE_SIZE} per side", self.image_size),
+            ));
+        }
+        Ok(())
     }
 }

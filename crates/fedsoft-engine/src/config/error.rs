@@ -5,7 +5,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    /// The file could not be read; the system's reason is the source (the CLI prints the chain).
+    #[error("cannot read config {}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("config {path}: {message}")]
     Parse { path: String, message: String },

@@ -143,3 +143,67 @@ impl ExperimentConfig {
         Ok(self.lora_shapes(1)?.iter().map(|s| s.d.min(s.k)).min().unwrap_or(0))
     }
 }
+
+impl ExportConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.transformers, 4 | 5) {
+            return Err(ConfigError::invalid(
+                "export.transformers",
+                format!("must be 4 or 5 (the transformers major version), got {}", self.transformers),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl LoraConfig {
+    /// `width` gives the narrowest adapted layer (the largest rank the model allows); it is asked only once the
+    /// targets and layers are known to be sound.
+    pub fn validate(&self, width: impl FnOnce() -> Result<usize, ConfigError>) -> Result<(), ConfigError> {
+        let mut targets = self.targets.clone();
+        targets.sort();
+        targets.dedup();
+        if targets.is_empty() {
+            return Err(ConfigError::invalid("lora.targets", "is empty: name at least one layer to adapt"));
+        }
+        if targets.len() != self.targets.len() {
+            return Err(ConfigError::invalid("lora.targets", "lists a layer twice"));
+        }
+        if self.layers.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ConfigError::invalid("lora.layers", "is empty: omit it to adapt every block"));
+        }
+        let width = width()?;
+        if self.rank == 0 || self.rank > width {
+            return Err(ConfigError::invalid(
+                "lora.rank",
+                format!("must be between 1 and the narrowest adapted layer width {width}, got {}", self.rank),
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(ConfigError::invalid("lora.alpha", format!("must be positive, got {}", self.alpha)));
+        }
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    /// Checks for a run (`plan` needs no weights): where the weights come from.
+    pub fn validate_run(&self) -> Result<(), ConfigError> {
+        if self.arch == Arch::Custom && self.path.is_none() {
+            return Err(ConfigError::invalid(
+                "model.path",
+                "arch = \"custom\" is trained from a checkpoint: give its directory",
+            ));
+        }
+        if self.path.is_none() && !matches!(self.arch, Arch::MinilmL6 | Arch::Dinov2S14) {
+            return Err(ConfigError::invalid(
+                "model.path",
+                format!(
+                    "{} is not packaged: give its checkpoint directory (config.json + model.safetensors)",
+                    self.arch
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

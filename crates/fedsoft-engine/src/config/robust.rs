@@ -1,5 +1,6 @@
 //! `[robust]`: server-side norm bounds on uploads.
 
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// `[robust]`: how far one upload may move each LoRA module and the head in a round
@@ -16,5 +17,12 @@ pub struct RobustConfig {
 impl RobustConfig {
     pub fn bound(&self) -> fedsoft_core::robust::NormBound {
         fedsoft_core::robust::NormBound { max_norm: self.max_norm, median_factor: self.median_factor }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bound().validate().map_err(|e| match e {
+            fedsoft_core::CoreError::Invalid { what, detail } => ConfigError::invalid(what, detail),
+            other => ConfigError::invalid("robust", other.to_string()),
+        })
     }
 }

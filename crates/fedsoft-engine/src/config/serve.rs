@@ -1,5 +1,6 @@
 //! `[serve]`: how `fedsoft serve` listens and waits for clients.
 
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -29,5 +30,24 @@ impl Default for ServeConfig {
             secret_file: None,
             round_deadline_s: 600.0,
         }
+    }
+}
+
+impl ServeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let sv = self;
+        if !(sv.round_deadline_s.is_finite() && sv.round_deadline_s > 0.0) {
+            return Err(ConfigError::invalid(
+                "serve.round_deadline_s",
+                format!("must be positive seconds, got {}", sv.round_deadline_s),
+            ));
+        }
+        if sv.tls_cert.is_some() != sv.tls_key.is_some() {
+            return Err(ConfigError::invalid(
+                "serve.tls_key",
+                "give both serve.tls_cert and serve.tls_key, or neither",
+            ));
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! `[training]` and `[method]`: local training and the sparsification method, with the sizes no run may exceed.
 
+use super::ConfigError;
+use fedsoft_core::sparsify::MethodRules;
 use serde::{Deserialize, Serialize};
 
 /// What happens to a client's optimiser state between the rounds it takes part in.
@@ -104,5 +106,47 @@ impl Default for MethodConfig {
 impl MethodConfig {
     pub fn error_feedback(&self) -> bool {
         self.error_feedback.unwrap_or_else(|| self.name.default_error_feedback())
+    }
+}
+
+impl TrainingConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = self;
+        if t.batch_size == 0 || t.local_epochs == 0 || t.eval_batch == 0 {
+            return Err(ConfigError::invalid("training", "batch_size, local_epochs and eval_batch must be positive"));
+        }
+        if t.local_epochs > MAX_EPOCHS || t.batch_size > MAX_BATCH || t.eval_batch > MAX_BATCH {
+            return Err(ConfigError::invalid(
+                "training",
+                format!(
+                    "local_epochs {} / batch_size {} / eval_batch {}: at most {MAX_EPOCHS} epochs and batches of \
+                     at most {MAX_BATCH} samples",
+                    t.local_epochs, t.batch_size, t.eval_batch
+                ),
+            ));
+        }
+        if let Some(n) = t.threads.filter(|&n| n > MAX_THREADS) {
+            return Err(ConfigError::invalid(
+                "training.threads",
+                format!("{n} is more than {MAX_THREADS}; use 0 (or leave it out) for every core"),
+            ));
+        }
+        for (name, v) in [("training.lr", t.lr), ("training.epsilon", t.epsilon)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::invalid(name, format!("must be positive, got {v}")));
+            }
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return Err(ConfigError::invalid("training.weight_decay", format!("must be >= 0, got {}", t.weight_decay)));
+        }
+        if let Some(l) = t.orthogonality
+            && !(l.is_finite() && l >= 0.0)
+        {
+            return Err(ConfigError::invalid("training.orthogonality", format!("must be >= 0, got {l}")));
+        }
+        if !(t.device == "cpu" || t.device == "cuda" || t.device.starts_with("cuda:")) {
+            return Err(ConfigError::invalid("training.device", format!("{:?}: expected cpu or cuda:N", t.device)));
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! `[clients]` and `[wireless]`: the population, the scheduled share and the simulated uplink.
 
+use super::ConfigError;
+use super::training::MAX_CLIENTS;
 use fedsoft_wireless::bandwidth::BandwidthRule;
 use fedsoft_wireless::channel::ChannelConfig;
 use fedsoft_wireless::rate::RateModel;
@@ -58,5 +60,48 @@ impl Default for WirelessConfig {
             payload: PayloadSize::Paper,
             channel: ChannelConfig { mean_snr_db: Some(10.0), ..ChannelConfig::default() },
         }
+    }
+}
+
+impl ClientsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = self;
+        if c.total == 0 {
+            return Err(ConfigError::invalid("clients.total", "must be at least 1"));
+        }
+        if c.total > MAX_CLIENTS {
+            return Err(ConfigError::invalid(
+                "clients.total",
+                format!("{} is more than {MAX_CLIENTS} simulated clients, each holding its own samples", c.total),
+            ));
+        }
+        if c.per_round == 0 || c.per_round > c.total {
+            return Err(ConfigError::invalid(
+                "clients.per_round",
+                format!("must be between 1 and clients.total = {}, got {}", c.total, c.per_round),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WirelessConfig {
+    /// `clients` is the population size (a per-client mean SNR list must have that length).
+    pub fn validate(&self, clients: usize) -> Result<(), ConfigError> {
+        let w = self;
+        if !(w.bandwidth_hz.is_finite() && w.bandwidth_hz > 0.0) {
+            return Err(ConfigError::invalid(
+                "wireless.bandwidth_hz",
+                format!("must be positive, got {}", w.bandwidth_hz),
+            ));
+        }
+        if w.value_bits == 0 || w.value_bits > 64 {
+            return Err(ConfigError::invalid(
+                "wireless.value_bits",
+                format!("must be in 1..=64, got {}", w.value_bits),
+            ));
+        }
+        w.channel.validate("wireless.channel", clients)?;
+        Ok(())
     }
 }
