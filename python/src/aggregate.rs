@@ -77,7 +77,7 @@ fn covariance_norm(states: Vec<Factors>, weights: Vec<f64>) -> PyResult<f64> {
 }
 
 /// A dense array (a classifier head) moved to the weighted average of the clients' copies, on numpy arrays
-/// of one shape (any layout: C-contiguous ones are read in place).
+/// of one shape (any layout; C-ordered ones are read in place).
 #[pyfunction]
 fn move_toward_average<'py>(
     py: Python<'py>,
@@ -95,9 +95,11 @@ fn move_toward_average<'py>(
     let mut out = global_.as_array().as_standard_layout().into_owned();
     let flat: Vec<Cow<'_, [f32]>> = locals
         .iter()
-        .map(|l| match l.as_slice() {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => Cow::Owned(l.as_array().iter().copied().collect()),
+        // Borrowed only in C order: a Fortran-ordered array is contiguous too, but its memory is not in the
+        // logical (row-major) order the global array is read in.
+        .map(|l| match l.as_array().to_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(l.as_array().iter().copied().collect()),
         })
         .collect();
     let refs: Vec<&[f32]> = flat.iter().map(AsRef::as_ref).collect();
