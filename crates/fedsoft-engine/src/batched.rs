@@ -4,7 +4,7 @@
 //! client's own, exactly as on the per-client path.
 
 use crate::checkpoint::ClientMemory;
-use crate::engine::{ClientUpload, Experiment, LocalBatches, RoundTask, Trained, model_err};
+use crate::engine::{ClientUpload, Experiment, LocalBatches, RoundTask, Trained};
 use crate::error::EngineError;
 use fedsoft_model::adapters::Adapters;
 use fedsoft_model::train::{GroupJob, train_grouped};
@@ -32,7 +32,7 @@ impl Experiment {
             let ClientMemory { feedback: kept, optimizer } = memory;
             feedback.push(kept);
             jobs.push(GroupJob {
-                adapters: Adapters::from_state(task.global, task.head, &self.device).map_err(model_err)?,
+                adapters: Adapters::from_state(task.global, task.head, &self.device)?,
                 batches: indices
                     .iter()
                     .zip(labels)
@@ -51,12 +51,11 @@ impl Experiment {
                 train_grouped(&self.backbone, jobs, &self.plan, &self.settings())
             })
             .pop()
-            .expect("one job")
-            .map_err(model_err)?;
+            .expect("one job")?;
         let train_s = t.elapsed().as_secs_f64() / clients.len().max(1) as f64;
         let mut out = Vec::with_capacity(clients.len());
         for ((&client, result), kept) in clients.iter().zip(trained).zip(feedback) {
-            let local = result.adapters.to_state(&self.plan.shapes).map_err(model_err)?;
+            let local = result.adapters.to_state(&self.plan.shapes)?;
             let done = Trained {
                 local,
                 head: result.adapters.head(),

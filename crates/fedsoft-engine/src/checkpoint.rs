@@ -63,11 +63,6 @@ pub struct Meta {
     pub config_hash: u64,
 }
 
-/// A checkpoint (or client memory) whose contents cannot be used, naming the file.
-fn io(path: &Path, e: impl ToString) -> EngineError {
-    EngineError::file(path, e)
-}
-
 /// Writes `bytes` to `path` atomically (`fedsoft_records::write_atomic`), naming the file on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     fedsoft_records::write_atomic(path, bytes).map_err(|e| EngineError::io("write", path, e))
@@ -115,18 +110,18 @@ pub fn memory_from_bytes(
     shapes: &[ModuleShape],
     path: &Path,
 ) -> Result<ClientMemory, EngineError> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| io(path, e))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| EngineError::file(path, e))?;
     read_memory(&st, client, shapes, path)
 }
 
 fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>, EngineError> {
-    let t = st.tensor(name).map_err(|_| io(path, format!("missing tensor {name}")))?;
+    let t = st.tensor(name).map_err(|_| EngineError::file(path, format!("missing tensor {name}")))?;
     if t.dtype() != Dtype::F32 {
-        return Err(io(path, format!("tensor {name} is {:?}, expected F32", t.dtype())));
+        return Err(EngineError::file(path, format!("tensor {name} is {:?}, expected F32", t.dtype())));
     }
     let v = fedsoft_core::le::f32_from_le(t.data());
     if v.len() != len {
-        return Err(io(path, format!("tensor {name} has {} values, expected {len}", v.len())));
+        return Err(EngineError::file(path, format!("tensor {name} has {} values, expected {len}", v.len())));
     }
     Ok(v)
 }
@@ -142,7 +137,7 @@ fn read_state(st: &SafeTensors, prefix: &str, shapes: &[ModuleShape], path: &Pat
             })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
-    LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| io(path, e))
+    LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| EngineError::file(path, e))
 }
 
 fn read_memory(
@@ -159,7 +154,9 @@ fn read_memory(
     };
     let optimizer = match st.tensor(&format!("optimizer.{client}")) {
         Ok(t) if t.dtype() == Dtype::U8 => Some(OptimizerState(t.data().to_vec())),
-        Ok(t) => return Err(io(path, format!("tensor optimizer.{client} is {:?}, expected U8", t.dtype()))),
+        Ok(t) => {
+            return Err(EngineError::file(path, format!("tensor optimizer.{client} is {:?}, expected U8", t.dtype())));
+        }
         Err(_) => None,
     };
     Ok(ClientMemory { feedback, optimizer })
@@ -181,7 +178,7 @@ pub fn save(dir: &Path, st: &RunState) -> Result<(), EngineError> {
         owned.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice())).collect();
     let sum = digest(&meta_json, tensors);
     let header = std::collections::HashMap::from([(META_KEY.to_string(), meta_json), (DIGEST_KEY.to_string(), sum)]);
-    let bytes = serialize(&owned, Some(header)).map_err(|e| io(dir, e))?;
+    let bytes = serialize(&owned, Some(header)).map_err(|e| EngineError::file(dir, e))?;
     write_atomic(&dir.join(CHECKPOINT), &bytes)?;
     // A readable copy for people; never read back.
     write_atomic(&dir.join("checkpoint.json"), serde_json::to_string_pretty(&meta).expect("meta").as_bytes())
@@ -221,30 +218,29 @@ pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, Engi
         return Ok(None);
     }
     if !path.is_file() {
-        return Err(io(&path, "is not a file: a checkpoint is expected here"));
+        return Err(EngineError::file(&path, "is not a file: a checkpoint is expected here"));
     }
     let bytes = std::fs::read(&path).map_err(|e| EngineError::io("read", &path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| io(&path, e))?;
-    let meta_json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
-        .ok_or_else(|| io(&path, format!("no `{META_KEY}` entry in the header: not a fedsoft checkpoint")))?;
-    let stored = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(DIGEST_KEY))
-        .ok_or_else(|| io(&path, format!("no `{DIGEST_KEY}` entry in the header: it cannot be checked")))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| io(&path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| EngineError::file(&path, e))?;
+    let meta_json = header.metadata().as_ref().and_then(|m| m.get(META_KEY)).ok_or_else(|| {
+        EngineError::file(&path, format!("no `{META_KEY}` entry in the header: not a fedsoft checkpoint"))
+    })?;
+    let stored = header.metadata().as_ref().and_then(|m| m.get(DIGEST_KEY)).ok_or_else(|| {
+        EngineError::file(&path, format!("no `{DIGEST_KEY}` entry in the header: it cannot be checked"))
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| EngineError::file(&path, e))?;
     let views = st.tensors();
     let tensors = views.iter().map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())).collect();
     if digest(meta_json, tensors) != *stored {
-        return Err(io(&path, "its contents do not match the digest written with it: edited or damaged"));
+        return Err(EngineError::file(
+            &path,
+            "its contents do not match the digest written with it: edited or damaged",
+        ));
     }
-    let meta: Meta = serde_json::from_str(meta_json).map_err(|e| io(&path, e))?;
+    let meta: Meta = serde_json::from_str(meta_json).map_err(|e| EngineError::file(&path, e))?;
     let global = read_state(&st, "global", shapes, &path)?;
     if !global.all_finite() {
-        return Err(io(&path, "the global model holds non-finite values"));
+        return Err(EngineError::file(&path, "the global model holds non-finite values"));
     }
     let mut clients = std::collections::BTreeSet::new();
     for name in st.names() {
@@ -253,16 +249,21 @@ pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, Engi
             .and_then(|rest| rest.split('.').next())
             .or_else(|| name.strip_prefix("optimizer."));
         if let Some(id) = id {
-            clients.insert(id.parse::<usize>().map_err(|_| io(&path, format!("bad tensor name {name}")))?);
+            clients
+                .insert(id.parse::<usize>().map_err(|_| EngineError::file(&path, format!("bad tensor name {name}")))?);
         }
     }
     let mut memories = BTreeMap::new();
     for c in clients {
         memories.insert(c, read_memory(&st, c, shapes, &path)?);
     }
-    let head_shape = st.tensor("head.weight").map_err(|_| io(&path, "missing head.weight"))?.shape().to_vec();
+    let head_shape =
+        st.tensor("head.weight").map_err(|_| EngineError::file(&path, "missing head.weight"))?.shape().to_vec();
     if head_shape.len() != 2 {
-        return Err(io(&path, format!("head.weight has shape {head_shape:?}, expected [hidden, classes]")));
+        return Err(EngineError::file(
+            &path,
+            format!("head.weight has shape {head_shape:?}, expected [hidden, classes]"),
+        ));
     }
     let (hidden, classes) = (head_shape[0], head_shape[1]);
     let head = Head {
@@ -272,10 +273,10 @@ pub fn load(dir: &Path, shapes: &[ModuleShape]) -> Result<Option<RunState>, Engi
         bias: read_f32(&st, "head.bias", classes, &path)?,
     };
     if !head.weight.iter().chain(&head.bias).all(|v| v.is_finite()) {
-        return Err(io(&path, "the head holds non-finite values"));
+        return Err(EngineError::file(&path, "the head holds non-finite values"));
     }
     if let Some((c, _)) = memories.iter().find(|(_, m)| m.feedback.as_ref().is_some_and(|f| !f.all_finite())) {
-        return Err(io(&path, format!("client {c}'s error-feedback memory holds non-finite values")));
+        return Err(EngineError::file(&path, format!("client {c}'s error-feedback memory holds non-finite values")));
     }
     Ok(Some(RunState { next_round: meta.next_round, global, head, memories, meta }))
 }

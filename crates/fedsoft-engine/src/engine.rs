@@ -6,7 +6,6 @@
 pub(crate) use crate::client::{LocalBatches, Trained};
 pub use crate::experiment::{Experiment, RunOptions};
 pub use crate::loading::load_backbone;
-pub(crate) use crate::loading::model_err;
 pub(crate) use crate::pool::{Arrival, method_err};
 pub use crate::pool::{ClientPool, ClientUpload, LocalClients, RoundTask};
 pub use crate::validate::Rejection;

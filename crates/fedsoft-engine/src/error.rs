@@ -39,9 +39,6 @@ pub enum EngineError {
         "{what} after round {round}; the run stops at its last checkpoint (a [robust] bound keeps such uploads out)"
     )]
     Diverged { round: u64, what: String },
-    /// A client pool failed as a whole (not one client's upload, which is a rejection of that client only).
-    #[error("client pool: {0}")]
-    Pool(String),
 }
 
 impl EngineError {

@@ -11,7 +11,7 @@ use crate::checkpoint::{Meta, RunState};
 use crate::config::{ControllerKind, ExperimentConfig};
 use crate::data::{TaskData, load_task};
 use crate::error::EngineError;
-use crate::loading::{load_backbone, model_err};
+use crate::loading::load_backbone;
 use crate::plan::Planner;
 use crate::workers::Workers;
 use burn::tensor::Device;
@@ -76,15 +76,14 @@ impl Experiment {
     pub fn prepare(cfg: &ExperimentConfig, cache: &Path) -> Result<Self, EngineError> {
         cfg.validate()?;
         cfg.validate_run()?;
-        let device = parse_device(&cfg.training.device).map_err(model_err)?;
+        let device = parse_device(&cfg.training.device)?;
         let planner = Planner::new(cfg)?;
         let rank = match cfg.controller.kind {
             ControllerKind::Tsfa => planner.tsfa.offline.best_rank,
             ControllerKind::Osfa | ControllerKind::Fixed => cfg.lora.rank,
         };
         let (backbone, tokenizer) = load_backbone(cfg, cache, &device)?;
-        let plan = adapter_plan(&backbone.spec, rank, cfg.lora.alpha, &cfg.lora.targets, cfg.lora.layers.as_deref())
-            .map_err(model_err)?;
+        let plan = adapter_plan(&backbone.spec, rank, cfg.lora.alpha, &cfg.lora.targets, cfg.lora.layers.as_deref())?;
         let task = load_task(cfg, cache, tokenizer.as_deref())?;
         let sparsifier = build(cfg.method.name, cfg.method.options);
         Ok(Experiment { cfg: cfg.clone(), device, backbone, plan, task, planner, rank, sparsifier })
@@ -167,7 +166,7 @@ impl Experiment {
         let bs = self.cfg.training.eval_batch.max(1);
         let starts: Vec<usize> = (0..n).step_by(bs).collect();
         // One set of inference adapters (no autodiff) shared by every batch.
-        let frozen = Adapters::from_state(global, head, &self.device).map_err(model_err)?.valid();
+        let frozen = Adapters::from_state(global, head, &self.device)?.valid();
         let scores = self.workers().map(starts.len(), |j| {
             let (s, e) = (starts[j], (starts[j] + bs).min(n));
             let idx: Vec<usize> = (s..e).collect();
@@ -181,7 +180,7 @@ impl Experiment {
                 self.cfg.training.pooling,
             )
         });
-        let scores = scores.into_iter().collect::<Result<Vec<_>, _>>().map_err(model_err)?;
-        accuracy_and_loss(&scores).map_err(model_err)
+        let scores = scores.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(accuracy_and_loss(&scores)?)
     }
 }

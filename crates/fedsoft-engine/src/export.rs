@@ -21,10 +21,6 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
-fn err(path: &Path, e: impl ToString) -> EngineError {
-    EngineError::file(path, e)
-}
-
 fn key(module: &str, factor: &str) -> String {
     format!("base_model.model.{module}.lora_{factor}.weight")
 }
@@ -41,9 +37,12 @@ pub struct ExportInfo<'a> {
 
 /// Writes the PEFT directory `dir`.
 pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo<'_>) -> Result<(), EngineError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io("create", dir, e))?;
     if info.modules.len() != state.shapes.len() {
-        return Err(err(dir, format!("{} module names for {} modules", info.modules.len(), state.shapes.len())));
+        return Err(EngineError::file(
+            dir,
+            format!("{} module names for {} modules", info.modules.len(), state.shapes.len()),
+        ));
     }
     let mut owned = Vec::new();
     for ((s, f), name) in state.shapes.iter().zip(&state.modules).zip(info.modules) {
@@ -55,7 +54,7 @@ pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo
             .iter()
             .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("sizes")))
             .collect();
-        let data = safetensors::serialize(views, None).map_err(|e| err(dir, e))?;
+        let data = safetensors::serialize(views, None).map_err(|e| EngineError::file(dir, e))?;
         write_atomic(&dir.join(name), &data)
     };
     write("adapter_model.safetensors", &owned)?;
@@ -94,25 +93,28 @@ pub fn export_peft(dir: &Path, state: &LoraState, head: &Head, info: &ExportInfo
 /// Reads a PEFT directory written by [`export_peft`] back for the modules `shapes`; the module paths come
 /// from its `target_modules`, in order, whichever transformers version they were written for.
 pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Head), EngineError> {
-    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(&dir.join(name), e));
-    let config: serde_json::Value =
-        serde_json::from_slice(&read("adapter_config.json")?).map_err(|e| err(&dir.join("adapter_config.json"), e))?;
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| EngineError::io("read", &dir.join(name), e));
+    let config: serde_json::Value = serde_json::from_slice(&read("adapter_config.json")?)
+        .map_err(|e| EngineError::file(&dir.join("adapter_config.json"), e))?;
     let names: Vec<String> = config["target_modules"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     if names.len() != shapes.len() {
-        return Err(err(
+        return Err(EngineError::file(
             &dir.join("adapter_config.json"),
             format!("target_modules names {} modules, the run has {}", names.len(), shapes.len()),
         ));
     }
     let adapter = read("adapter_model.safetensors")?;
-    let st = SafeTensors::deserialize(&adapter).map_err(|e| err(dir, e))?;
+    let st = SafeTensors::deserialize(&adapter).map_err(|e| EngineError::file(dir, e))?;
     let get = |st: &SafeTensors, name: &str, shape: &[usize]| -> Result<Vec<f32>, EngineError> {
-        let t = st.tensor(name).map_err(|_| err(dir, format!("missing tensor {name}")))?;
+        let t = st.tensor(name).map_err(|_| EngineError::file(dir, format!("missing tensor {name}")))?;
         if t.shape() != shape || t.dtype() != Dtype::F32 {
-            return Err(err(dir, format!("tensor {name} is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+            return Err(EngineError::file(
+                dir,
+                format!("tensor {name} is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape()),
+            ));
         }
         Ok(fedsoft_core::le::f32_from_le(t.data()))
     };
@@ -123,10 +125,11 @@ pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Hea
             Ok(ModuleFactors { b: get(&st, &key(name, "B"), &[s.d, s.r])?, a: get(&st, &key(name, "A"), &[s.r, s.k])? })
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let state = LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| err(dir, e))?;
+    let state = LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| EngineError::file(dir, e))?;
     let head_bytes = read("head.safetensors")?;
-    let hs = SafeTensors::deserialize(&head_bytes).map_err(|e| err(dir, e))?;
-    let shape = hs.tensor("weight").map_err(|_| err(dir, "head.safetensors lacks weight"))?.shape().to_vec();
+    let hs = SafeTensors::deserialize(&head_bytes).map_err(|e| EngineError::file(dir, e))?;
+    let shape =
+        hs.tensor("weight").map_err(|_| EngineError::file(dir, "head.safetensors lacks weight"))?.shape().to_vec();
     let (classes, hidden) = (shape[0], shape[1]);
     let w = get(&hs, "weight", &[classes, hidden])?;
     let mut weight = vec![0.0f32; w.len()];
@@ -150,17 +153,15 @@ impl crate::experiment::Experiment {
         if k == 0 {
             return Ok(());
         }
-        let model_err = crate::loading::model_err;
         let idx: Vec<usize> = (0..k).collect();
         let batch = self.task.test.batch(&idx, &self.device, None);
-        let frozen =
-            fedsoft_model::adapters::Adapters::from_state(global, head, &self.device).map_err(model_err)?.valid();
-        let logits = self.backbone.logits(&batch, &frozen, &self.plan, self.cfg.training.pooling).map_err(model_err)?;
+        let frozen = fedsoft_model::adapters::Adapters::from_state(global, head, &self.device)?.valid();
+        let logits = self.backbone.logits(&batch, &frozen, &self.plan, self.cfg.training.pooling)?;
         let f32s = |t: burn::tensor::TensorData| {
-            t.convert::<f32>().try_into_vec::<f32>().map_err(|e| err(dir, format!("{e:?}")))
+            t.convert::<f32>().try_into_vec::<f32>().map_err(|e| EngineError::file(dir, format!("{e:?}")))
         };
         let i64s = |t: burn::tensor::TensorData| {
-            let v = t.convert::<i64>().try_into_vec::<i64>().map_err(|e| err(dir, format!("{e:?}")))?;
+            let v = t.convert::<i64>().try_into_vec::<i64>().map_err(|e| EngineError::file(dir, format!("{e:?}")))?;
             Ok::<_, EngineError>(v.into_iter().flat_map(i64::to_le_bytes).collect::<Vec<u8>>())
         };
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -184,7 +185,7 @@ impl crate::experiment::Experiment {
         tensors.push(("logits".into(), Dtype::F32, dims, bytes(&f32s(logits.into_data())?)));
         let views: Vec<(String, TensorView)> =
             tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("sizes"))).collect();
-        let data = safetensors::serialize(views, None).map_err(|e| err(dir, e))?;
+        let data = safetensors::serialize(views, None).map_err(|e| EngineError::file(dir, e))?;
         write_atomic(&dir.join("probe.safetensors"), &data)
     }
 }

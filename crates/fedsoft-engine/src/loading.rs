@@ -8,10 +8,6 @@ use fedsoft_model::backbone::Backbone;
 use fedsoft_model::load::{load_dinov2_onnx, load_hf_dir};
 use std::path::{Path, PathBuf};
 
-pub(crate) fn model_err(e: fedsoft_model::ModelError) -> EngineError {
-    EngineError::Model(e)
-}
-
 /// Loads the configured backbone; returns it and the directory holding its tokenizer (text models).
 pub fn load_backbone(
     cfg: &ExperimentConfig,
@@ -31,9 +27,9 @@ pub fn load_backbone(
         return Err(EngineError::invalid("model.path", format!("{} does not exist", path.display())));
     }
     let backbone = if path.is_file() && path.extension().is_some_and(|e| e == "onnx") {
-        load_dinov2_onnx(&path, device).map_err(model_err)?
+        load_dinov2_onnx(&path, device)?
     } else {
-        load_hf_dir(&path, device).map_err(model_err)?
+        load_hf_dir(&path, device)?
     };
     let g = cfg.geometry()?;
     let s = &backbone.spec;

@@ -208,13 +208,6 @@ impl MethodRules for MethodKind {
     }
 }
 
-impl From<UnknownMethod> for CoreError {
-    fn from(e: UnknownMethod) -> Self {
-        let names: Vec<_> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
-        CoreError::invalid("method", format!("unknown method {:?}; expected one of {}", e.0, names.join(", ")))
-    }
-}
-
 /// Method-specific switches, with the recommended defaults of SPEC §13.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
