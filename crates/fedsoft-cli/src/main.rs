@@ -97,6 +97,8 @@ pub struct PlanArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: the allocator's settings apply process-wide (see the function's note).
+    fedsoft_model::memory::reuse_freed_buffers();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan_cmd::run(&args),

@@ -37,6 +37,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() {
+    fedsoft_model::memory::reuse_freed_buffers();
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let (mut config, mut rounds, mut sets) = (None, 3u64, Vec::new());
     while let Some(a) = args.next() {

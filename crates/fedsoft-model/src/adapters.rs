@@ -5,6 +5,7 @@
 
 use crate::error::ModelError;
 use burn::module::{Module, Param, ParamId};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape, Target};
 use std::collections::HashMap;
@@ -74,6 +75,15 @@ fn param<const D: usize>(position: usize, t: Tensor<D>) -> Param<Tensor<D>> {
     Param::initialized(ParamId::from(position as u64), t.require_grad())
 }
 
+fn add<const D: usize>(into: &mut GradientsParams, more: &mut GradientsParams, id: ParamId) {
+    let Some(g) = more.remove::<D>(id) else { return };
+    let sum = match into.remove::<D>(id) {
+        Some(acc) => acc + g,
+        None => g,
+    };
+    into.register(id, sum);
+}
+
 fn values(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().expect("f32 tensor")
 }
@@ -97,6 +107,37 @@ impl Adapters {
             head_w: param(n, tensor2(&head.weight, head.hidden, head.classes, device)),
             head_b: param(n + 1, Tensor::from_data(TensorData::new(head.bias.clone(), [head.classes]), device)),
         })
+    }
+
+    /// The same values as new leaves of the autodiff graph, under the same parameter ids: a copy whose
+    /// gradients can be taken on another thread, independently of any other copy's (no data is copied).
+    pub fn fork(&self) -> Adapters {
+        fn leaf<const D: usize>(p: &Param<Tensor<D>>) -> Param<Tensor<D>> {
+            Param::initialized(p.id, p.val().detach().require_grad())
+        }
+        Adapters {
+            a: self.a.iter().map(leaf).collect(),
+            b: self.b.iter().map(leaf).collect(),
+            head_w: leaf(&self.head_w),
+            head_b: leaf(&self.head_b),
+        }
+    }
+
+    /// Each parameter's id with its rank-2 or rank-1 shape marker, in a fixed order (for summing gradients).
+    fn ids(&self) -> (Vec<ParamId>, ParamId) {
+        let mut two: Vec<ParamId> = self.a.iter().chain(&self.b).map(|p| p.id).collect();
+        two.push(self.head_w.id);
+        (two, self.head_b.id)
+    }
+
+    /// Adds `more` into `into`, parameter by parameter (both from [`GradientsParams::from_grads`] on forks
+    /// of these adapters).
+    pub fn add_gradients(&self, into: &mut GradientsParams, mut more: GradientsParams) {
+        let (two, one) = self.ids();
+        for id in two {
+            add::<2>(into, &mut more, id);
+        }
+        add::<1>(into, &mut more, one);
     }
 
     /// Reads the factors back into the flat per-module layout.

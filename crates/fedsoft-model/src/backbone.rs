@@ -5,10 +5,9 @@
 //! transposed once, at load time (see [`crate::load`]).
 
 use crate::adapters::{AdapterPlan, Adapters};
-use crate::kernels::gelu;
+use crate::kernels::{self, gelu};
 use crate::posembed::{Scale, bicubic};
 use crate::spec::{EncoderSpec, Family};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use fedsoft_core::lora::Target;
 use serde::{Deserialize, Serialize};
@@ -139,6 +138,17 @@ impl Batch {
             }
         }
     }
+    /// Samples `start..start + len`, sharing the batch's memory.
+    pub fn narrow(&self, start: usize, len: usize) -> Batch {
+        match self {
+            Batch::Tokens { ids, mask, types } => Batch::Tokens {
+                ids: ids.clone().narrow(0, start, len),
+                mask: mask.clone().narrow(0, start, len),
+                types: types.clone().narrow(0, start, len),
+            },
+            Batch::Images(x) => Batch::Images(x.clone().narrow(0, start, len)),
+        }
+    }
     pub fn len(&self) -> usize {
         match self {
             Batch::Tokens { ids, .. } => ids.dims()[0],
@@ -171,9 +181,7 @@ pub struct Backbone {
 }
 
 fn layer_norm(x: Tensor<3>, n: &Norm, eps: f64) -> Tensor<3> {
-    let (var, mean) = x.clone().var_mean_bias(2);
-    let xhat = (x - mean) / (var + eps).sqrt();
-    xhat * n.g.clone().unsqueeze::<3>() + n.b.clone().unsqueeze::<3>()
+    kernels::layer_norm(x, &n.g, &n.b, eps)
 }
 
 impl Backbone {
@@ -220,7 +228,7 @@ impl Backbone {
         layer: usize,
         ad: Lora<'_>,
         plan: &AdapterPlan,
-        bias: Option<&Tensor<4>>,
+        bias: Option<&Tensor<2>>,
     ) -> Tensor<3> {
         let [b, t, h] = x.dims();
         let heads = self.spec.heads;
@@ -229,11 +237,8 @@ impl Backbone {
         let q = split(self.linear(x.clone(), &blk.query, ad, plan, (layer, Target::Query)));
         let k = split(self.linear(x.clone(), &blk.key, ad, plan, (layer, Target::Key)));
         let v = split(self.linear(x, &blk.value, ad, plan, (layer, Target::Value)));
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
-        if let Some(bias) = bias {
-            scores = scores + bias.clone();
-        }
-        let ctx = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, h]);
+        let weights = kernels::attention_softmax(q.matmul(k.swap_dims(2, 3)), 1.0 / (dh as f32).sqrt(), bias);
+        let ctx = weights.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
         self.linear(ctx, &blk.output, ad, plan, (layer, Target::Output))
     }
 
@@ -321,6 +326,17 @@ impl Backbone {
         }
     }
 
+    /// Tokens per sample the encoder sees for `batch`: the sequence length, or the patches plus `[CLS]`.
+    pub fn tokens_per_sample(&self, batch: &Batch) -> usize {
+        match batch {
+            Batch::Tokens { ids, .. } => ids.dims()[1],
+            Batch::Images(x) => {
+                let g = x.dims()[2] / self.spec.patch.max(1);
+                g * g + 1
+            }
+        }
+    }
+
     /// Final hidden states `[B, T, H]` and the attention mask (text only).
     pub fn forward(
         &self,
@@ -348,10 +364,8 @@ impl Backbone {
             }
         }
         let (mut x, mask) = self.embed(batch)?;
-        let bias = mask.as_ref().map(|m| {
-            let [b, t] = m.dims();
-            (m.clone() - 1.0).mul_scalar(1e9).reshape([b, 1, 1, t])
-        });
+        // Added to the attention scores: 0 on kept tokens, -1e9 on padding.
+        let bias = mask.as_ref().map(|m| (m.clone() - 1.0).mul_scalar(1e9));
         let eps = self.spec.eps;
         let pre_ln = matches!(self.spec.family, Family::Vit | Family::Dinov2);
         for (l, blk) in self.blocks.iter().enumerate() {

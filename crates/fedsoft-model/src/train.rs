@@ -6,7 +6,8 @@ use crate::error::ModelError;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bytes, Int, Tensor, TensorData};
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Optimiser and loss settings of local training.
@@ -97,9 +98,8 @@ pub fn train_steps<'a>(
     }
     let (mut sum, mut n) = (0.0f64, 0usize);
     for (batch, labels) in batches {
-        let (total, task) = loss(backbone, &ad, plan, &batch, labels, s)?;
-        let grads = GradientsParams::from_grads(total.backward(), &ad);
-        sum += task.into_scalar::<f32>() as f64;
+        let (grads, task) = gradients(backbone, &ad, plan, &batch, labels, s)?;
+        sum += task;
         n += 1;
         ad = opt.step(s.lr, ad, grads);
     }
@@ -108,6 +108,80 @@ pub fn train_steps<'a>(
         state.0 = bytes.to_vec();
     }
     Ok((ad, if n == 0 { 0.0 } else { sum / n as f64 }))
+}
+
+/// Rows (samples x tokens) a chunk of a step's batch holds at least: matrix products of 256 rows and more
+/// run at the kernels' full rate. A batch of fewer rows is not split at all (the embedded default's
+/// 17-token batches of 8 are differentiated whole).
+const MIN_CHUNK_ROWS: usize = 256;
+/// ... and at most, once a batch is large enough to fill four chunks of that size.
+const MAX_CHUNK_ROWS: usize = 1024;
+/// Chunks a batch is cut into when their size allows: enough for two to four cores to share a lone step.
+const CHUNKS: usize = 4;
+
+/// The samples of each chunk a batch of `samples` x `tokens` is differentiated in: a function of the shape
+/// alone, never of the thread count, so that every result is the same however many threads there are.
+/// Measured with the step bench on two cores: DINOv2 at 112 px (520 rows) 0.29 s in chunks of 128 rows,
+/// 0.27 s of 256, 0.34 s whole; DistilBERT (2,048 rows) 2.15 s / 2.05 s / 1.95 s / 1.94 s in chunks of
+/// 128 / 256 / 512 / 1,024 rows.
+fn chunks(samples: usize, tokens: usize) -> Vec<std::ops::Range<usize>> {
+    let tokens = tokens.max(1);
+    let rows = (samples * tokens / CHUNKS).clamp(MIN_CHUNK_ROWS, MAX_CHUNK_ROWS);
+    let per_chunk = rows.div_ceil(tokens).max(1);
+    (0..samples).step_by(per_chunk).map(|start| start..(start + per_chunk).min(samples)).collect()
+}
+
+/// The gradient of the loss of Eq. (7) on one batch, and the batch's mean task loss.
+///
+/// A batch of more than [`MIN_CHUNK_ROWS`] rows is cut into chunks of whole samples, each differentiated on
+/// its own copy of the adapters ([`Adapters::fork`]), side by side when the current rayon pool has threads
+/// to spare; chunk `c` contributes `n_c / n` times its mean cross-entropy, the first chunk adds the
+/// regulariser, and the gradients are summed in chunk order. That is the whole batch's gradient up to
+/// float rounding, and it lets a lone client's step use every core for all of its work: the matrix
+/// products alone scale over threads, burn's element-wise kernels do not.
+pub fn gradients(
+    backbone: &Backbone,
+    ad: &Adapters,
+    plan: &AdapterPlan,
+    batch: &Batch,
+    labels: &[u32],
+    s: &TrainSettings,
+) -> Result<(GradientsParams, f64), ModelError> {
+    let n = batch.len();
+    if labels.len() != n {
+        return Err(ModelError::invalid("labels", format!("{} labels for a batch of {n} samples", labels.len())));
+    }
+    // On a GPU the whole batch is one better-filled launch: only the CPU backend is chunked.
+    let on_cpu = backbone.device == Device::flex();
+    let parts = chunks(n, backbone.tokens_per_sample(batch));
+    if parts.len() <= 1 || !on_cpu {
+        let (total, task) = loss(backbone, ad, plan, batch, labels, s)?;
+        return Ok((GradientsParams::from_grads(total.backward(), ad), task.into_scalar::<f32>() as f64));
+    }
+    let forks: Vec<Adapters> = parts.iter().map(|_| ad.fork()).collect();
+    let results: Vec<Result<(GradientsParams, f64), ModelError>> = parts
+        .into_par_iter()
+        .zip(forks)
+        .enumerate()
+        .map(|(c, (range, fork))| {
+            let part = batch.narrow(range.start, range.len());
+            let logits = backbone.logits(&part, &fork, plan, s.pooling)?;
+            let task = cross_entropy(logits, &labels[range.clone()]).mul_scalar(range.len() as f64 / n as f64);
+            let total = match (c == 0 && s.orthogonality > 0.0, fork.orthogonality()) {
+                (true, Some(orth)) => task.clone() + orth.mul_scalar(s.orthogonality),
+                _ => task.clone(),
+            };
+            Ok((GradientsParams::from_grads(total.backward(), &fork), task.into_scalar::<f32>() as f64))
+        })
+        .collect();
+    let mut sum = GradientsParams::new();
+    let mut task = 0.0;
+    for r in results {
+        let (g, t) = r?;
+        ad.add_gradients(&mut sum, g);
+        task += t;
+    }
+    Ok((sum, task))
 }
 
 /// One client's share of a batched training pass: its adapters, its batches in order, and the optimiser

@@ -1,13 +1,14 @@
 //! Model behaviour on tiny checkpoints written here in the exact HF naming and layout.
 
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use fedsoft_core::lora::{LoraState, Target, off_diagonal_fraction};
 use fedsoft_model::adapters::{Adapters, Head};
 use fedsoft_model::backbone::{Batch, Pooling};
 use fedsoft_model::load::{adapter_plan, build, load_hf_dir, random_checkpoint};
 use fedsoft_model::spec::{EncoderSpec, Family};
-use fedsoft_model::train::{TrainSettings, evaluate, loss, train_steps};
+use fedsoft_model::train::{TrainSettings, evaluate, gradients, loss, train_steps};
 use fedsoft_model::weights::TensorMap;
 use safetensors::{Dtype, tensor::TensorView};
 use std::path::Path;
@@ -321,4 +322,53 @@ fn carried_optimizer_state_continues_the_run_exactly() {
     let ad = Adapters::from_state(&state, &head, &device).unwrap();
     let err = train_steps(&backbone, ad, &plan, steps(0..1), &s, Some(garbage)).unwrap_err().to_string();
     assert!(err.contains("optimizer state"), "{err}");
+}
+
+/// A batch of more rows than one chunk holds (40 sequences of 12 tokens: chunks of 22 and 18 samples) is
+/// differentiated in pieces: the summed gradient equals the whole batch's up to float rounding, and a
+/// training step gives the same bits on one thread as on two.
+#[test]
+fn chunked_steps_match_the_whole_batch_and_ignore_the_thread_count() {
+    let device = Device::flex().autodiff();
+    let spec = tiny(Family::Bert);
+    let backbone = build(&spec, random_checkpoint(&spec, 5), &device).unwrap();
+    let plan = adapter_plan(&spec, 2, 4.0, &[Target::Query, Target::Value], None).unwrap();
+    let state = LoraState::random(&plan.shapes, 6, 0.3).unwrap();
+    let head = Head::init(16, 2, 2);
+    let fresh = || Adapters::from_state(&state, &head, &device).unwrap();
+    let (batch, labels) = text_batch(40, 12, 3, &device);
+    let s = TrainSettings { orthogonality: 0.05, ..Default::default() };
+
+    let ad = fresh();
+    let (chunked, task) = gradients(&backbone, &ad, &plan, &batch, &labels, &s).unwrap();
+    let (total, whole_task) = loss(&backbone, &ad, &plan, &batch, &labels, &s).unwrap();
+    assert!((task - whole_task.into_scalar::<f32>() as f64).abs() < 1e-6, "{task}");
+    let whole = GradientsParams::from_grads(total.backward(), &ad);
+    let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{what}: no gradient");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5 * scale, "{what}: {x} vs {y}");
+        }
+    };
+    let v2 = |g: &GradientsParams, p: &burn::module::Param<burn::tensor::Tensor<2>>| {
+        g.get::<2>(p.id).unwrap().into_data().try_into_vec::<f32>().unwrap()
+    };
+    for (i, p) in ad.a.iter().chain(&ad.b).chain([&ad.head_w]).enumerate() {
+        close(v2(&chunked, p), v2(&whole, p), &format!("parameter {i}"));
+    }
+    let bias = |g: &GradientsParams| g.get::<1>(ad.head_b.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
+    close(bias(&chunked), bias(&whole), "head bias");
+
+    let train = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let steps = (0..3).map(|_| (batch.clone(), labels.as_slice()));
+            let (ad, loss) = train_steps(&backbone, fresh(), &plan, steps, &s, None).unwrap();
+            (ad.to_state(&plan.shapes).unwrap(), ad.head(), loss.to_bits())
+        })
+    };
+    let one = train(1);
+    assert_ne!(one.0, state, "training changed nothing");
+    assert_eq!(one, train(2));
 }

@@ -2,6 +2,7 @@
 //! pass each make one vectorised sweep over the data (see [`super::math`]). Tensors on any other backend,
 //! or of another float type, go through burn's own `gelu`.
 
+use super::contiguous;
 use super::math;
 use burn::tensor::{DType, Tensor, activation};
 use burn_autodiff::Autodiff;
@@ -44,10 +45,6 @@ fn backward(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
         out.storage_mut::<f32>(),
     );
     out
-}
-
-fn contiguous(x: &FlexTensor) -> FlexTensor {
-    if x.layout().contiguous_offsets().is_some() { x.clone() } else { x.to_contiguous() }
 }
 
 /// The backward step keeps the input (a shared handle, not a copy) and computes Φ(x) + x·φ(x) from it.
