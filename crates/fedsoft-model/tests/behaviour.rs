@@ -372,3 +372,38 @@ fn chunked_steps_match_the_whole_batch_and_ignore_the_thread_count() {
     assert_ne!(one.0, state, "training changed nothing");
     assert_eq!(one, train(2));
 }
+
+/// With [CLS] pooling the last block forms only the first token's state; the class scores are those of
+/// the full encoder's first token, for every family (pre- and post-LN, padded text included).
+#[test]
+fn cls_pooling_reads_the_full_encoders_first_token() {
+    let device = Device::flex().autodiff();
+    for family in [Family::Bert, Family::Vit, Family::DistilBert] {
+        let spec = tiny(family);
+        let backbone = build(&spec, random_checkpoint(&spec, 8), &device).unwrap();
+        let targets = [Target::Query, Target::Value, Target::Output, Target::MlpIn];
+        let plan = adapter_plan(&spec, 2, 4.0, &targets, None).unwrap();
+        let state = LoraState::random(&plan.shapes, 2, 0.3).unwrap();
+        let ad = Adapters::from_state(&state, &Head::init(16, 3, 4), &device).unwrap();
+        let batch = if family == Family::Vit {
+            image_batch(3, &device)
+        } else {
+            let (ids, _) = text_batch(3, 7, 5, &device);
+            let Batch::Tokens { ids, types, .. } = ids else { unreachable!() };
+            // The last sample is padded after four tokens.
+            let mask: Vec<f32> = (0..21).map(|i| if i >= 18 { 0.0 } else { 1.0 }).collect();
+            let mask = burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(mask, [3, 7]), &device);
+            Batch::Tokens { ids, mask, types }
+        };
+        let shortened = logits_of(&backbone, &ad, &plan, &batch);
+        let (full, _) = backbone.forward(&batch, &ad, &plan).unwrap();
+        let [b, _, h] = full.dims();
+        let cls = full.narrow(1, 0, 1).reshape([b, h]);
+        let reference = (cls.matmul(ad.head_w.val()) + ad.head_b.val().unsqueeze::<2>()).into_data();
+        let reference = reference.try_into_vec::<f32>().unwrap();
+        assert_eq!(shortened.len(), 9);
+        for (x, y) in shortened.iter().zip(&reference) {
+            assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{family:?}: {x} vs {y}");
+        }
+    }
+}
