@@ -5,8 +5,9 @@
 //! is freed) with a fresh mapping, and hands any free heap top above 128 KiB back to the system; either
 //! way the next buffer of that size is faulted in and zeroed page by page by the kernel. A profile of the
 //! DINOv2 step showed that page-fault work at about a fifth of the step: raising both limits made the
-//! step bench 1.13-1.32x faster at the same peak memory (DINOv2 112 px 0.472 s -> 0.357 s, MiniLM
-//! 0.256 s -> 0.200 s; the default run's peak RSS is reported in the README).
+//! step bench 1.28-1.32x faster at the same peak memory (DINOv2 112 px 0.472 s -> 0.357 s, MiniLM
+//! 0.256 s -> 0.200 s, measured on their own; the default run's peak RSS is in
+//! the README).
 
 /// The largest block glibc still serves from its heaps instead of a private mapping (glibc's own ceiling
 /// for this setting on 64-bit systems): larger than any activation of the shapes the experiments run.
