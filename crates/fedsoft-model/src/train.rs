@@ -51,11 +51,15 @@ pub fn loss(
 ) -> Result<(Tensor<1>, Tensor<1>), ModelError> {
     let logits = backbone.logits(batch, ad, plan, s.pooling)?;
     let task = cross_entropy(logits, labels);
-    let total = match (s.orthogonality > 0.0, ad.orthogonality()) {
-        (true, Some(orth)) => task.clone() + orth.mul_scalar(s.orthogonality),
-        _ => task.clone(),
-    };
-    Ok((total, task))
+    Ok((regularised(task.clone(), ad, s.orthogonality), task))
+}
+
+/// `task + lambda` times the orthogonality regulariser of `ad` (`task` itself when `lambda` is 0).
+fn regularised(task: Tensor<1>, ad: &Adapters, lambda: f64) -> Tensor<1> {
+    match (lambda > 0.0).then(|| ad.orthogonality()).flatten() {
+        Some(orth) => task + orth.mul_scalar(lambda),
+        None => task,
+    }
 }
 
 /// A client's AdamW moments and step counts between rounds, in burn's optimiser-record format (burnpack).
@@ -167,10 +171,7 @@ pub fn gradients(
             let part = batch.narrow(range.start, range.len());
             let logits = backbone.logits(&part, &fork, plan, s.pooling)?;
             let task = cross_entropy(logits, &labels[range.clone()]).mul_scalar(range.len() as f64 / n as f64);
-            let total = match (c == 0 && s.orthogonality > 0.0, fork.orthogonality()) {
-                (true, Some(orth)) => task.clone() + orth.mul_scalar(s.orthogonality),
-                _ => task.clone(),
-            };
+            let total = if c == 0 { regularised(task.clone(), &fork, s.orthogonality) } else { task.clone() };
             Ok((GradientsParams::from_grads(total.backward(), &fork), task.into_scalar::<f32>() as f64))
         })
         .collect();
@@ -259,10 +260,7 @@ pub fn train_grouped(
             let mut tasks = Vec::with_capacity(active.len());
             for ((lg, l), (ad, _)) in logits.into_iter().zip(&labels).zip(&groups) {
                 let task = cross_entropy(lg, l);
-                let term = match (s.orthogonality > 0.0, ad.orthogonality()) {
-                    (true, Some(orth)) => task.clone() + orth.mul_scalar(s.orthogonality),
-                    _ => task.clone(),
-                };
+                let term = regularised(task.clone(), ad, s.orthogonality);
                 tasks.push(task);
                 total = Some(match total {
                     Some(t) => t + term,
