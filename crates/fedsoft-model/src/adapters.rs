@@ -75,6 +75,7 @@ fn param<const D: usize>(position: usize, t: Tensor<D>) -> Param<Tensor<D>> {
     Param::initialized(ParamId::from(position as u64), t.require_grad())
 }
 
+/// Moves parameter `id`'s gradient from `more` into `into`, adding it to the one already there.
 fn add<const D: usize>(into: &mut GradientsParams, more: &mut GradientsParams, id: ParamId) {
     let Some(g) = more.remove::<D>(id) else { return };
     let sum = match into.remove::<D>(id) {
@@ -123,7 +124,7 @@ impl Adapters {
         }
     }
 
-    /// Each parameter's id with its rank-2 or rank-1 shape marker, in a fixed order (for summing gradients).
+    /// The ids of the rank-2 parameters (factors, then the head's weight) and of the rank-1 head bias.
     fn ids(&self) -> (Vec<ParamId>, ParamId) {
         let mut two: Vec<ParamId> = self.a.iter().chain(&self.b).map(|p| p.id).collect();
         two.push(self.head_w.id);
