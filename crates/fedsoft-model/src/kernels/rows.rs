@@ -212,12 +212,18 @@ dispatch! {
 
 /// Row-wise `softmax(scale * x + bias)` of rows of `width`; row `r` takes row `r / bias_every` of `bias`.
 pub fn softmax(x: &[f32], bias: Option<&[f32]>, bias_every: usize, scale: f32, width: usize, y: &mut [f32]) {
+    if width == 0 {
+        return;
+    }
     let every = bias_every.max(1);
     for_row_blocks(x, y, width, |first, xs, ys| softmax_rows(xs, bias, every, first, scale, width, ys));
 }
 
 /// The softmax's input gradient from its output `y` and the output gradient `dy`.
 pub fn softmax_backward(y: &[f32], dy: &[f32], scale: f32, width: usize, dx: &mut [f32]) {
+    if width == 0 {
+        return;
+    }
     let block = |first: usize, ys: &[f32], dxs: &mut [f32]| {
         let dys = &dy[first * width..][..ys.len()];
         softmax_back_rows(ys, dys, scale, width, dxs)
@@ -254,6 +260,54 @@ pub fn layer_norm_backward(x: &[f32], dy: &[f32], g: &[f32], stats: &[(f32, f32)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Rows of a width and count drawn by proptest, with values spread over a wide range.
+    fn rows() -> impl Strategy<Value = (usize, Vec<f32>, Vec<f32>)> {
+        (1usize..40, 1usize..12).prop_flat_map(|(width, n)| {
+            let len = width * n;
+            (Just(width), prop::collection::vec(-30.0f32..30.0, len), prop::collection::vec(-3.0f32..3.0, len))
+        })
+    }
+
+    proptest! {
+        /// Softmax rows are probability vectors, and their backward step leaves each row's gradient
+        /// summing to zero (adding a constant to a row's scores changes nothing).
+        #[test]
+        fn softmax_laws((width, x, dy) in rows(), scale in 0.05f32..2.0) {
+            let mut y = vec![0.0; x.len()];
+            softmax(&x, None, 1, scale, width, &mut y);
+            let mut dx = vec![0.0; x.len()];
+            softmax_backward(&y, &dy, scale, width, &mut dx);
+            for (yr, dxr) in y.chunks(width).zip(dx.chunks(width)) {
+                prop_assert!(yr.iter().all(|v| (0.0..=1.0).contains(v)));
+                prop_assert!((yr.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                let scale_of = dy.iter().fold(1.0f32, |m, v| m.max(v.abs())) * scale;
+                prop_assert!(dxr.iter().sum::<f32>().abs() < 1e-5 * scale_of, "{dxr:?}");
+            }
+        }
+
+        /// With unit scale and no shift, LayerNorm rows have mean 0 and mean square 1 (up to eps), and the
+        /// input gradient of every row sums to zero.
+        #[test]
+        fn layer_norm_laws((width, x, dy) in rows()) {
+            prop_assume!(width >= 2);
+            let (g, b) = (vec![1.0; width], vec![0.0; width]);
+            let mut y = vec![0.0; x.len()];
+            let stats = layer_norm(&x, &g, &b, 1e-6, &mut y);
+            let mut dx = vec![0.0; x.len()];
+            layer_norm_backward(&x, &dy, &g, &stats, &mut dx);
+            let rows = x.chunks(width).zip(y.chunks(width)).zip(dx.chunks(width)).zip(&stats);
+            for (((xr, yr), dxr), &(_, rstd)) in rows {
+                let spread = xr.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) - xr.iter().fold(f32::INFINITY, |m, v| m.min(*v));
+                prop_assume!(spread > 1e-2);
+                let n = width as f32;
+                prop_assert!((yr.iter().sum::<f32>() / n).abs() < 1e-4);
+                prop_assert!((yr.iter().map(|v| v * v).sum::<f32>() / n - 1.0).abs() < 1e-3);
+                prop_assert!(dxr.iter().sum::<f32>().abs() < 1e-4 * rstd.max(1.0) * n, "{dxr:?}");
+            }
+        }
+    }
 
     fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
