@@ -124,21 +124,13 @@ impl Adapters {
         }
     }
 
-    /// The ids of the rank-2 parameters (factors, then the head's weight) and of the rank-1 head bias.
-    fn ids(&self) -> (Vec<ParamId>, ParamId) {
-        let mut two: Vec<ParamId> = self.a.iter().chain(&self.b).map(|p| p.id).collect();
-        two.push(self.head_w.id);
-        (two, self.head_b.id)
-    }
-
     /// Adds `more` into `into`, parameter by parameter (both from [`GradientsParams::from_grads`] on forks
     /// of these adapters).
     pub fn add_gradients(&self, into: &mut GradientsParams, mut more: GradientsParams) {
-        let (two, one) = self.ids();
-        for id in two {
-            add::<2>(into, &mut more, id);
+        for p in self.a.iter().chain(&self.b).chain([&self.head_w]) {
+            add::<2>(into, &mut more, p.id);
         }
-        add::<1>(into, &mut more, one);
+        add::<1>(into, &mut more, self.head_b.id);
     }
 
     /// Reads the factors back into the flat per-module layout.

@@ -221,18 +221,18 @@ impl Backbone {
         y.reshape([b, t, d])
     }
 
-    /// Self-attention of the tokens `queries` (all of `x`, or its first token alone) over every token of `x`.
-    #[allow(clippy::too_many_arguments)]
+    /// Self-attention of block `layer`: the tokens `queries` (all of `x`, or its first token alone) attend
+    /// over every token of `x`.
     fn attention(
         &self,
         queries: Tensor<3>,
         x: Tensor<3>,
-        blk: &Block,
         layer: usize,
         ad: Lora<'_>,
         plan: &AdapterPlan,
         bias: Option<&Tensor<2>>,
     ) -> Tensor<3> {
+        let blk = &self.blocks[layer];
         let [b, tq, h] = queries.dims();
         let heads = self.spec.heads;
         let dh = h / heads;
@@ -250,7 +250,6 @@ impl Backbone {
 
     /// Block `l` on `x`; with `first_only`, only the first token's output is formed (`[B, 1, H]`): its
     /// query, attention over all tokens, projection and MLP, but no other token's.
-    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         x: Tensor<3>,
@@ -265,25 +264,26 @@ impl Backbone {
         let first = |t: &Tensor<3>| if first_only { t.clone().narrow(1, 0, 1) } else { t.clone() };
         if matches!(self.spec.family, Family::Vit | Family::Dinov2) {
             let normed = layer_norm(x.clone(), &blk.ln1, eps);
-            let mut a = self.attention(first(&normed), normed, blk, l, ad, plan, bias);
+            let mut a = self.attention(first(&normed), normed, l, ad, plan, bias);
             if let Some(ls) = &blk.ls1 {
                 a = a * ls.clone().unsqueeze::<3>();
             }
             let x = first(&x) + a;
-            let mut m = self.mlp(layer_norm(x.clone(), &blk.ln2, eps), blk, l, ad, plan);
+            let mut m = self.mlp(layer_norm(x.clone(), &blk.ln2, eps), l, ad, plan);
             if let Some(ls) = &blk.ls2 {
                 m = m * ls.clone().unsqueeze::<3>();
             }
             x + m
         } else {
-            let a = self.attention(first(&x), x.clone(), blk, l, ad, plan, bias);
+            let a = self.attention(first(&x), x.clone(), l, ad, plan, bias);
             let x = layer_norm(first(&x) + a, &blk.ln1, eps);
-            let m = self.mlp(x.clone(), blk, l, ad, plan);
+            let m = self.mlp(x.clone(), l, ad, plan);
             layer_norm(x + m, &blk.ln2, eps)
         }
     }
 
-    fn mlp(&self, x: Tensor<3>, blk: &Block, layer: usize, ad: Lora<'_>, plan: &AdapterPlan) -> Tensor<3> {
+    fn mlp(&self, x: Tensor<3>, layer: usize, ad: Lora<'_>, plan: &AdapterPlan) -> Tensor<3> {
+        let blk = &self.blocks[layer];
         let hdn = gelu(self.linear(x, &blk.mlp_in, ad, plan, (layer, Target::MlpIn)));
         self.linear(hdn, &blk.mlp_out, ad, plan, (layer, Target::MlpOut))
     }

@@ -5,38 +5,25 @@
 use super::contiguous;
 use super::math;
 use burn::tensor::{DType, Tensor, activation};
-use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn_backend::tensor::FloatTensor;
+use burn_autodiff::ops::{Backward, Ops, unary};
 use burn_flex::{Flex, FlexTensor};
 
 /// GELU with the vectorised kernels where the tensor lives on the CPU backend in f32.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() != DType::F32 {
-        return activation::gelu(x);
-    }
-    if let Ok(tracked) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
-        return Tensor::from_primitive::<Autodiff<Flex>>(tracked_gelu(tracked));
-    }
-    if let Ok(plain) = x.clone().try_into_primitive::<Flex>() {
-        return Tensor::from_primitive::<Flex>(forward(&plain));
-    }
-    activation::gelu(x)
+    super::custom_op(&x, GeluBackward, forward).unwrap_or_else(|| activation::gelu(x))
 }
 
-fn forward(x: &FlexTensor) -> FlexTensor {
+/// The output, and the input (a shared handle) for the backward step.
+fn forward(x: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let x = contiguous(x);
-    let input = x.as_slice::<f32>().expect("contiguous f32");
     let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
-    math::gelu_forward(input, out.storage_mut::<f32>());
-    out
+    math::gelu_forward(x.as_slice::<f32>().expect("contiguous f32"), out.storage_mut::<f32>());
+    (out, x)
 }
 
 fn backward(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
-    let x = contiguous(x);
     let grad = contiguous(grad);
     let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
     math::gelu_backward(
@@ -47,7 +34,7 @@ fn backward(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     out
 }
 
-/// The backward step keeps the input (a shared handle, not a copy) and computes Φ(x) + x·φ(x) from it.
+/// The backward step keeps the (row-major) input and computes Φ(x) + x·φ(x) from it.
 #[derive(Debug)]
 struct GeluBackward;
 
@@ -57,14 +44,6 @@ impl Backward<Flex, 1> for GeluBackward {
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let x = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| backward(&x, &grad));
-    }
-}
-
-fn tracked_gelu(x: FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>> {
-    let out = forward(x.primitive());
-    match GeluBackward.prepare::<NoCheckpointing>([x.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(x.primitive().clone(), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
 

@@ -6,12 +6,9 @@
 
 use super::rows;
 use burn::tensor::{DType, Tensor};
-use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn_backend::tensor::FloatTensor;
+use burn_autodiff::ops::{Backward, Ops, unary};
 use burn_flex::{Flex, FlexTensor};
 use std::sync::Arc;
 
@@ -19,16 +16,17 @@ use std::sync::Arc;
 /// constants.
 pub fn layer_norm<const D: usize>(x: Tensor<D>, g: &Tensor<1>, b: &Tensor<1>, eps: f64) -> Tensor<D> {
     let width = x.dims()[D - 1];
-    if x.dtype() == DType::F32 && g.dims() == [width] && b.dims() == [width] {
-        let frozen = g.clone().try_into_primitive::<Flex>().ok().zip(b.clone().try_into_primitive::<Flex>().ok());
-        if let Some((g, b)) = frozen {
-            let (g, b) = (super::contiguous(&g), super::contiguous(&b));
-            if let Ok(tracked) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
-                return Tensor::from_primitive::<Autodiff<Flex>>(tracked_layer_norm(tracked, g, &b, eps as f32));
-            }
-            if let Ok(plain) = x.clone().try_into_primitive::<Flex>() {
-                return Tensor::from_primitive::<Flex>(forward(&plain, &g, &b, eps as f32).0);
-            }
+    let flex = |t: &Tensor<1>| (t.dims() == [width]).then(|| t.clone().try_into_primitive::<Flex>().ok()).flatten();
+    if let Some((g, b)) = flex(g).zip(flex(b)) {
+        let (g, b) = (super::contiguous(&g), super::contiguous(&b));
+        let op = super::custom_op(&x, LayerNormBackward, |x| {
+            let x = super::contiguous(x);
+            let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+            let stats = rows::layer_norm(slice(&x), slice(&g), slice(&b), eps as f32, out.storage_mut::<f32>());
+            (out, Saved { x, g, stats: Arc::new(stats) })
+        });
+        if let Some(y) = op {
+            return y;
         }
     }
     let (var, mean) = x.clone().var_mean_bias(D - 1);
@@ -38,13 +36,6 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, g: &Tensor<1>, b: &Tensor<1>, ep
 
 fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32")
-}
-
-fn forward(x: &FlexTensor, g: &FlexTensor, b: &FlexTensor, eps: f32) -> (FlexTensor, Vec<(f32, f32)>) {
-    let x = super::contiguous(x);
-    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
-    let stats = rows::layer_norm(slice(&x), slice(g), slice(b), eps, out.storage_mut::<f32>());
-    (out, stats)
 }
 
 /// What the backward step reads: the input (a shared handle), the frozen scale, and each row's mean and
@@ -70,20 +61,6 @@ impl Backward<Flex, 1> for LayerNormBackward {
             rows::layer_norm_backward(slice(&x), slice(&dy), slice(&g), &stats, dx.storage_mut::<f32>());
             dx
         });
-    }
-}
-
-fn tracked_layer_norm(
-    x: FloatTensor<Autodiff<Flex>>,
-    g: FlexTensor,
-    b: &FlexTensor,
-    eps: f32,
-) -> FloatTensor<Autodiff<Flex>> {
-    let input = super::contiguous(x.primitive());
-    let (out, stats) = forward(&input, &g, b, eps);
-    match LayerNormBackward.prepare::<NoCheckpointing>([x.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(Saved { x: input, g, stats: Arc::new(stats) }, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
 

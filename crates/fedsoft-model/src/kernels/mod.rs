@@ -19,7 +19,35 @@ pub use gelu::gelu;
 pub use layer_norm::layer_norm;
 pub use softmax::attention_softmax;
 
-use burn_flex::FlexTensor;
+use burn::tensor::{DType, Tensor};
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::ops::{Backward, OpsKind};
+use burn_flex::{Flex, FlexTensor};
+
+/// `x` through a custom operation, when it is an f32 tensor of the flex backend with or without autodiff:
+/// `forward` computes the output and the state that `step`, the backward step, reads later. Under autodiff
+/// the output is recorded with `step` (its state dropped when nothing upstream wants a gradient). `None`
+/// for any other tensor, which the caller then sends through burn's own composition.
+fn custom_op<const D: usize, S: Backward<Flex, 1>>(
+    x: &Tensor<D>,
+    step: S,
+    forward: impl FnOnce(&FlexTensor) -> (FlexTensor, S::State),
+) -> Option<Tensor<D>> {
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    if let Ok(tracked) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
+        let (out, state) = forward(tracked.primitive());
+        let out = match step.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
+    }
+    let plain = x.clone().try_into_primitive::<Flex>().ok()?;
+    Some(Tensor::from_primitive::<Flex>(forward(&plain).0))
+}
 
 /// `x` itself when its elements are in row-major order (an offset is fine), else a row-major copy.
 fn contiguous(x: &FlexTensor) -> FlexTensor {

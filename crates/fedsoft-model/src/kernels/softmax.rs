@@ -7,12 +7,9 @@
 use super::rows;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Tensor};
-use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn_backend::tensor::FloatTensor;
+use burn_autodiff::ops::{Backward, Ops, unary};
 use burn_flex::{Flex, FlexTensor};
 
 /// Attention weights from raw scores `[batch, heads, queries, keys]`: `softmax(scale * scores + bias)`
@@ -21,18 +18,17 @@ use burn_flex::{Flex, FlexTensor};
 pub fn attention_softmax(scores: Tensor<4>, scale: f32, bias: Option<&Tensor<2>>) -> Tensor<4> {
     let [b, _, _, k] = scores.dims();
     let bias_fits = bias.is_none_or(|t| t.dims() == [b, k]);
-    if scores.dtype() == DType::F32 && bias_fits {
-        let flex_bias = match bias {
-            None => Some(None),
-            Some(t) => t.clone().try_into_primitive::<Flex>().ok().map(Some),
-        };
-        if let Some(bias) = flex_bias {
-            if let Ok(tracked) = scores.clone().try_into_primitive::<Autodiff<Flex>>() {
-                return Tensor::from_primitive::<Autodiff<Flex>>(tracked_softmax(tracked, bias.as_ref(), scale));
-            }
-            if let Ok(plain) = scores.clone().try_into_primitive::<Flex>() {
-                return Tensor::from_primitive::<Flex>(forward(&plain, bias.as_ref(), scale));
-            }
+    let flex_bias = match bias {
+        None => Some(None),
+        Some(t) => t.clone().try_into_primitive::<Flex>().ok().map(Some),
+    };
+    if let Some(bias) = flex_bias.filter(|_| bias_fits) {
+        let op = super::custom_op(&scores, SoftmaxBackward { scale }, |x| {
+            let out = forward(x, bias.as_ref(), scale);
+            (out.clone(), out)
+        });
+        if let Some(weights) = op {
+            return weights;
         }
     }
     let mut s = scores.mul_scalar(scale);
@@ -84,18 +80,6 @@ impl Backward<Flex, 1> for SoftmaxBackward {
             );
             dx
         });
-    }
-}
-
-fn tracked_softmax(
-    x: FloatTensor<Autodiff<Flex>>,
-    bias: Option<&FlexTensor>,
-    scale: f32,
-) -> FloatTensor<Autodiff<Flex>> {
-    let out = forward(x.primitive(), bias, scale);
-    match (SoftmaxBackward { scale }).prepare::<NoCheckpointing>([x.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
 
