@@ -196,7 +196,7 @@ impl Backbone {
     ) -> Tensor<3> {
         let [b, t, k] = x.dims();
         let x2 = x.reshape([b * t, k]);
-        let mut y = x2.clone().matmul(lin.w.clone()) + lin.b.clone().unsqueeze::<2>();
+        let mut y = kernels::frozen_linear(x2.clone(), &lin.w, &lin.b);
         if let Some(i) = plan.slot(slot.0, slot.1) {
             let low_rank =
                 |x: Tensor<2>, ad: &Adapters| x.matmul(ad.a[i].val().transpose()).matmul(ad.b[i].val().transpose());
@@ -354,11 +354,7 @@ impl Backbone {
                     .reshape([b, c, g, p, g, p])
                     .permute([0, 2, 4, 1, 3, 5])
                     .reshape([b * g * g, c * p * p]);
-                let x = (patches.matmul(projection.w.clone()) + projection.b.clone().unsqueeze::<2>()).reshape([
-                    b,
-                    g * g,
-                    h,
-                ]);
+                let x = kernels::frozen_linear(patches, &projection.w, &projection.b).reshape([b, g * g, h]);
                 let cls = cls.clone().reshape([1, 1, h]).expand([b, 1, h]);
                 let x = Tensor::cat(vec![cls, x], 1) + self.positions(g).unsqueeze::<3>();
                 Ok((x, None))

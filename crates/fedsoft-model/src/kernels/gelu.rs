@@ -4,7 +4,7 @@
 
 use super::contiguous;
 use super::math;
-use burn::tensor::{DType, Tensor, activation};
+use burn::tensor::{Tensor, activation};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, unary};
@@ -18,14 +18,14 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// The output, and the input (a shared handle) for the backward step.
 fn forward(x: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let x = contiguous(x);
-    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    let mut out = super::zeros(x.layout().shape());
     math::gelu_forward(x.as_slice::<f32>().expect("contiguous f32"), out.storage_mut::<f32>());
     (out, x)
 }
 
 fn backward(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let grad = contiguous(grad);
-    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    let mut out = super::zeros(x.layout().shape());
     math::gelu_backward(
         x.as_slice::<f32>().expect("contiguous f32"),
         grad.as_slice::<f32>().expect("contiguous f32"),

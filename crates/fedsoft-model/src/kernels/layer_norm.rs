@@ -5,7 +5,7 @@
 //! [`super::rows`]); only the input's gradient is formed, since the backbone's norms are never trained.
 
 use super::rows;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, unary};
@@ -21,7 +21,7 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, g: &Tensor<1>, b: &Tensor<1>, ep
         let (g, b) = (super::contiguous(&g), super::contiguous(&b));
         let op = super::custom_op(&x, LayerNormBackward, |x| {
             let x = super::contiguous(x);
-            let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+            let mut out = super::zeros(x.layout().shape());
             let stats = rows::layer_norm(slice(&x), slice(&g), slice(&b), eps as f32, out.storage_mut::<f32>());
             (out, Saved { x, g, stats: Arc::new(stats) })
         });
@@ -57,7 +57,7 @@ impl Backward<Flex, 1> for LayerNormBackward {
         let Saved { x, g, stats } = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
             let dy = super::contiguous(&dy);
-            let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+            let mut dx = super::zeros(x.layout().shape());
             rows::layer_norm_backward(slice(&x), slice(&dy), slice(&g), &stats, dx.storage_mut::<f32>());
             dx
         });

@@ -11,19 +11,22 @@
 
 pub mod gelu;
 pub mod layer_norm;
+pub mod linear;
 pub mod math;
 pub mod rows;
 pub mod softmax;
 
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;
+pub use linear::frozen_linear;
 pub use softmax::attention_softmax;
 
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::ops::{Backward, OpsKind};
-use burn_flex::{Flex, FlexTensor};
+use burn_backend::Bytes;
+use burn_flex::{Flex, FlexTensor, Layout};
 
 /// `x` through a custom operation, when it is an f32 tensor of the flex backend with or without autodiff:
 /// `forward` computes the output and the state that `step`, the backward step, reads later. Under autodiff
@@ -52,4 +55,17 @@ fn custom_op<const D: usize, S: Backward<Flex, 1>>(
 /// `x` itself when its elements are in row-major order (an offset is fine), else a row-major copy.
 fn contiguous(x: &FlexTensor) -> FlexTensor {
     if x.layout().contiguous_offsets().is_some() { x.clone() } else { x.to_contiguous() }
+}
+
+/// A row-major f32 tensor holding `values`. burn-flex's `FlexTensor::empty` zero-fills a byte vector and then
+/// copies it into a new, aligned allocation (bytes carry no alignment); a vector of f32 is aligned for its
+/// elements already, so this is one allocation and no copy.
+fn from_vec(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    debug_assert_eq!(values.len(), shape.num_elements());
+    FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
+}
+
+/// A zero-filled row-major f32 tensor of `shape`, for a kernel to write its output into.
+fn zeros(shape: &Shape) -> FlexTensor {
+    from_vec(vec![0.0; shape.num_elements()], shape.clone())
 }

@@ -5,8 +5,8 @@
 //! <dy, y>)`, from the saved output), vectorised and spread over threads (see [`super::rows`]).
 
 use super::rows;
+use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Tensor};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, unary};
@@ -43,7 +43,7 @@ fn forward(x: &FlexTensor, bias: Option<&FlexTensor>, scale: f32) -> FlexTensor 
     let shape = x.layout().shape().clone();
     let (heads, queries, keys) = (shape[1], shape[2], shape[3]);
     let bias = bias.map(super::contiguous);
-    let mut out = FlexTensor::empty(shape, DType::F32);
+    let mut out = super::zeros(&shape);
     rows::softmax(
         x.as_slice::<f32>().expect("contiguous f32"),
         bias.as_ref().map(|b| b.as_slice::<f32>().expect("contiguous f32")),
@@ -70,7 +70,7 @@ impl Backward<Flex, 1> for SoftmaxBackward {
         unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
             let dy = super::contiguous(&dy);
             let keys = y.layout().shape()[3];
-            let mut dx = FlexTensor::empty(y.layout().shape().clone(), DType::F32);
+            let mut dx = super::zeros(y.layout().shape());
             rows::softmax_backward(
                 y.as_slice::<f32>().expect("contiguous f32"),
                 dy.as_slice::<f32>().expect("contiguous f32"),

@@ -1,0 +1,230 @@
+//! A frozen linear layer, `x·W + b`, as one custom operation on the flex backend.
+//!
+//! Through burn every such layer is a matrix product and a broadcast addition: two output buffers, each
+//! zero-filled and then copied once more by burn-flex's allocator (it aligns a byte vector by copying it),
+//! and a second sweep over the product for the bias. Evaluation is almost nothing but these layers, so that
+//! overhead was a tenth of it. Here the output is one vector, filled with the bias rows and then
+//! accumulated into by the same gemm kernels burn uses; the backward pass (the input's gradient only: the
+//! backbone is frozen) writes `dy·Wᵀ` into one vector, reading `W` through transposed strides.
+
+use super::{contiguous, from_vec};
+use burn::tensor::{DType, Tensor};
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, unary};
+use burn_flex::{Flex, FlexTensor};
+
+/// Products smaller than this many multiply-adds stay on one thread (burn-flex's own threshold).
+const PARALLEL_WORK: usize = 192 * 192 * 192;
+
+/// `x·w + b` for `x` `[m, k]`, `w` `[k, n]` and `b` `[n]`, with `w` and `b` constants.
+pub fn frozen_linear(x: Tensor<2>, w: &Tensor<2>, b: &Tensor<1>) -> Tensor<2> {
+    let [_, k] = x.dims();
+    let [kw, n] = w.dims();
+    if k == kw && b.dims() == [n] {
+        let w_flex = w.clone().try_into_primitive::<Flex>().ok();
+        let b_flex = b.clone().try_into_primitive::<Flex>().ok();
+        if let Some((w, b)) = w_flex.zip(b_flex).filter(|(w, b)| w.dtype() == DType::F32 && b.dtype() == DType::F32) {
+            let b = contiguous(&b);
+            if let Some(y) = super::custom_op(&x, LinearBackward, |x| (forward(x, &w, &b), w.clone())) {
+                return y;
+            }
+        }
+    }
+    x.matmul(w.clone()) + b.clone().unsqueeze::<2>()
+}
+
+fn forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    let x = Matrix::of(x);
+    let w = Matrix::of(w);
+    let bias = b.as_slice::<f32>().expect("contiguous f32");
+    let mut out = Vec::with_capacity(x.rows * w.cols);
+    for _ in 0..x.rows {
+        out.extend_from_slice(bias);
+    }
+    multiply_into(&mut out, true, &x, &w);
+    from_vec(out, [x.rows, w.cols].into())
+}
+
+/// `dy·Wᵀ`, the input's gradient.
+fn backward(dy: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let dy = Matrix::of(dy);
+    let wt = Matrix::of(w).transposed();
+    let mut dx = vec![0.0; dy.rows * wt.cols];
+    multiply_into(&mut dx, false, &dy, &wt);
+    from_vec(dx, [dy.rows, wt.cols].into())
+}
+
+/// A 2-D view of a tensor's storage: element (i, j) is `data[offset + i·row_stride + j·col_stride]`.
+struct Matrix {
+    tensor: FlexTensor,
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl Matrix {
+    /// The tensor as it lies when its strides are non-negative, else a row-major copy of it.
+    fn of(t: &FlexTensor) -> Matrix {
+        let layout = t.layout();
+        let tensor = if layout.has_positive_strides() { t.clone() } else { t.to_contiguous() };
+        let layout = tensor.layout();
+        let (shape, strides) = (layout.shape(), layout.strides());
+        assert_eq!(shape.num_dims(), 2, "a linear layer multiplies matrices");
+        Matrix {
+            offset: layout.start_offset(),
+            rows: shape[0],
+            cols: shape[1],
+            row_stride: strides[0],
+            col_stride: strides[1],
+            tensor,
+        }
+    }
+
+    fn transposed(self) -> Matrix {
+        Matrix { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+
+    /// The storage from the view's first element on; every element of the view lies inside it.
+    fn elements(&self) -> &[f32] {
+        let data = &self.tensor.storage::<f32>()[self.offset..];
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.row_stride as usize + (self.cols - 1) * self.col_stride as usize;
+            assert!(last < data.len(), "a matrix view reaches past its storage");
+        }
+        data
+    }
+}
+
+/// `out = lhs·rhs`, or `out += lhs·rhs` when `accumulate`; `out` is row-major `[lhs.rows, rhs.cols]`.
+fn multiply_into(out: &mut [f32], accumulate: bool, lhs: &Matrix, rhs: &Matrix) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "inner dimensions of a product");
+    assert_eq!(out.len(), m * n, "product output size");
+    let (a, b) = (lhs.elements(), rhs.elements());
+    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `out` holds m·n elements written row-major with the strides given; `elements` checked that
+    // every element of both views (non-negative strides) lies inside the slices passed; the slices outlive
+    // the call, and `out` does not alias them.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            lhs.col_stride,
+            lhs.row_stride,
+            b.as_ptr(),
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// The backward step keeps the frozen weight (a shared handle).
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 1> for LinearBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let w = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |dy| backward(&dy, &w));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn matrix(rows: usize, cols: usize, seed: usize, device: &Device) -> Tensor<2> {
+        let v: Vec<f32> = (0..rows * cols).map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.043).collect();
+        Tensor::from_data(TensorData::new(v, [rows, cols]), device)
+    }
+
+    fn close(ours: &[f32], burns: &[f32], what: &str) {
+        assert_eq!(ours.len(), burns.len(), "{what}: sizes");
+        for (a, b) in ours.iter().zip(burns) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{what}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn forward_matches_burn_for_plain_and_transposed_weights() {
+        let frozen = Device::flex();
+        // Large enough for the threaded product, with a weight stored transposed (as loaded checkpoints are).
+        let (m, k, n) = (300, 96, 250);
+        let b = Tensor::<1>::from_data(
+            TensorData::new((0..n).map(|i| i as f32 * 0.01 - 1.0).collect::<Vec<f32>>(), [n]),
+            &frozen,
+        );
+        for w in [matrix(k, n, 1, &frozen), matrix(n, k, 2, &frozen).transpose()] {
+            for device in [Device::flex(), Device::flex().autodiff()] {
+                let x = matrix(m, k, 3, &device);
+                let ours = values(frozen_linear(x.clone(), &w, &b));
+                let burns = values(x.matmul(w.clone()) + b.clone().unsqueeze::<2>());
+                close(&ours, &burns, "forward");
+            }
+        }
+    }
+
+    #[test]
+    fn input_gradient_matches_burn_through_a_strided_input() {
+        let (frozen, device) = (Device::flex(), Device::flex().autodiff());
+        let (m, k, n) = (40, 24, 33);
+        let w = matrix(n, k, 4, &frozen).transpose();
+        let b = Tensor::<1>::from_data(TensorData::new(vec![0.5f32; n], [n]), &frozen);
+        let upstream = matrix(m, n, 5, &device);
+        let grad_of = |f: &dyn Fn(Tensor<2>) -> Tensor<2>| {
+            let x = matrix(k, m, 6, &device).require_grad();
+            let y = f(x.clone().transpose()) * upstream.clone();
+            let grads = y.sum().backward();
+            values(x.grad(&grads).unwrap())
+        };
+        let ours = grad_of(&|x| frozen_linear(x, &w, &b));
+        let burns = grad_of(&|x| x.matmul(w.clone()) + b.clone().unsqueeze::<2>());
+        assert!(ours.iter().any(|g| *g != 0.0));
+        close(&ours, &burns, "input gradient");
+    }
+
+    #[test]
+    fn bits_do_not_depend_on_the_thread_count() {
+        let frozen = Device::flex();
+        let (m, k, n) = (520, 200, 180);
+        let w = matrix(k, n, 7, &frozen);
+        let b = Tensor::<1>::from_data(TensorData::new(vec![0.25f32; n], [n]), &frozen);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let device = Device::flex().autodiff();
+                let x = matrix(m, k, 8, &device).require_grad();
+                let y = frozen_linear(x.clone(), &w, &b);
+                let grads = (y.clone() * y.clone()).sum().backward();
+                (values(y), values(x.grad(&grads).unwrap()))
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
