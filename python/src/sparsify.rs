@@ -55,7 +55,7 @@ fn sparsify(
     let (update, local) = (&update.0, &local.0);
     // Selection is pure Rust on data Python cannot touch meanwhile: let other Python threads run.
     py.detach(|| {
-        let input = SelectInput { update, local, rho, seed, round, client };
+        let input = SelectInput { update, local, key: UploadKey { rho, seed, round, client } };
         let selection = build(kind, opts).select(&input)?;
         SparseUpdate::gather(update, &selection)
     })

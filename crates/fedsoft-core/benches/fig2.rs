@@ -14,7 +14,7 @@
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::lora::{LoraState, ModuleShape};
 use fedsoft_core::sparsify::svd::{exact_rank_scores, exact_rank_scores_dense};
-use fedsoft_core::sparsify::{MethodKind, SelectInput, SparsifierOptions, build};
+use fedsoft_core::sparsify::{MethodKind, SelectInput, SparsifierOptions, UploadKey, build};
 use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -45,8 +45,11 @@ fn measure(panel: &'static str, d: usize, r: usize) -> Row {
     let shapes = vec![ModuleShape::new("m", d, d, r)];
     let st = LoraState::random(&shapes, 1, 0.1).unwrap();
     let soft = build(MethodKind::Soft, SparsifierOptions::default());
-    let input =
-        SelectInput { update: &st, local: &st, rho: DropRatio::new(0.75).unwrap(), seed: 0, round: 0, client: 0 };
+    let input = SelectInput {
+        update: &st,
+        local: &st,
+        key: UploadKey { rho: DropRatio::new(0.75).unwrap(), seed: 0, round: 0, client: 0 },
+    };
     Row {
         panel,
         d,

@@ -1,9 +1,9 @@
 //! Error feedback (SPEC §4.4): what a client did not send this round is kept and added to its next update, so
 //! no part of the update is lost for good, only delayed.
 
-use crate::budget::DropRatio;
 use crate::error::CoreError;
 use crate::lora::LoraState;
+pub use crate::sparsify::UploadKey;
 use crate::sparsify::{SelectInput, SparseUpdate, Sparsifier};
 use serde::{Deserialize, Serialize};
 
@@ -56,15 +56,6 @@ pub fn residual(u: &LoraState, sent: &SparseUpdate) -> Result<LoraState, CoreErr
     Ok(e)
 }
 
-/// Which upload this is: its drop ratio and the key of its random masks (run seed, round, client).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct UploadKey {
-    pub rho: DropRatio,
-    pub seed: u64,
-    pub round: u64,
-    pub client: u64,
-}
-
 /// What a client sends, and what it keeps for its next round (`None` without error feedback).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compressed {
@@ -94,8 +85,7 @@ impl Compression<'_> {
     ) -> Result<Compressed, CoreError> {
         let previous = if self.error_feedback { memory } else { None };
         let update = compensate(self.mode, local, global, previous)?;
-        let input =
-            SelectInput { update: &update, local, rho: key.rho, seed: key.seed, round: key.round, client: key.client };
+        let input = SelectInput { update: &update, local, key };
         let selection = self.sparsifier.select(&input)?;
         let sent = SparseUpdate::gather(&update, &selection)?;
         let memory = if self.error_feedback { Some(residual(&update, &sent)?) } else { None };

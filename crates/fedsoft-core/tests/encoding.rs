@@ -3,7 +3,9 @@
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::encoding::{decode, encode, encoded_len};
 use fedsoft_core::lora::{LoraState, ModuleShape};
-use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseModule, SparseUpdate, SparsifierOptions, build};
+use fedsoft_core::sparsify::{
+    MethodKind, SelectInput, SparseModule, SparseUpdate, SparsifierOptions, UploadKey, build,
+};
 use proptest::prelude::*;
 
 fn shapes() -> Vec<ModuleShape> {
@@ -13,7 +15,11 @@ fn shapes() -> Vec<ModuleShape> {
 fn upload(kind: MethodKind, rho: f64, seed: u64) -> (Vec<ModuleShape>, SparseUpdate) {
     let sh = shapes();
     let u = LoraState::random(&sh, seed, 1.0).unwrap();
-    let input = SelectInput { update: &u, local: &u, rho: DropRatio::new(rho).unwrap(), seed, round: 3, client: 4 };
+    let input = SelectInput {
+        update: &u,
+        local: &u,
+        key: UploadKey { rho: DropRatio::new(rho).unwrap(), seed, round: 3, client: 4 },
+    };
     let sel = build(kind, SparsifierOptions::default()).select(&input).unwrap();
     (sh, SparseUpdate::gather(&u, &sel).unwrap())
 }
@@ -92,8 +98,11 @@ fn cheapest_layout_is_chosen() {
     // Whole rank components: one mask byte.
     let (_, fedlodrop) = {
         let u = LoraState::random(&sh, 1, 1.0).unwrap();
-        let input =
-            SelectInput { update: &u, local: &u, rho: DropRatio::new(0.75).unwrap(), seed: 1, round: 0, client: 0 };
+        let input = SelectInput {
+            update: &u,
+            local: &u,
+            key: UploadKey { rho: DropRatio::new(0.75).unwrap(), seed: 1, round: 0, client: 0 },
+        };
         let sel = build(MethodKind::Fedlodrop, SparsifierOptions::default()).select(&input).unwrap();
         (sel.clone(), SparseUpdate::gather(&u, &sel).unwrap())
     };

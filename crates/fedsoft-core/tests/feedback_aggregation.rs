@@ -12,7 +12,11 @@ fn shapes() -> Vec<ModuleShape> {
 }
 
 fn sparsify(kind: MethodKind, u: &LoraState, local: &LoraState, rho: f64, client: u64) -> SparseUpdate {
-    let input = SelectInput { update: u, local, rho: DropRatio::new(rho).unwrap(), seed: 1, round: 0, client };
+    let input = SelectInput {
+        update: u,
+        local,
+        key: UploadKey { rho: DropRatio::new(rho).unwrap(), seed: 1, round: 0, client },
+    };
     let sel = build(kind, SparsifierOptions::default()).select(&input).unwrap();
     SparseUpdate::gather(u, &sel).unwrap()
 }

@@ -7,7 +7,7 @@ use fedsoft_core::budget::DropRatio;
 use fedsoft_core::encoding::{decode, encode};
 use fedsoft_core::lora::{LoraState, ModuleShape};
 use fedsoft_core::mutate::{cases, damaged};
-use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseUpdate, SparsifierOptions, build};
+use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseUpdate, SparsifierOptions, UploadKey, build};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -35,7 +35,11 @@ static ALLOC: Largest = Largest;
 fn message(kind: MethodKind, rho: f64, seed: u64) -> (Vec<ModuleShape>, Vec<u8>) {
     let sh = vec![ModuleShape::new("q", 24, 16, 4), ModuleShape::new("v", 16, 24, 4), ModuleShape::new("o", 3, 2, 9)];
     let u = LoraState::random(&sh, seed, 1.0).unwrap();
-    let input = SelectInput { update: &u, local: &u, rho: DropRatio::new(rho).unwrap(), seed, round: 3, client: 4 };
+    let input = SelectInput {
+        update: &u,
+        local: &u,
+        key: UploadKey { rho: DropRatio::new(rho).unwrap(), seed, round: 3, client: 4 },
+    };
     let sel = build(kind, SparsifierOptions::default()).select(&input).unwrap();
     let bytes = encode(3, 4, &sh, &SparseUpdate::gather(&u, &sel).unwrap()).unwrap();
     (sh, bytes)

@@ -4,7 +4,8 @@ use fedsoft_core::budget::{DropRatio, Rounding, allocate, module_budget, total_b
 use fedsoft_core::lora::{LoraState, ModuleShape};
 use fedsoft_core::sparsify::svd::{exact_rank_scores, exact_rank_scores_dense, singular_values, singular_values_dense};
 use fedsoft_core::sparsify::{
-    FedLoDropBudget, FlascScope, MethodKind, SelectInput, Selection, SoftSplit, SparseUpdate, SparsifierOptions, build,
+    FedLoDropBudget, FlascScope, MethodKind, SelectInput, Selection, SoftSplit, SparseUpdate, SparsifierOptions,
+    UploadKey, build,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -16,7 +17,11 @@ fn shapes_strategy() -> impl Strategy<Value = Vec<ModuleShape>> {
 }
 
 fn select(kind: MethodKind, opts: SparsifierOptions, u: &LoraState, local: &LoraState, rho: f64) -> Selection {
-    let input = SelectInput { update: u, local, rho: DropRatio::new(rho).unwrap(), seed: 3, round: 1, client: 2 };
+    let input = SelectInput {
+        update: u,
+        local,
+        key: UploadKey { rho: DropRatio::new(rho).unwrap(), seed: 3, round: 1, client: 2 },
+    };
     build(kind, opts).select(&input).unwrap()
 }
 
@@ -242,7 +247,7 @@ fn random_masks_differ_across_clients_and_rounds() {
     let u = LoraState::random(&shapes, 1, 1.0).unwrap();
     let rho = DropRatio::new(0.9).unwrap();
     let sel = |round, client| {
-        let input = SelectInput { update: &u, local: &u, rho, seed: 9, round, client };
+        let input = SelectInput { update: &u, local: &u, key: UploadKey { rho, seed: 9, round, client } };
         build(MethodKind::Rlora, SparsifierOptions::default()).select(&input).unwrap()
     };
     assert_ne!(sel(0, 0), sel(0, 1));

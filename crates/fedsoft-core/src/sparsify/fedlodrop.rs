@@ -53,7 +53,7 @@ impl Sparsifier for FedLoDrop {
             let s = m.shape;
             let mut rng = input.mask_rng(m.index);
             let len = s.component_len();
-            let entries = fedlodrop_entries(s, input.rho, self.budget);
+            let entries = fedlodrop_entries(s, input.key.rho, self.budget);
             let (whole, partial) = (entries / len, entries % len);
             // One draw orders the components: the first `whole` go entire, the next gives `partial` entries.
             let order = index::sample(&mut rng, s.r, (whole + usize::from(partial > 0)).min(s.r));

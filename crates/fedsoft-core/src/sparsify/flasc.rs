@@ -49,7 +49,7 @@ impl Sparsifier for Flasc {
                     return Err(CoreError::invalid("flasc", "more than 2^32 LoRA entries in one upload"));
                 }
                 let vals: Vec<f32> = st.modules.iter().flat_map(|f| f.iter()).collect();
-                let kept = top_k_positions(&vals, total_budget(&st.shapes, input.rho));
+                let kept = top_k_positions(&vals, total_budget(&st.shapes, input.key.rho));
                 let mut modules: Vec<Vec<u32>> = vec![Vec::new(); st.modules.len()];
                 let mut m = 0;
                 for g in kept {

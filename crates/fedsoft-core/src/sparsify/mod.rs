@@ -34,9 +34,15 @@ pub struct SelectInput<'a> {
     pub update: &'a LoraState,
     /// The client's factors after local training, which SOFT and the exact selector score.
     pub local: &'a LoraState,
+    /// The ratio to drop at and the key of the random masks.
+    pub key: UploadKey,
+}
+
+/// Which upload this is: its drop ratio, and the run seed, round and client that key its random masks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UploadKey {
     /// Fraction of entries to drop.
     pub rho: DropRatio,
-    /// Run seed, round and client: the key of this upload's random mask stream.
     pub seed: u64,
     pub round: u64,
     pub client: u64,
@@ -45,7 +51,8 @@ pub struct SelectInput<'a> {
 impl SelectInput<'_> {
     /// The mask stream of module `m` for this client and round: independent of every other draw of the run.
     pub fn mask_rng(&self, m: usize) -> ChaCha8Rng {
-        stream(self.seed, Purpose::Mask, &[self.round, self.client, m as u64])
+        let k = &self.key;
+        stream(k.seed, Purpose::Mask, &[k.round, k.client, m as u64])
     }
 
     /// The loop every per-module method shares: checks the inputs, hands `pick` each module (its index and
@@ -64,7 +71,7 @@ impl SelectInput<'_> {
                     shape,
                     update: &self.update.modules[index],
                     local: &self.local.modules[index],
-                    budget: crate::budget::module_budget(shape, self.rho),
+                    budget: crate::budget::module_budget(shape, self.key.rho),
                 };
                 let mut kept = pick(view)?;
                 kept.sort_unstable();
