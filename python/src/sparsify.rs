@@ -3,8 +3,8 @@
 use crate::convert::{from_json, parse_name, value_error};
 use crate::state::{Factors, Shape, Sparse, shapes_of};
 use fedsoft_core::budget::{self, DropRatio, Rounding};
-use fedsoft_core::feedback::{Compressed, Compression, FeedbackMode, UploadKey};
-use fedsoft_core::sparsify::{MethodKind, MethodRules, SelectInput, SparseUpdate, SparsifierOptions, build};
+use fedsoft_core::feedback::{Compressed, Compression, FeedbackMode};
+use fedsoft_core::sparsify::{MethodKind, MethodRules, SelectInput, SparseUpdate, SparsifierOptions, UploadKey, build};
 use pyo3::prelude::*;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,8 +3,7 @@
 
 use crate::error::CoreError;
 use crate::lora::LoraState;
-pub use crate::sparsify::UploadKey;
-use crate::sparsify::{SelectInput, SparseUpdate, Sparsifier};
+use crate::sparsify::{SelectInput, SparseUpdate, Sparsifier, UploadKey};
 use serde::{Deserialize, Serialize};
 
 /// What is compressed: the update relative to the received global factors, or the local model itself.

@@ -2,9 +2,9 @@
 
 use fedsoft_core::aggregate::{apply_deltas, average_dense, average_sparse_models, covariance_norm, weights};
 use fedsoft_core::budget::DropRatio;
-use fedsoft_core::feedback::{Compression, FeedbackMode, UploadKey, compensate, residual};
+use fedsoft_core::feedback::{Compression, FeedbackMode, compensate, residual};
 use fedsoft_core::lora::{LoraState, ModuleShape};
-use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseUpdate, SparsifierOptions, build};
+use fedsoft_core::sparsify::{MethodKind, SelectInput, SparseUpdate, SparsifierOptions, UploadKey, build};
 use proptest::prelude::*;
 
 fn shapes() -> Vec<ModuleShape> {

@@ -6,8 +6,10 @@
 //! polynomial forms in [`math`] agree with libm within 4.5e-7 (absolute, erf) and 3e-7 (relative, exp) and
 //! run several elements per instruction. Attention's softmax and LayerNorm are burn compositions of six or
 //! seven passes each, forward and backward, on one thread: [`softmax`] and [`layer_norm`] do one pass per
-//! row each way (see [`rows`]). Every kernel runs on the flex backend in f32, with and without autodiff,
-//! and defers to burn everywhere else (CUDA), so results on other devices are unchanged.
+//! row each way (see [`rows`]). A frozen linear layer, burn's product plus a broadcast bias with two freshly
+//! zeroed and re-copied buffers, is one accumulating product in [`linear`]. Every kernel runs on the flex
+//! backend in f32, with and without autodiff, and defers to burn everywhere else (CUDA), so results on other
+//! devices are unchanged.
 
 pub mod gelu;
 pub mod layer_norm;
