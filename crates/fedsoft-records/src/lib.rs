@@ -37,8 +37,9 @@ impl ControllerKind {
 }
 
 impl std::fmt::Display for ControllerKind {
+    /// Padded, so that tables can set a column width (`{:<10}`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -81,8 +82,9 @@ impl MethodKind {
 }
 
 impl std::fmt::Display for MethodKind {
+    /// Padded, so that tables can set a column width (`{:<10}`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -233,6 +235,14 @@ mod tests {
             wall_s: 3.0,
             out_dir: "runs/t".into(),
         }
+    }
+
+    #[test]
+    fn kind_names_fill_a_column_width() {
+        // The run and compare tables align their first columns with `{:<10}` and `{:<6}`.
+        assert_eq!(format!("{:<10}|", MethodKind::Soft), "soft      |");
+        assert_eq!(format!("{:>6}|", ControllerKind::Tsfa), "  tsfa|");
+        assert_eq!(MethodKind::Flasc.to_string(), "flasc");
     }
 
     #[test]
