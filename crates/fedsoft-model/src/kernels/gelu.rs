@@ -50,11 +50,8 @@ impl Backward<Flex, 1> for GeluBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::{assert_relative, values};
     use burn::tensor::{Device, TensorData};
-
-    fn values(t: Tensor<2>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     fn input(device: &Device) -> Tensor<2> {
         let v: Vec<f32> = (0..6 * 37).map(|i| (i as f32 - 111.0) * 0.047).collect();
@@ -67,9 +64,7 @@ mod tests {
             let x = input(&device);
             let ours = values(gelu(x.clone()));
             let burns = values(activation::gelu(x));
-            for (a, b) in ours.iter().zip(&burns) {
-                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
-            }
+            assert_relative(&ours, &burns, 1e-6, "forward");
         }
     }
 
@@ -90,8 +85,6 @@ mod tests {
         let ours = grad_of(gelu);
         let burns = grad_of(activation::gelu);
         assert!(ours.iter().any(|g| *g != 0.0));
-        for (a, b) in ours.iter().zip(&burns) {
-            assert!((a - b).abs() <= 2e-6 * b.abs().max(1.0), "{a} vs {b}");
-        }
+        assert_relative(&ours, &burns, 2e-6, "input gradient");
     }
 }

@@ -153,22 +153,12 @@ impl Backward<Flex, 1> for LinearBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::{assert_relative, values};
     use burn::tensor::{Device, TensorData};
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     fn matrix(rows: usize, cols: usize, seed: usize, device: &Device) -> Tensor<2> {
         let v: Vec<f32> = (0..rows * cols).map(|i| (((i * 37 + seed * 11) % 23) as f32 - 11.0) * 0.043).collect();
         Tensor::from_data(TensorData::new(v, [rows, cols]), device)
-    }
-
-    fn close(ours: &[f32], burns: &[f32], what: &str) {
-        assert_eq!(ours.len(), burns.len(), "{what}: sizes");
-        for (a, b) in ours.iter().zip(burns) {
-            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{what}: {a} vs {b}");
-        }
     }
 
     #[test]
@@ -185,7 +175,7 @@ mod tests {
                 let x = matrix(m, k, 3, &device);
                 let ours = values(frozen_linear(x.clone(), &w, &b));
                 let burns = values(x.matmul(w.clone()) + b.clone().unsqueeze::<2>());
-                close(&ours, &burns, "forward");
+                assert_relative(&ours, &burns, 1e-5, "forward");
             }
         }
     }
@@ -206,7 +196,7 @@ mod tests {
         let ours = grad_of(&|x| frozen_linear(x, &w, &b));
         let burns = grad_of(&|x| x.matmul(w.clone()) + b.clone().unsqueeze::<2>());
         assert!(ours.iter().any(|g| *g != 0.0));
-        close(&ours, &burns, "input gradient");
+        assert_relative(&ours, &burns, 1e-5, "input gradient");
     }
 
     #[test]

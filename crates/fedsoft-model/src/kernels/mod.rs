@@ -71,3 +71,29 @@ fn from_vec(values: Vec<f32>, shape: Shape) -> FlexTensor {
 fn zeros(shape: &Shape) -> FlexTensor {
     from_vec(vec![0.0; shape.num_elements()], shape.clone())
 }
+
+/// What the kernels' tests share: reading a tensor back and comparing it with burn's result.
+#[cfg(test)]
+mod test_support {
+    use burn::tensor::Tensor;
+
+    pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Every element within `tol` times `max(|reference|, 1)` of the reference.
+    pub fn assert_relative(ours: &[f32], reference: &[f32], tol: f32, what: &str) {
+        assert_eq!(ours.len(), reference.len(), "{what}: sizes");
+        for (a, b) in ours.iter().zip(reference) {
+            assert!((a - b).abs() <= tol * b.abs().max(1.0), "{what}: {a} vs {b}");
+        }
+    }
+
+    /// Every element within `tol` of the reference.
+    pub fn assert_absolute(ours: &[f32], reference: &[f32], tol: f32, what: &str) {
+        assert_eq!(ours.len(), reference.len(), "{what}: sizes");
+        for (a, b) in ours.iter().zip(reference) {
+            assert!((a - b).abs() <= tol, "{what}: {a} vs {b}");
+        }
+    }
+}

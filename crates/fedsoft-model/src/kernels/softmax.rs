@@ -86,11 +86,8 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::{assert_absolute, assert_relative, values};
     use burn::tensor::{Device, TensorData};
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     /// Scores `[2, 3, 5, 7]` with a wide spread, and a padding bias that masks the last two keys of batch 1.
     fn inputs(device: &Device) -> (Tensor<4>, Tensor<2>) {
@@ -114,9 +111,7 @@ mod tests {
             let (x, bias) = inputs(&device);
             let ours = values(attention_softmax(x.clone(), 0.37, Some(&bias)));
             let reference = values(burns(x, 0.37, &bias));
-            for (a, b) in ours.iter().zip(&reference) {
-                assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
-            }
+            assert_absolute(&ours, &reference, 1e-6, "forward");
             // Batch 1's rows give the two padded keys no weight at all, and every row sums to one.
             for (r, row) in ours.chunks(7).enumerate() {
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
@@ -143,8 +138,6 @@ mod tests {
         };
         let (ours, reference) = (grad_of(true), grad_of(false));
         assert!(ours.iter().any(|g| g.abs() > 1e-3));
-        for (a, b) in ours.iter().zip(&reference) {
-            assert!((a - b).abs() <= 2e-6 * b.abs().max(1.0), "{a} vs {b}");
-        }
+        assert_relative(&ours, &reference, 2e-6, "gradient");
     }
 }
