@@ -345,7 +345,7 @@ impl Backbone {
                         ),
                     ));
                 }
-                let g = s / p;
+                let g = self.patch_grid(s);
                 let h = self.spec.hidden;
                 // Stride-p convolution with a p x p kernel = matmul over non-overlapping patches.
                 let patches = img
@@ -368,10 +368,15 @@ impl Backbone {
         match batch {
             Batch::Tokens { ids, .. } => ids.dims()[1],
             Batch::Images(x) => {
-                let g = x.dims()[2] / self.spec.patch.max(1);
+                let g = self.patch_grid(x.dims()[2]);
                 g * g + 1
             }
         }
+    }
+
+    /// Patches along each side of a square image of `side` pixels (`embed` checks the side divides evenly).
+    fn patch_grid(&self, side: usize) -> usize {
+        side / self.spec.patch.max(1)
     }
 
     /// Final hidden states `[B, T, H]` and the attention mask (text only).
