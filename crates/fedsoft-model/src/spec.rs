@@ -112,7 +112,8 @@ impl EncoderSpec {
                     max_positions: 0,
                     type_vocab: 0,
                     patch,
-                    pos_grid: image / patch,
+                    // `validate` rejects a zero grid, so a zero patch size is reported rather than divided by.
+                    pos_grid: image.checked_div(patch).unwrap_or(0),
                     channels: get(&v, &["num_channels"], path).unwrap_or(3),
                 }
             }
@@ -154,7 +155,10 @@ impl EncoderSpec {
             ));
         }
         if !self.is_text() && (self.patch == 0 || self.pos_grid == 0) {
-            return Err(ModelError::invalid("model", "vision encoders need a patch size and an image size"));
+            return Err(ModelError::invalid(
+                "model",
+                "vision encoders need a positive patch_size and an image_size of at least one patch",
+            ));
         }
         Ok(())
     }
@@ -184,5 +188,21 @@ mod tests {
         assert_eq!(vit.intermediate, 128);
         let bare = spec_of(&format!(r#"{{"model_type": "dinov2", {common}}}"#));
         assert_eq!(bare.intermediate, 256);
+    }
+
+    /// A zero patch size (or an image smaller than a patch) is an error naming the file and the field, not a
+    /// division by zero.
+    #[test]
+    fn a_zero_patch_size_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for (patch, image) in [(0, 28), (14, 7)] {
+            let path = dir.path().join(format!("config-{patch}-{image}.json"));
+            let json = format!(
+                r#"{{"model_type": "vit", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "patch_size": {patch}, "image_size": {image}}}"#
+            );
+            std::fs::write(&path, json).unwrap();
+            let err = EncoderSpec::from_config_json(&path).unwrap_err().to_string();
+            assert!(err.contains("patch_size") && err.contains(&path.display().to_string()), "{err}");
+        }
     }
 }
