@@ -375,6 +375,8 @@ impl Backbone {
     }
 
     /// Patches along each side of a square image of `side` pixels (`embed` checks the side divides evenly).
+    /// A text model has no patch size; `tokens_per_sample` may be asked about an image batch before `embed`
+    /// rejects the mismatch, hence `max(1)` rather than a division by zero.
     fn patch_grid(&self, side: usize) -> usize {
         side / self.spec.patch.max(1)
     }
