@@ -4,18 +4,16 @@
 //! zero-filled and then copied once more by burn-flex's allocator (it aligns a byte vector by copying it),
 //! and a second sweep over the product for the bias (together about 6 % of an evaluation's profile, which is
 //! almost nothing but these layers). Here the output is one vector, filled with the bias rows and then
-//! accumulated into by the same gemm kernels burn uses; the backward pass (the input's gradient only: the
+//! accumulated into by the product of [`super::product`]; the backward pass (the input's gradient only: the
 //! backbone is frozen) writes `dy·Wᵀ` into one vector, reading `W` through transposed strides.
 
+use super::product::{View, multiply_into};
 use super::{contiguous, from_vec};
 use burn::tensor::{DType, Tensor};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, unary};
 use burn_flex::{Flex, FlexTensor};
-
-/// Products smaller than this many multiply-adds stay on one thread (burn-flex's own threshold).
-const PARALLEL_WORK: usize = 192 * 192 * 192;
 
 /// `x·w + b` for `x` `[m, k]`, `w` `[k, n]` and `b` `[n]`, with `w` and `b` constants.
 pub fn frozen_linear(x: Tensor<2>, w: &Tensor<2>, b: &Tensor<1>) -> Tensor<2> {
@@ -35,105 +33,46 @@ pub fn frozen_linear(x: Tensor<2>, w: &Tensor<2>, b: &Tensor<1>) -> Tensor<2> {
 }
 
 fn forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> FlexTensor {
-    let x = Matrix::of(x);
-    let w = Matrix::of(w);
+    let (x, w) = (Matrix::of(x), Matrix::of(w));
+    let (x, w) = (x.view(), w.view());
     let bias = b.as_slice::<f32>().expect("contiguous f32");
     let mut out = Vec::with_capacity(x.rows * w.cols);
     for _ in 0..x.rows {
         out.extend_from_slice(bias);
     }
-    multiply_into(&mut out, true, &x, &w);
+    multiply_into(&mut out, true, x, w);
     from_vec(out, [x.rows, w.cols].into())
 }
 
 /// `dy·Wᵀ`, the input's gradient.
 fn backward(dy: &FlexTensor, w: &FlexTensor) -> FlexTensor {
-    let dy = Matrix::of(dy);
-    let wt = Matrix::of(w).transposed();
+    let (dy, w) = (Matrix::of(dy), Matrix::of(w));
+    let (dy, wt) = (dy.view(), w.view().transposed());
     let mut dx = vec![0.0; dy.rows * wt.cols];
-    multiply_into(&mut dx, false, &dy, &wt);
+    multiply_into(&mut dx, false, dy, wt);
     from_vec(dx, [dy.rows, wt.cols].into())
 }
 
-/// A 2-D view of a tensor's storage: element (i, j) is `data[offset + i·row_stride + j·col_stride]`.
-struct Matrix {
-    tensor: FlexTensor,
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: isize,
-    col_stride: isize,
-}
+/// A 2-D tensor held as its storage with non-negative strides (a row-major copy when it had negative ones).
+struct Matrix(FlexTensor);
 
 impl Matrix {
-    /// The tensor as it lies when its strides are non-negative, else a row-major copy of it.
     fn of(t: &FlexTensor) -> Matrix {
-        let layout = t.layout();
-        let tensor = if layout.has_positive_strides() { t.clone() } else { t.to_contiguous() };
-        let layout = tensor.layout();
+        Matrix(if t.layout().has_positive_strides() { t.clone() } else { t.to_contiguous() })
+    }
+
+    fn view(&self) -> View<'_> {
+        let layout = self.0.layout();
         let (shape, strides) = (layout.shape(), layout.strides());
         assert_eq!(shape.num_dims(), 2, "a linear layer multiplies matrices");
-        Matrix {
-            offset: layout.start_offset(),
+        let stride = |s: isize| usize::try_from(s).expect("non-negative strides");
+        View {
+            data: &self.0.storage::<f32>()[layout.start_offset()..],
             rows: shape[0],
             cols: shape[1],
-            row_stride: strides[0],
-            col_stride: strides[1],
-            tensor,
+            row_stride: stride(strides[0]),
+            col_stride: stride(strides[1]),
         }
-    }
-
-    fn transposed(self) -> Matrix {
-        Matrix { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
-    }
-
-    /// The storage from the view's first element on; every element of the view lies inside it.
-    fn elements(&self) -> &[f32] {
-        let data = &self.tensor.storage::<f32>()[self.offset..];
-        if self.rows > 0 && self.cols > 0 {
-            let last = (self.rows - 1) * self.row_stride as usize + (self.cols - 1) * self.col_stride as usize;
-            assert!(last < data.len(), "a matrix view reaches past its storage");
-        }
-        data
-    }
-}
-
-/// `out = lhs·rhs`, or `out += lhs·rhs` when `accumulate`; `out` is row-major `[lhs.rows, rhs.cols]`.
-fn multiply_into(out: &mut [f32], accumulate: bool, lhs: &Matrix, rhs: &Matrix) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(k, rhs.rows, "inner dimensions of a product");
-    assert_eq!(out.len(), m * n, "product output size");
-    let (a, b) = (lhs.elements(), rhs.elements());
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: `out` holds m·n elements written row-major with the strides given; `elements` checked that
-    // every element of both views (non-negative strides) lies inside the slices passed; the slices outlive
-    // the call, and `out` does not alias them.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            lhs.col_stride,
-            lhs.row_stride,
-            b.as_ptr(),
-            rhs.col_stride,
-            rhs.row_stride,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 
@@ -202,7 +141,7 @@ mod tests {
     #[test]
     fn bits_do_not_depend_on_the_thread_count() {
         let frozen = Device::flex();
-        let (m, k, n) = (520, 200, 180);
+        let (m, k, n) = (520, 200, 450);
         let w = matrix(k, n, 7, &frozen);
         let b = Tensor::<1>::from_data(TensorData::new(vec![0.25f32; n], [n]), &frozen);
         let run = |threads: usize| {

@@ -15,6 +15,7 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
+pub mod product;
 pub mod rows;
 pub mod softmax;
 
