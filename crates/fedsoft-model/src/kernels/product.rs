@@ -12,9 +12,9 @@
 //! Threads: those kernels run a multi-threaded product on a pool of their own (beside rayon's, which the
 //! clients already fill) and plan its blocking from the thread count, so nothing promises one thread's bits.
 //! Each call here is therefore single-threaded, and a large product is cut into blocks of output columns
-//! whose width depends on the shape alone; rayon spreads the blocks. A block reads all of the activations
-//! and its own columns of the weight, so cutting adds no packing, and the result is the same for any thread
-//! count (tested).
+//! whose width depends on the shape alone (of rows, when it has too few columns); rayon spreads the blocks.
+//! A column block reads all of the activations and its own columns of the weight, so cutting adds no
+//! packing, and the result is the same for any thread count (tested).
 
 use rayon::prelude::*;
 
@@ -24,6 +24,10 @@ const PARALLEL_WORK: usize = 192 * 192 * 192;
 /// Output columns per block of a large product: twice the AVX-512 kernel's 96-row tile (the kernels work
 /// on the transposed problem, so our columns are their rows).
 const BLOCK_COLUMNS: usize = 192;
+
+/// Rows per block of a large product with at most [`BLOCK_COLUMNS`] columns (small models' layers), which
+/// is cut by rows instead; each block packs the (small) weight again.
+const BLOCK_ROWS: usize = 256;
 
 /// A 2-D view of f32 storage: element (i, j) is `data[i·row_stride + j·col_stride]`, strides non-negative.
 #[derive(Clone, Copy)]
@@ -49,6 +53,12 @@ impl View<'_> {
         }
     }
 
+    /// The view of rows `start..start + count`.
+    fn rows(self, start: usize, count: usize) -> Self {
+        let offset = if count == 0 { 0 } else { start * self.row_stride };
+        View { data: &self.data[offset.min(self.data.len())..], rows: count, ..self }
+    }
+
     /// The view of columns `start..start + width`.
     fn columns(self, start: usize, width: usize) -> Self {
         let offset = if width == 0 { 0 } else { start * self.col_stride };
@@ -64,9 +74,18 @@ pub fn multiply_into(out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View
     lhs.check();
     rhs.check();
     let kernel = Kernel::detect();
-    if m.saturating_mul(n).saturating_mul(k) < PARALLEL_WORK || n <= BLOCK_COLUMNS {
+    if m.saturating_mul(n).saturating_mul(k) < PARALLEL_WORK || (n <= BLOCK_COLUMNS && m <= BLOCK_ROWS) {
         // SAFETY: `out` is m·n row-major elements and both views were checked to lie inside their slices.
         unsafe { kernel.run(out.as_mut_ptr(), n, accumulate, lhs, rhs) };
+        return;
+    }
+    if n <= BLOCK_COLUMNS {
+        // Too few columns to share out: blocks of whole rows instead, each with its rows of the output.
+        out.par_chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(block, out)| {
+            let rows = lhs.rows(block * BLOCK_ROWS, out.len() / n);
+            // SAFETY: `out` is this block's rows of the output; the row view lies inside the checked one.
+            unsafe { kernel.run(out.as_mut_ptr(), n, accumulate, rows, rhs) };
+        });
         return;
     }
     let out = SharedOut(out.as_mut_ptr());
@@ -261,6 +280,25 @@ mod tests {
         };
         let one = run(1);
         assert_close(&one, &reference(view(&a, m, k, false), view(&b, k, n, true)), "blocked product");
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(5));
+    }
+
+    #[test]
+    fn row_blocks_of_a_narrow_product_give_the_same_bits_for_any_thread_count() {
+        let (m, k, n) = (3 * BLOCK_ROWS + 5, 200, BLOCK_COLUMNS - 64);
+        assert!(m * k * n >= PARALLEL_WORK);
+        let (a, b) = (values(m * k, 7), values(k * n, 8));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut out = values(m * n, 9);
+            pool.install(|| multiply_into(&mut out, true, view(&a, m, k, true), view(&b, k, n, true)));
+            out
+        };
+        let one = run(1);
+        let mut expected = reference(view(&a, m, k, true), view(&b, k, n, true));
+        expected.iter_mut().zip(values(m * n, 9)).for_each(|(e, s)| *e += f64::from(s));
+        assert_close(&one, &expected, "row-blocked product");
         assert_eq!(one, run(2));
         assert_eq!(one, run(5));
     }
