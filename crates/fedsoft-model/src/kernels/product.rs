@@ -73,6 +73,13 @@ pub fn multiply_into(out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View
     assert_eq!(out.len(), m * n, "product output size");
     lhs.check();
     rhs.check();
+    if k == 0 {
+        // An empty sum; faer's kernels would leave a replaced output as it was.
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
     let kernel = Kernel::detect();
     if m.saturating_mul(n).saturating_mul(k) < PARALLEL_WORK || (n <= BLOCK_COLUMNS && m <= BLOCK_ROWS) {
         // SAFETY: `out` is m·n row-major elements and both views were checked to lie inside their slices.
@@ -251,7 +258,7 @@ mod tests {
         /// cut into column blocks: the product is the f64 product within f32 rounding.
         #[test]
         fn products_match_the_reference(
-            m in 1usize..80, k in 1usize..260, n in 1usize..520,
+            m in 1usize..80, k in 0usize..260, n in 1usize..520,
             lhs_t: bool, rhs_t: bool, accumulate: bool,
         ) {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
@@ -301,6 +308,19 @@ mod tests {
         assert_close(&one, &expected, "row-blocked product");
         assert_eq!(one, run(2));
         assert_eq!(one, run(5));
+    }
+
+    #[test]
+    fn an_empty_inner_dimension_replaces_with_zeros_and_adds_nothing() {
+        let (m, n) = (5, 7);
+        let start = values(m * n, 10);
+        let (lhs, rhs) = (view(&[], m, 0, false), view(&[], 0, n, false));
+        let mut replaced = start.clone();
+        multiply_into(&mut replaced, false, lhs, rhs);
+        assert!(replaced.iter().all(|v| *v == 0.0));
+        let mut accumulated = start.clone();
+        multiply_into(&mut accumulated, true, lhs, rhs);
+        assert_eq!(accumulated, start);
     }
 
     #[test]
