@@ -68,6 +68,10 @@ impl View<'_> {
 
 /// `out = lhs·rhs`, or `out += lhs·rhs` when `accumulate`; `out` is row-major `[lhs.rows, rhs.cols]`.
 pub fn multiply_into(out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View<'_>) {
+    multiply_with(Kernel::detect(), out, accumulate, lhs, rhs);
+}
+
+fn multiply_with(kernel: Kernel, out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View<'_>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(k, rhs.rows, "inner dimensions of a product");
     assert_eq!(out.len(), m * n, "product output size");
@@ -80,7 +84,6 @@ pub fn multiply_into(out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View
         }
         return;
     }
-    let kernel = Kernel::detect();
     if m.saturating_mul(n).saturating_mul(k) < PARALLEL_WORK || (n <= BLOCK_COLUMNS && m <= BLOCK_ROWS) {
         // SAFETY: `out` is m·n row-major elements and both views were checked to lie inside their slices.
         unsafe { kernel.run(out.as_mut_ptr(), n, accumulate, lhs, rhs) };
@@ -127,18 +130,25 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// The best kernel this CPU runs, looked up once.
     fn detect() -> Self {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Kernel::available()[0])
+    }
+
+    /// Every kernel this CPU can run, best first (the tests run each).
+    fn available() -> Vec<Self> {
         #[cfg(target_arch = "x86_64")]
         {
             use private_gemm_x86::InstrSet;
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Kernel::Faer(InstrSet::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Kernel::Faer(InstrSet::Avx256);
-            }
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+            let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+            let faer = [(avx512, InstrSet::Avx512), (avx2, InstrSet::Avx256)];
+            let faer = faer.into_iter().filter(|(has, _)| *has).map(|(_, instr)| Kernel::Faer(instr));
+            faer.chain([Kernel::Gemm]).collect()
         }
-        Kernel::Gemm
+        #[cfg(not(target_arch = "x86_64"))]
+        vec![Kernel::Gemm]
     }
 
     /// One single-threaded product into `out`, row-major with row stride `out_row_stride`.
@@ -264,13 +274,15 @@ mod tests {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let (lhs, rhs) = (view(&a, m, k, lhs_t), view(&b, k, n, rhs_t));
             let start = values(m * n, 3);
-            let mut out = start.clone();
-            multiply_into(&mut out, accumulate, lhs, rhs);
             let mut expected = reference(lhs, rhs);
             if accumulate {
                 expected.iter_mut().zip(&start).for_each(|(e, s)| *e += f64::from(*s));
             }
-            assert_close(&out, &expected, "product");
+            for kernel in Kernel::available() {
+                let mut out = start.clone();
+                multiply_with(kernel, &mut out, accumulate, lhs, rhs);
+                assert_close(&out, &expected, &format!("{kernel:?}"));
+            }
         }
     }
 
@@ -279,16 +291,19 @@ mod tests {
         let (m, k, n) = (70, 260, 3 * BLOCK_COLUMNS + 17);
         assert!(m * k * n >= PARALLEL_WORK);
         let (a, b) = (values(m * k, 4), values(k * n, 5));
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut out = vec![0.0; m * n];
-            pool.install(|| multiply_into(&mut out, false, view(&a, m, k, false), view(&b, k, n, true)));
-            out
-        };
-        let one = run(1);
-        assert_close(&one, &reference(view(&a, m, k, false), view(&b, k, n, true)), "blocked product");
-        assert_eq!(one, run(2));
-        assert_eq!(one, run(5));
+        let expected = reference(view(&a, m, k, false), view(&b, k, n, true));
+        for kernel in Kernel::available() {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut out = vec![0.0; m * n];
+                pool.install(|| multiply_with(kernel, &mut out, false, view(&a, m, k, false), view(&b, k, n, true)));
+                out
+            };
+            let one = run(1);
+            assert_close(&one, &expected, &format!("{kernel:?}, column blocks"));
+            assert_eq!(one, run(2), "{kernel:?}");
+            assert_eq!(one, run(5), "{kernel:?}");
+        }
     }
 
     #[test]
@@ -296,18 +311,20 @@ mod tests {
         let (m, k, n) = (3 * BLOCK_ROWS + 5, 200, BLOCK_COLUMNS - 64);
         assert!(m * k * n >= PARALLEL_WORK);
         let (a, b) = (values(m * k, 7), values(k * n, 8));
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut out = values(m * n, 9);
-            pool.install(|| multiply_into(&mut out, true, view(&a, m, k, true), view(&b, k, n, true)));
-            out
-        };
-        let one = run(1);
         let mut expected = reference(view(&a, m, k, true), view(&b, k, n, true));
         expected.iter_mut().zip(values(m * n, 9)).for_each(|(e, s)| *e += f64::from(s));
-        assert_close(&one, &expected, "row-blocked product");
-        assert_eq!(one, run(2));
-        assert_eq!(one, run(5));
+        for kernel in Kernel::available() {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut out = values(m * n, 9);
+                pool.install(|| multiply_with(kernel, &mut out, true, view(&a, m, k, true), view(&b, k, n, true)));
+                out
+            };
+            let one = run(1);
+            assert_close(&one, &expected, &format!("{kernel:?}, row blocks"));
+            assert_eq!(one, run(2), "{kernel:?}");
+            assert_eq!(one, run(5), "{kernel:?}");
+        }
     }
 
     #[test]
@@ -315,12 +332,14 @@ mod tests {
         let (m, n) = (5, 7);
         let start = values(m * n, 10);
         let (lhs, rhs) = (view(&[], m, 0, false), view(&[], 0, n, false));
-        let mut replaced = start.clone();
-        multiply_into(&mut replaced, false, lhs, rhs);
-        assert!(replaced.iter().all(|v| *v == 0.0));
-        let mut accumulated = start.clone();
-        multiply_into(&mut accumulated, true, lhs, rhs);
-        assert_eq!(accumulated, start);
+        for kernel in Kernel::available() {
+            let mut replaced = start.clone();
+            multiply_with(kernel, &mut replaced, false, lhs, rhs);
+            assert!(replaced.iter().all(|v| *v == 0.0), "{kernel:?}");
+            let mut accumulated = start.clone();
+            multiply_with(kernel, &mut accumulated, true, lhs, rhs);
+            assert_eq!(accumulated, start, "{kernel:?}");
+        }
     }
 
     #[test]
