@@ -92,7 +92,7 @@ impl Backward<Flex, 1> for LinearBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_support::{assert_relative, values};
+    use crate::kernels::test_support::{assert_relative, in_pool, values};
     use burn::tensor::{Device, TensorData};
 
     fn matrix(rows: usize, cols: usize, seed: usize, device: &Device) -> Tensor<2> {
@@ -144,16 +144,13 @@ mod tests {
         let (m, k, n) = (520, 200, 450);
         let w = matrix(k, n, 7, &frozen);
         let b = Tensor::<1>::from_data(TensorData::new(vec![0.25f32; n], [n]), &frozen);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                let device = Device::flex().autodiff();
-                let x = matrix(m, k, 8, &device).require_grad();
-                let y = frozen_linear(x.clone(), &w, &b);
-                let grads = (y.clone() * y.clone()).sum().backward();
-                (values(y), values(x.grad(&grads).unwrap()))
-            })
+        let run = || {
+            let device = Device::flex().autodiff();
+            let x = matrix(m, k, 8, &device).require_grad();
+            let y = frozen_linear(x.clone(), &w, &b);
+            let grads = (y.clone() * y.clone()).sum().backward();
+            (values(y), values(x.grad(&grads).unwrap()))
         };
-        assert_eq!(run(1), run(3));
+        assert_eq!(in_pool(1, run), in_pool(3, run));
     }
 }

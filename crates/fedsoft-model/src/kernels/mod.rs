@@ -90,6 +90,11 @@ mod test_support {
         }
     }
 
+    /// `f` run on a fresh rayon pool of `threads` threads.
+    pub fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    }
+
     /// Every element within `tol` of the reference.
     pub fn assert_absolute(ours: &[f32], reference: &[f32], tol: f32, what: &str) {
         assert_eq!(ours.len(), reference.len(), "{what}: sizes");

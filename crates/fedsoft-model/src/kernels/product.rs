@@ -228,6 +228,7 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::in_pool;
     use proptest::prelude::*;
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
@@ -253,6 +254,31 @@ mod tests {
         }
     }
 
+    /// What `multiply_with` must leave in an output that held `start`.
+    fn expected(lhs: View<'_>, rhs: View<'_>, start: &[f32], accumulate: bool) -> Vec<f64> {
+        let mut expected = reference(lhs, rhs);
+        if accumulate {
+            expected.iter_mut().zip(start).for_each(|(e, s)| *e += f64::from(*s));
+        }
+        expected
+    }
+
+    /// For every kernel: the product matches the reference, with the same bits on 1, 2 and 5 threads.
+    fn assert_exact_for_any_thread_count(lhs: View<'_>, rhs: View<'_>, start: &[f32], accumulate: bool, what: &str) {
+        let expected = expected(lhs, rhs, start, accumulate);
+        for kernel in Kernel::available() {
+            let run = || {
+                let mut out = start.to_vec();
+                multiply_with(kernel, &mut out, accumulate, lhs, rhs);
+                out
+            };
+            let one = in_pool(1, run);
+            assert_close(&one, &expected, &format!("{kernel:?}, {what}"));
+            assert_eq!(one, in_pool(2, run), "{kernel:?}, {what}");
+            assert_eq!(one, in_pool(5, run), "{kernel:?}, {what}");
+        }
+    }
+
     /// Row-major `[rows, cols]`, or the transposed view of a row-major `[cols, rows]` (as checkpoints
     /// store weights).
     fn view(data: &[f32], rows: usize, cols: usize, transposed: bool) -> View<'_> {
@@ -275,10 +301,7 @@ mod tests {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let (lhs, rhs) = (view(&a, m, k, lhs_t), view(&b, k, n, rhs_t));
             let start = values(m * n, 3);
-            let mut expected = reference(lhs, rhs);
-            if accumulate {
-                expected.iter_mut().zip(&start).for_each(|(e, s)| *e += f64::from(*s));
-            }
+            let expected = expected(lhs, rhs, &start, accumulate);
             for kernel in Kernel::available() {
                 let mut out = start.clone();
                 multiply_with(kernel, &mut out, accumulate, lhs, rhs);
@@ -292,19 +315,8 @@ mod tests {
         let (m, k, n) = (70, 260, 3 * BLOCK_COLUMNS + 17);
         assert!(m * k * n >= PARALLEL_WORK);
         let (a, b) = (values(m * k, 4), values(k * n, 5));
-        let expected = reference(view(&a, m, k, false), view(&b, k, n, true));
-        for kernel in Kernel::available() {
-            let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let mut out = vec![0.0; m * n];
-                pool.install(|| multiply_with(kernel, &mut out, false, view(&a, m, k, false), view(&b, k, n, true)));
-                out
-            };
-            let one = run(1);
-            assert_close(&one, &expected, &format!("{kernel:?}, column blocks"));
-            assert_eq!(one, run(2), "{kernel:?}");
-            assert_eq!(one, run(5), "{kernel:?}");
-        }
+        let (lhs, rhs) = (view(&a, m, k, false), view(&b, k, n, true));
+        assert_exact_for_any_thread_count(lhs, rhs, &vec![0.0; m * n], false, "column blocks");
     }
 
     #[test]
@@ -312,20 +324,8 @@ mod tests {
         let (m, k, n) = (3 * BLOCK_ROWS + 5, 200, BLOCK_COLUMNS - 64);
         assert!(m * k * n >= PARALLEL_WORK);
         let (a, b) = (values(m * k, 7), values(k * n, 8));
-        let mut expected = reference(view(&a, m, k, true), view(&b, k, n, true));
-        expected.iter_mut().zip(values(m * n, 9)).for_each(|(e, s)| *e += f64::from(s));
-        for kernel in Kernel::available() {
-            let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let mut out = values(m * n, 9);
-                pool.install(|| multiply_with(kernel, &mut out, true, view(&a, m, k, true), view(&b, k, n, true)));
-                out
-            };
-            let one = run(1);
-            assert_close(&one, &expected, &format!("{kernel:?}, row blocks"));
-            assert_eq!(one, run(2), "{kernel:?}");
-            assert_eq!(one, run(5), "{kernel:?}");
-        }
+        let (lhs, rhs) = (view(&a, m, k, true), view(&b, k, n, true));
+        assert_exact_for_any_thread_count(lhs, rhs, &values(m * n, 9), true, "row blocks");
     }
 
     #[test]

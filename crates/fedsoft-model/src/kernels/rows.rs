@@ -260,6 +260,7 @@ pub fn layer_norm_backward(x: &[f32], dy: &[f32], g: &[f32], stats: &[(f32, f32)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::in_pool;
     use proptest::prelude::*;
 
     /// Rows of a width and count drawn by proptest, with values spread over a wide range.
@@ -307,10 +308,6 @@ mod tests {
                 prop_assert!(dxr.iter().sum::<f32>().abs() < 1e-4 * rstd.max(1.0) * n, "{dxr:?}");
             }
         }
-    }
-
-    fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
     }
 
     /// Enough rows to be cut into blocks, with a ragged width: every output bit is the same on one
