@@ -1,5 +1,5 @@
-//! From a config's `[data]` section to model-ready tensors: read, split, subsample, preprocess once (cached
-//! for the whole run), partition over clients.
+//! From a config's `[data]` section to model-ready batches: read, split, subsample, partition over clients;
+//! text is tokenised once, images are prepared per batch (see [`OnDemand`]).
 
 use crate::config::{Dataset, ExperimentConfig};
 use crate::error::EngineError;
@@ -8,7 +8,7 @@ use fedsoft_core::partition::{Partition, partition};
 use fedsoft_core::rng::{Purpose, stream};
 use fedsoft_data::assets;
 use fedsoft_data::dataset::{ImageSet, TextSet};
-use fedsoft_data::image::{ImagePrep, augment, to_tensor};
+use fedsoft_data::image::{ImagePrep, OnDemand, augment};
 use fedsoft_data::readers::{agnews, brown, cifar, folder, idx, spam};
 use fedsoft_data::split::stratified_split;
 use fedsoft_data::text::TextEncoder;
@@ -16,11 +16,11 @@ use fedsoft_model::backbone::Batch;
 use rand::seq::SliceRandom;
 use std::path::{Path, PathBuf};
 
-/// Preprocessed inputs of one split.
+/// The inputs of one split.
 #[derive(Debug, Clone)]
 pub enum Inputs {
-    /// `n x 3 x size x size`, normalised.
-    Images { x: Vec<f32>, size: usize },
+    /// Decoded images, resized and normalised to `3 x size x size` as batches are drawn.
+    Images(OnDemand),
     /// Token ids, attention mask and types, `n x max_len`.
     Tokens { ids: Vec<u32>, mask: Vec<u32>, types: Vec<u32>, max_len: usize },
 }
@@ -29,19 +29,16 @@ impl Inputs {
     /// The samples at `idx` as a model batch; `augment_key` turns on seeded crop/flip for images.
     pub fn batch(&self, idx: &[usize], device: &Device, augment_key: Option<(u64, u64, u64)>) -> Batch {
         match self {
-            Inputs::Images { x, size } => {
-                let per = 3 * size * size;
-                let mut buf = Vec::with_capacity(idx.len() * per);
-                for &i in idx {
-                    buf.extend_from_slice(&x[i * per..(i + 1) * per]);
-                }
+            Inputs::Images(images) => {
+                let size = images.size();
+                let mut buf = images.gather(idx);
                 if let Some((seed, round, client)) = augment_key {
                     let mut rng = stream(seed, Purpose::Augment, &[round, client]);
-                    for img in buf.chunks_mut(per) {
-                        augment(img, *size, size / 8, &mut rng);
+                    for img in buf.chunks_mut(3 * size * size) {
+                        augment(img, size, size / 8, &mut rng);
                     }
                 }
-                Batch::images(&buf, idx.len(), 3, *size, device)
+                Batch::images(&buf, idx.len(), 3, size, device)
             }
             Inputs::Tokens { ids, mask, types, max_len } => {
                 let gather = |v: &[u32]| -> Vec<u32> {
@@ -155,14 +152,13 @@ pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Pa
             let tr = tr.subset(&subsample(&tr.labels, n_train, cfg.seed, 1));
             let te = te.subset(&subsample(&te.labels, d.test_samples, cfg.seed, 2));
             let prep = ImagePrep::imagenet(d.image_size, d.resize);
-            let x_tr = to_tensor(&tr, &prep)?;
-            let x_te = to_tensor(&te, &prep)?;
+            let (classes, train_labels, test_labels) = (tr.classes.clone(), tr.labels.clone(), te.labels.clone());
             (
-                tr.classes.clone(),
-                Inputs::Images { x: x_tr, size: d.image_size },
-                tr.labels,
-                Inputs::Images { x: x_te, size: d.image_size },
-                te.labels,
+                classes,
+                Inputs::Images(OnDemand::new(tr, prep)?),
+                train_labels,
+                Inputs::Images(OnDemand::new(te, prep)?),
+                test_labels,
             )
         }
         Raw::Text(tr, te) => {
