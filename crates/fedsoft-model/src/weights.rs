@@ -1,7 +1,7 @@
 //! Named `f32` tensors from a checkpoint, taken out one by one with their shape checked.
 
 use crate::error::ModelError;
-use crate::onnx::OnnxGraph;
+use crate::onnx::{OnnxGraph, consumers};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,43 +38,39 @@ impl TensorMap {
     /// The DINOv2 backbone inside an exported ONNX model, under HF `Dinov2Model` names. Linear weights are
     /// anonymous `MatMul` initialisers stored `[in, out]`; each is named after the node that consumes it
     /// (`/backbone/encoder/layer.3/mlp/fc1/MatMul` becomes `encoder.layer.3.mlp.fc1.weight`) and transposed to
-    /// the checkpoint convention `[out, in]`.
-    pub fn from_onnx_dinov2(graph: &OnnxGraph, origin: &str) -> Result<Self, ModelError> {
+    /// the checkpoint convention `[out, in]`. Takes the graph so that its tensors move rather than being
+    /// copied: loading holds one copy of the weights at a time, not two.
+    pub fn from_onnx_dinov2(graph: OnnxGraph, origin: &str) -> Result<Self, ModelError> {
+        let OnnxGraph { nodes, initializers } = graph;
         let mut tensors = HashMap::new();
         let mut pos_cls = None;
         let mut pos_grid = None;
-        for (name, init) in &graph.initializers {
+        for (name, init) in initializers {
             if init.data.is_empty() {
                 continue;
             }
             if let Some(rest) = name.strip_prefix("backbone.") {
-                tensors.insert(rest.to_string(), (init.dims.clone(), init.data.clone()));
+                tensors.insert(rest.to_string(), (init.dims, init.data));
             } else if name.starts_with("onnx::MatMul") {
-                let Some(node) = graph.consumers(name).find(|n| n.op_type == "MatMul") else { continue };
+                let Some(node) = consumers(&nodes, &name).find(|n| n.op_type == "MatMul") else { continue };
                 let path = node.name.trim_matches('/').trim_end_matches("/MatMul");
                 let Some(path) = path.strip_prefix("backbone/") else { continue };
                 let hf = format!("{}.weight", path.replace('/', "."));
                 let [rows, cols] = init.dims[..] else {
                     return Err(ModelError::tensor(&hf, format!("MatMul weight with dims {:?}", init.dims)));
                 };
-                let mut t = vec![0.0f32; rows * cols];
-                for i in 0..rows {
-                    for j in 0..cols {
-                        t[j * rows + i] = init.data[i * cols + j];
-                    }
-                }
-                tensors.insert(hf, (vec![cols, rows], t));
+                tensors.insert(hf, (vec![cols, rows], transpose(&init.data, rows, cols)));
             } else if init.dims.len() == 3
                 && init.dims[..2] == [1, 1]
-                && graph.consumers(name).any(|n| n.op_type == "Concat")
+                && consumers(&nodes, &name).any(|n| n.op_type == "Concat")
             {
-                pos_cls = Some(init.clone());
+                pos_cls = Some(init);
             } else if init.dims.len() == 3
                 && init.dims[0] == 1
                 && init.dims[1] > 1
-                && graph.consumers(name).any(|n| n.op_type == "Reshape")
+                && consumers(&nodes, &name).any(|n| n.op_type == "Reshape")
             {
-                pos_grid = Some(init.clone());
+                pos_grid = Some(init);
             }
         }
         // The position table is split into the CLS row and the patch grid in the export; join them.
@@ -82,7 +78,7 @@ impl TensorMap {
             return Err(ModelError::tensor("embeddings.position_embeddings", format!("not found in {origin}")));
         };
         let h = cls.dims[2];
-        let mut pos = cls.data.clone();
+        let mut pos = cls.data;
         pos.extend_from_slice(&grid.data);
         tensors.insert("embeddings.position_embeddings".into(), (vec![1, 1 + grid.dims[1], h], pos));
         Ok(TensorMap { tensors, origin: origin.to_string() })

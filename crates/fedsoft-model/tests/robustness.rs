@@ -60,7 +60,7 @@ fn damaged_onnx_models_never_panic() {
         let bytes = damaged(&valid, case);
         let outcome = std::panic::catch_unwind(|| {
             if let Ok(g) = parse_onnx(&bytes) {
-                let _ = TensorMap::from_onnx_dinov2(&g, "damaged");
+                let _ = TensorMap::from_onnx_dinov2(g, "damaged");
             }
         });
         assert!(outcome.is_ok(), "case {case}: the ONNX reader panicked");
