@@ -233,18 +233,10 @@ impl Backbone {
         bias: Option<&Tensor<2>>,
     ) -> Tensor<3> {
         let blk = &self.blocks[layer];
-        let [b, tq, h] = queries.dims();
-        let heads = self.spec.heads;
-        let dh = h / heads;
-        let split = |y: Tensor<3>| {
-            let t = y.dims()[1];
-            y.reshape([b, t, heads, dh]).swap_dims(1, 2)
-        };
-        let q = split(self.linear(queries, &blk.query, ad, plan, (layer, Target::Query)));
-        let k = split(self.linear(x.clone(), &blk.key, ad, plan, (layer, Target::Key)));
-        let v = split(self.linear(x, &blk.value, ad, plan, (layer, Target::Value)));
-        let weights = kernels::attention_softmax(q.matmul(k.swap_dims(2, 3)), 1.0 / (dh as f32).sqrt(), bias);
-        let ctx = weights.matmul(v).swap_dims(1, 2).reshape([b, tq, h]);
+        let q = self.linear(queries, &blk.query, ad, plan, (layer, Target::Query));
+        let k = self.linear(x.clone(), &blk.key, ad, plan, (layer, Target::Key));
+        let v = self.linear(x, &blk.value, ad, plan, (layer, Target::Value));
+        let ctx = kernels::attention(q, k, v, self.spec.heads, bias);
         self.linear(ctx, &blk.output, ad, plan, (layer, Target::Output))
     }
 

@@ -137,8 +137,8 @@ fn chunks(samples: usize, tokens: usize) -> Vec<std::ops::Range<usize>> {
 
 /// The gradient of the loss of Eq. (7) on one batch, and the batch's mean task loss.
 ///
-/// A batch of more than [`MIN_CHUNK_ROWS`] rows is cut into chunks of whole samples, each differentiated on
-/// its own copy of the adapters ([`Adapters::fork`]), side by side when the current rayon pool has threads
+/// A batch of more than `MIN_CHUNK_ROWS` (256) rows is cut into chunks of whole samples, each differentiated
+/// on its own copy of the adapters ([`Adapters::fork`]), side by side when the current rayon pool has threads
 /// to spare; chunk `c` contributes `n_c / n` times its mean cross-entropy, the first chunk adds the
 /// regulariser, and the gradients are summed in chunk order. That is the whole batch's gradient up to
 /// float rounding, and it lets a lone client's step use every core for all of its work: the matrix
@@ -304,7 +304,7 @@ pub struct BatchScore {
     pub loss_sum: f64,
 }
 
-/// Scores one batch with `frozen` adapters (from [`burn::module::AutodiffModule::valid`]): with the frozen
+/// Scores one batch with `frozen` adapters (from `AutodiffModule::valid`): with the frozen
 /// backbone also outside autodiff, no graph node is created.
 pub fn score_batch(
     backbone: &Backbone,

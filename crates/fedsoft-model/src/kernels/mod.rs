@@ -5,24 +5,25 @@
 //! about a fifth of a training step on the flex backend: burn evaluates `libm::erff` per element. The
 //! polynomial forms in [`math`] agree with libm within 4.5e-7 (absolute, erf) and 3e-7 (relative, exp) and
 //! run several elements per instruction. Attention's softmax and LayerNorm are burn compositions of six or
-//! seven passes each, forward and backward, on one thread: [`softmax`] and [`layer_norm`] do one pass per
-//! row each way (see [`rows`]). A frozen linear layer, burn's product plus a broadcast bias with two freshly
-//! zeroed and re-copied buffers, is one accumulating product in [`linear`]. Every kernel runs on the flex
-//! backend in f32, with and without autodiff, and defers to burn everywhere else (CUDA), so results on other
-//! devices are unchanged.
+//! seven passes each, forward and backward, on one thread: [`layer_norm`](mod@layer_norm) does one pass per
+//! row each way (see [`rows`]), and [`attention`](mod@attention) is one operation from the heads' products to
+//! their contexts, with the softmax's row pass inside. A frozen linear layer, burn's product plus a broadcast
+//! bias with two freshly zeroed and re-copied buffers, is one accumulating product in [`linear`]. Every
+//! kernel runs on the flex backend in f32, with and without autodiff, and defers to burn everywhere else
+//! (CUDA), so results on other devices are unchanged.
 
+pub mod attention;
 pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
 pub mod product;
 pub mod rows;
-pub mod softmax;
 
+pub use attention::attention;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;
 pub use linear::frozen_linear;
-pub use softmax::attention_softmax;
 
 use burn::tensor::{DType, Shape, Tensor};
 use burn_autodiff::Autodiff;
@@ -40,19 +41,32 @@ fn custom_op<const D: usize, S: Backward<Flex, 1>>(
     step: S,
     forward: impl FnOnce(&FlexTensor) -> (FlexTensor, S::State),
 ) -> Option<Tensor<D>> {
-    if x.dtype() != DType::F32 {
+    custom_op_n([x], step, |[x]| forward(x))
+}
+
+/// [`custom_op`] of `N` inputs, which must all be f32 tensors of the flex backend, all with autodiff or
+/// all without.
+fn custom_op_n<const D: usize, const N: usize, S: Backward<Flex, N>>(
+    xs: [&Tensor<D>; N],
+    step: S,
+    forward: impl FnOnce([&FlexTensor; N]) -> (FlexTensor, S::State),
+) -> Option<Tensor<D>> {
+    if xs.iter().any(|x| x.dtype() != DType::F32) {
         return None;
     }
-    if let Ok(tracked) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
-        let (out, state) = forward(tracked.primitive());
-        let out = match step.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
+    let tracked: Option<Vec<_>> = xs.iter().map(|x| (*x).clone().try_into_primitive::<Autodiff<Flex>>().ok()).collect();
+    if let Some(tracked) = tracked {
+        let (out, state) = forward(std::array::from_fn(|i| tracked[i].primitive()));
+        let nodes = std::array::from_fn(|i| tracked[i].node());
+        let out = match step.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(state, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         };
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
-    let plain = x.clone().try_into_primitive::<Flex>().ok()?;
-    Some(Tensor::from_primitive::<Flex>(forward(&plain).0))
+    let plain: Option<Vec<_>> = xs.iter().map(|x| (*x).clone().try_into_primitive::<Flex>().ok()).collect();
+    let plain = plain?;
+    Some(Tensor::from_primitive::<Flex>(forward(std::array::from_fn(|i| &plain[i])).0))
 }
 
 /// `x` itself when its elements are in row-major order (an offset is fine), else a row-major copy.

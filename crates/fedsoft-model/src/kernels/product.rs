@@ -72,6 +72,29 @@ pub fn multiply_into(out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View
     multiply_with(Kernel::detect(), out, accumulate, lhs, rhs);
 }
 
+/// `out = lhs·rhs` on the calling thread, into rows `out_row_stride` apart (the columns between are left
+/// alone): for the many small products of attention heads, which their callers already spread over threads.
+pub fn multiply_single(out: &mut [f32], out_row_stride: usize, lhs: View<'_>, rhs: View<'_>) {
+    multiply_single_with(Kernel::detect(), out, out_row_stride, lhs, rhs);
+}
+
+fn multiply_single_with(kernel: Kernel, out: &mut [f32], out_row_stride: usize, lhs: View<'_>, rhs: View<'_>) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "inner dimensions of a product");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(out_row_stride >= n && (m - 1) * out_row_stride + n <= out.len(), "product output size");
+    lhs.check();
+    rhs.check();
+    if k == 0 {
+        out.chunks_mut(out_row_stride).take(m).for_each(|row| row[..n].fill(0.0));
+        return;
+    }
+    // SAFETY: `out` holds m rows of n elements at that stride (checked), both views lie inside their slices.
+    unsafe { kernel.run(out.as_mut_ptr(), out_row_stride, false, lhs, rhs) };
+}
+
 fn multiply_with(kernel: Kernel, out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View<'_>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(k, rhs.rows, "inner dimensions of a product");
@@ -306,6 +329,30 @@ mod tests {
                 let mut out = start.clone();
                 multiply_with(kernel, &mut out, accumulate, lhs, rhs);
                 assert_close(&out, &expected, &format!("{kernel:?}"));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// The small products of attention heads: any shape, either layout, output rows further apart than
+        /// the product is wide (a head's columns of a wider matrix): the product within f32 rounding, the
+        /// columns between rows left as they were.
+        #[test]
+        fn single_products_into_spaced_rows_match_the_reference(
+            m in 1usize..40, k in 0usize..90, n in 1usize..70, gap in 0usize..9, lhs_t: bool, rhs_t: bool,
+        ) {
+            let (a, b) = (values(m * k, 11), values(k * n, 12));
+            let (lhs, rhs) = (view(&a, m, k, lhs_t), view(&b, k, n, rhs_t));
+            let stride = n + gap;
+            let expected = reference(lhs, rhs);
+            for kernel in Kernel::available() {
+                let mut out = vec![f32::NAN; (m - 1) * stride + n];
+                multiply_single_with(kernel, &mut out, stride, lhs, rhs);
+                let rows: Vec<f32> = (0..m).flat_map(|i| out[i * stride..i * stride + n].to_vec()).collect();
+                assert_close(&rows, &expected, &format!("{kernel:?}"));
+                let between = (0..m - 1).flat_map(|i| out[i * stride + n..(i + 1) * stride].to_vec());
+                prop_assert!(between.into_iter().all(f32::is_nan), "{kernel:?} wrote between rows");
             }
         }
     }

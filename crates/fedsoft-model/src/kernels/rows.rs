@@ -1,6 +1,7 @@
-//! Row-wise softmax and LayerNorm on f32 slices: the arithmetic of [`super::softmax`] and
-//! [`super::layer_norm`], written so that each loop vectorises (sums over eight fixed lanes, so the result
-//! does not depend on how rows are handed to threads), and spread over blocks of whole rows with rayon.
+//! Row-wise softmax and LayerNorm on f32 slices: the arithmetic of [`super::attention`](mod@super::attention)
+//! and [`super::layer_norm`](mod@super::layer_norm), written so that each loop vectorises (sums over eight
+//! fixed lanes, so the result does not depend on how rows are handed to threads); LayerNorm spreads blocks of
+//! whole rows with rayon, the softmax runs on its caller's thread (one head of one sample at a time).
 
 use super::math;
 use rayon::prelude::*;
@@ -185,10 +186,10 @@ macro_rules! dispatch {
 }
 
 dispatch! {
-    fn softmax_rows(x: &[f32], bias: Option<&[f32]>, bias_every: usize, first: usize, scale: f32, width: usize, y: &mut [f32]) => {
-        for (r, (xr, yr)) in x.chunks(width).zip(y.chunks_mut(width)).enumerate() {
-            let b = bias.map(|b| &b[((first + r) / bias_every) * width..][..width]);
-            softmax_row(xr, b, scale, yr);
+    fn softmax_rows(x: &[f32], bias: Option<&[f32]>, scale: f32, width: usize, y: &mut [f32]) => {
+        let bias = bias.map(|b| &b[..width]);
+        for (xr, yr) in x.chunks(width).zip(y.chunks_mut(width)) {
+            softmax_row(xr, bias, scale, yr);
         }
     };
     fn softmax_back_rows(y: &[f32], dy: &[f32], scale: f32, width: usize, dx: &mut [f32]) => {
@@ -210,25 +211,20 @@ dispatch! {
     };
 }
 
-/// Row-wise `softmax(scale * x + bias)` of rows of `width`; row `r` takes row `r / bias_every` of `bias`.
-pub fn softmax(x: &[f32], bias: Option<&[f32]>, bias_every: usize, scale: f32, width: usize, y: &mut [f32]) {
-    if width == 0 {
-        return;
+/// Row-wise `softmax(scale * x + bias)` of rows of `width` on the calling thread, every row shifted by the
+/// same `bias` row (of `width`): one attention head's scores of one sample, whose caller already runs
+/// side by side with others.
+pub fn softmax(x: &[f32], bias: Option<&[f32]>, scale: f32, width: usize, y: &mut [f32]) {
+    if width > 0 {
+        softmax_rows(x, bias, scale, width, y);
     }
-    let every = bias_every.max(1);
-    for_row_blocks(x, y, width, |first, xs, ys| softmax_rows(xs, bias, every, first, scale, width, ys));
 }
 
-/// The softmax's input gradient from its output `y` and the output gradient `dy`.
+/// The softmax's input gradient from its output `y` and the output gradient `dy`, on the calling thread.
 pub fn softmax_backward(y: &[f32], dy: &[f32], scale: f32, width: usize, dx: &mut [f32]) {
-    if width == 0 {
-        return;
+    if width > 0 {
+        softmax_back_rows(y, dy, scale, width, dx);
     }
-    let block = |first: usize, ys: &[f32], dxs: &mut [f32]| {
-        let dys = &dy[first * width..][..ys.len()];
-        softmax_back_rows(ys, dys, scale, width, dxs)
-    };
-    for_row_blocks(y, dx, width, block);
 }
 
 /// Row-wise LayerNorm with scale `g` and shift `b` (their length is the row width); returns each row's
@@ -277,7 +273,7 @@ mod tests {
         #[test]
         fn softmax_laws((width, x, dy) in rows(), scale in 0.05f32..2.0) {
             let mut y = vec![0.0; x.len()];
-            softmax(&x, None, 1, scale, width, &mut y);
+            softmax(&x, None, scale, width, &mut y);
             let mut dx = vec![0.0; x.len()];
             softmax_backward(&y, &dy, scale, width, &mut dx);
             for (yr, dxr) in y.chunks(width).zip(dx.chunks(width)) {
@@ -310,34 +306,43 @@ mod tests {
         }
     }
 
-    /// Enough rows to be cut into blocks, with a ragged width: every output bit is the same on one
-    /// thread and on three.
+    /// Enough rows to be cut into blocks, with a ragged width: every LayerNorm output bit is the same on
+    /// one thread and on three, and a row in a later block equals that row normalised alone.
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let width = 67;
         let rows = 3 * BLOCK_ELEMENTS / width + 5;
         let x: Vec<f32> = (0..rows * width).map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.01).collect();
         let dy: Vec<f32> = (0..rows * width).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1).collect();
-        let bias: Vec<f32> = (0..(rows / 4 + 1) * width).map(|i| if i % 13 == 0 { -1e9 } else { 0.0 }).collect();
         let g: Vec<f32> = (0..width).map(|i| 1.0 + i as f32 * 0.01).collect();
         let b: Vec<f32> = (0..width).map(|i| i as f32 * -0.02).collect();
         let run = || {
-            let mut y = vec![0.0; x.len()];
-            softmax(&x, Some(&bias), 4, 0.125, width, &mut y);
-            let mut dx = vec![0.0; x.len()];
-            softmax_backward(&y, &dy, 0.125, width, &mut dx);
             let mut z = vec![0.0; x.len()];
             let stats = layer_norm(&x, &g, &b, 1e-5, &mut z);
             let mut dz = vec![0.0; x.len()];
             layer_norm_backward(&x, &dy, &g, &stats, &mut dz);
-            [y, dx, z, dz].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+            [z, dz].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
         };
         let one = in_pool(1, run);
         assert_eq!(one, in_pool(3, run));
-        // And a row in a later block is the same as that row computed alone.
         let r = rows - 2;
         let mut alone = vec![0.0; width];
-        softmax(&x[r * width..(r + 1) * width], Some(&bias[(r / 4) * width..]), 4, 0.125, width, &mut alone);
+        layer_norm(&x[r * width..(r + 1) * width], &g, &b, 1e-5, &mut alone);
         assert_eq!(alone.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), one[0][r * width..(r + 1) * width]);
+    }
+
+    /// A bias row shifts every row's scores alike: -1e9 on a key leaves it (next to) no weight in any row.
+    #[test]
+    fn a_bias_row_masks_the_same_key_in_every_row() {
+        let (width, rows) = (7, 5);
+        let x: Vec<f32> = (0..rows * width).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.21).collect();
+        let mut bias = vec![0.0f32; width];
+        bias[3] = -1e9;
+        let mut y = vec![0.0; x.len()];
+        softmax(&x, Some(&bias), 0.37, width, &mut y);
+        for row in y.chunks(width) {
+            assert!(row[3] < 1e-30, "{row:?}");
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
     }
 }
