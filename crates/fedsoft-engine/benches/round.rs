@@ -7,7 +7,6 @@
 //! side by side gains. Every round is evaluated, so the evaluation column is filled. CPU time is the whole
 //! process's user + system time over the round (all threads), read from /proc/self/stat.
 
-use fedsoft_data::assets;
 use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::engine::{Experiment, RunOptions};
 use std::path::PathBuf;
@@ -54,7 +53,10 @@ fn main() {
         None => ExperimentConfig::from_toml(DEFAULT, "configs/default.toml", &sets),
     }
     .unwrap_or_else(|e| panic!("config: {e}"));
-    let cache = assets::default_cache();
+    // `cargo bench` runs in this crate's directory: read the workspace's cache, as the tests and the step bench do.
+    let cache = std::env::var_os("FEDSOFT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft")));
     let dir = tempfile::tempdir().expect("temporary run directory");
     let opts = RunOptions { out_dir: dir.path().join("run"), resume: false, cache, stop_after: None };
     let exp = Experiment::prepare_run(&cfg, &opts).unwrap_or_else(|e| panic!("prepare: {e}"));
