@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fedsoft");
 
+/// The binary, reading the workspace's asset cache (the report's font) instead of fetching into this crate's
+/// directory, where `cargo test` starts it.
+fn fedsoft() -> Command {
+    let mut command = Command::new(BIN);
+    if std::env::var_os("FEDSOFT_CACHE").is_none() {
+        command.env("FEDSOFT_CACHE", concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft"));
+    }
+    command
+}
+
 struct Setup {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -55,7 +65,7 @@ fn log_file(path: &Path) -> Stdio {
 fn server(s: &Setup, out: &Path, port: u16, extra: &[&str]) -> Child {
     std::fs::create_dir_all(out).unwrap();
     let log = out.with_extension(format!("log{}", std::fs::read_dir(out.parent().unwrap()).unwrap().count()));
-    Command::new(BIN)
+    fedsoft()
         .args(["serve", s.config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--insecure", "--linger", "5"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
@@ -66,7 +76,7 @@ fn server(s: &Setup, out: &Path, port: u16, extra: &[&str]) -> Child {
 }
 
 fn token(s: &Setup, out: &Path, id: u32) -> String {
-    let o = Command::new(BIN)
+    let o = fedsoft()
         .args(["serve", s.config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--issue-token", &id.to_string()])
         .output()
         .unwrap();
@@ -76,7 +86,7 @@ fn token(s: &Setup, out: &Path, id: u32) -> String {
 
 fn client(s: &Setup, port: u16, id: u32, token: &str) -> Child {
     let state = s.root.join(format!("client-{id}"));
-    Command::new(BIN)
+    fedsoft()
         .args(["join", "--server", &format!("http://127.0.0.1:{port}"), "--client-id", &id.to_string()])
         .args(["--token", token, "--state", state.to_str().unwrap(), "--patience", "60"])
         .stdout(log_file(&s.root.join(format!("client-{id}.out"))))
@@ -134,8 +144,7 @@ fn serve_four(s: &Setup) -> Served {
 }
 
 fn in_process(s: &Setup, out: &Path) {
-    let o =
-        Command::new(BIN).args(["run", s.config.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    let o = fedsoft().args(["run", s.config.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -311,7 +320,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
 
     // Client 0 with client 1's token, and an id outside the run: refused, with the reason.
     for (id, tok, want) in [("0", t1.as_str(), "wrong token"), ("7", t0.as_str(), "not one of the 2 clients")] {
-        let o = Command::new(BIN)
+        let o = fedsoft()
             .args(["join", "--server", &format!("http://127.0.0.1:{port}"), "--client-id", id, "--token", tok])
             .args(["--state", s.root.join("x").to_str().unwrap(), "--patience", "60"])
             .output()
@@ -422,7 +431,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
 fn without_tls_the_server_starts_only_on_loopback_and_only_when_asked() {
     let s = setup(&[]);
     let serve = |args: &[&str]| {
-        let o = Command::new(BIN)
+        let o = fedsoft()
             .args(["serve", s.config.to_str().unwrap(), "--out", s.root.join("o").to_str().unwrap()])
             .args(args)
             .output()
@@ -465,7 +474,7 @@ fn a_tls_server_and_clients_that_keep_their_optimisers_complete_a_run() {
     let out = s.root.join("served");
     let tokens: Vec<String> = (0..2).map(|i| token(&s, &out, i)).collect();
     std::fs::create_dir_all(&out).unwrap();
-    let mut srv = Command::new(BIN)
+    let mut srv = fedsoft()
         .args(["serve", s.config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--linger", "5"])
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
@@ -475,7 +484,7 @@ fn a_tls_server_and_clients_that_keep_their_optimisers_complete_a_run() {
     let port = bound_port(&out);
     let mut clients: Vec<Child> = (0..2)
         .map(|i| {
-            Command::new(BIN)
+            fedsoft()
                 .args(["join", "--server", &format!("https://localhost:{port}"), "--client-id", &i.to_string()])
                 .args(["--token", &tokens[i], "--ca", ca_path.to_str().unwrap(), "--patience", "60"])
                 .args(["--state", s.root.join(format!("c{i}")).to_str().unwrap()])
@@ -518,7 +527,7 @@ fn join_gives_up_on_a_silent_server_and_reports_permanent_mistakes_at_once() {
     });
     let join = |server: &str, extra: &[&str]| {
         let started = Instant::now();
-        let o = Command::new(BIN)
+        let o = fedsoft()
             .args(["join", "--server", server, "--client-id", "0", "--token", "00"])
             .args(["--state", tmp.path().join("state").to_str().unwrap()])
             .args(extra)
@@ -552,7 +561,7 @@ fn garbage_tls_files_are_reported_before_loading() {
     std::fs::write(&fake, b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
     for (cert, key, want) in [(&garbage, &garbage, "garbage.pem"), (&fake, &fake, "fake.pem")] {
         let started = Instant::now();
-        let o = Command::new(BIN)
+        let o = fedsoft()
             .args(["serve", s.config.to_str().unwrap(), "--out", s.root.join("tls-out").to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0"])
             .args(["--set", &format!("serve.tls_cert={:?}", cert.to_str().unwrap())])
