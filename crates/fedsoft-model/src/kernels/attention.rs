@@ -37,10 +37,11 @@ pub fn attention(
         && values.dims() == [b, t, h]
         && bias.is_none_or(|m| m.dims() == [b, t]);
     let flex_bias = match bias {
+        _ if !fits => None,
         None => Some(None),
         Some(m) => m.clone().try_into_primitive::<Flex>().ok().filter(|m| m.dtype() == DType::F32).map(Some),
     };
-    if let Some(bias) = flex_bias.filter(|_| fits) {
+    if let Some(bias) = flex_bias {
         let shape = Shape { heads, d: h / heads, tq, t };
         let step = AttentionBackward { shape };
         let op = super::custom_op_n([&queries, &keys, &values], step, |[q, k, v]| {
@@ -53,17 +54,12 @@ pub fn attention(
             return ctx;
         }
     }
-    composed(queries, keys, values, heads, bias)
+    composed([queries, keys, values], heads, bias)
 }
 
-/// The same attention from burn's own operations, for tensors of other backends (CUDA) or types.
-fn composed(
-    queries: Tensor<3>,
-    keys: Tensor<3>,
-    values: Tensor<3>,
-    heads: usize,
-    bias: Option<&Tensor<2>>,
-) -> Tensor<3> {
+/// The same attention from burn's own operations (queries, keys, values), for tensors of other backends
+/// (CUDA) or types.
+fn composed([queries, keys, values]: [Tensor<3>; 3], heads: usize, bias: Option<&Tensor<2>>) -> Tensor<3> {
     let [b, tq, h] = queries.dims();
     let (t, d) = (keys.dims()[1], h / heads);
     let split = |y: Tensor<3>, n: usize| y.reshape([b, n, heads, d]).swap_dims(1, 2);
@@ -235,8 +231,11 @@ mod tests {
             tensor([b, t, h], 3, &device).require_grad(),
         );
         let bias = bias.then(|| padding(b, t));
-        let f = if ours { attention } else { composed };
-        let y = f(q.clone(), k.clone(), v.clone(), heads, bias.as_ref());
+        let y = if ours {
+            attention(q.clone(), k.clone(), v.clone(), heads, bias.as_ref())
+        } else {
+            composed([q.clone(), k.clone(), v.clone()], heads, bias.as_ref())
+        };
         let grads = (y.clone() * tensor([b, tq, h], 4, &device)).sum().backward();
         [values(y), values(q.grad(&grads).unwrap()), values(k.grad(&grads).unwrap()), values(v.grad(&grads).unwrap())]
     }

@@ -79,33 +79,38 @@ pub fn multiply_single(out: &mut [f32], out_row_stride: usize, lhs: View<'_>, rh
 }
 
 fn multiply_single_with(kernel: Kernel, out: &mut [f32], out_row_stride: usize, lhs: View<'_>, rhs: View<'_>) {
+    if settle(out, out_row_stride, false, lhs, rhs) {
+        // SAFETY: `out` holds m rows of n elements at that stride and both views lie inside their slices
+        // (checked by `settle`).
+        unsafe { kernel.run(out.as_mut_ptr(), out_row_stride, false, lhs, rhs) };
+    }
+}
+
+/// Checks a product's operands and its output (rows `stride` apart) and settles what needs no kernel: an
+/// empty output, or an empty inner dimension (faer's kernels would leave a replaced output as it was).
+/// Returns whether a kernel still has to run.
+fn settle(out: &mut [f32], stride: usize, accumulate: bool, lhs: View<'_>, rhs: View<'_>) -> bool {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(k, rhs.rows, "inner dimensions of a product");
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(out_row_stride >= n && (m - 1) * out_row_stride + n <= out.len(), "product output size");
     lhs.check();
     rhs.check();
-    if k == 0 {
-        out.chunks_mut(out_row_stride).take(m).for_each(|row| row[..n].fill(0.0));
-        return;
+    if m == 0 || n == 0 {
+        return false;
     }
-    // SAFETY: `out` holds m rows of n elements at that stride (checked), both views lie inside their slices.
-    unsafe { kernel.run(out.as_mut_ptr(), out_row_stride, false, lhs, rhs) };
+    assert!(stride >= n && (m - 1) * stride + n <= out.len(), "product output size");
+    if k == 0 {
+        if !accumulate {
+            out.chunks_mut(stride).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return false;
+    }
+    true
 }
 
 fn multiply_with(kernel: Kernel, out: &mut [f32], accumulate: bool, lhs: View<'_>, rhs: View<'_>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(k, rhs.rows, "inner dimensions of a product");
     assert_eq!(out.len(), m * n, "product output size");
-    lhs.check();
-    rhs.check();
-    if k == 0 {
-        // An empty sum; faer's kernels would leave a replaced output as it was.
-        if !accumulate {
-            out.fill(0.0);
-        }
+    if !settle(out, n, accumulate, lhs, rhs) {
         return;
     }
     if m.saturating_mul(n).saturating_mul(k) < PARALLEL_WORK || (n <= BLOCK_COLUMNS && m <= BLOCK_ROWS) {
