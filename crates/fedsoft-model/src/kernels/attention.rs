@@ -9,7 +9,8 @@
 //! attention weights. A call's samples run one after another on the calling thread: its callers (clients,
 //! test batches, differentiation chunks) already fill the cores, and spreading the samples too measured
 //! no faster. Measured against burn's composition, interleaved: default round training 3.76-3.85 s vs
-//! 3.93-3.94 s, lone steps 2-6 % faster on MiniLM, DINOv2 and ViT-B/16, DistilBERT unchanged.
+//! 3.93-3.94 s; lone steps 2-6 % faster on MiniLM, DINOv2 and ViT-B/16 on a quiet host, within the noise
+//! on a busy one (README, "Speed on CPU").
 
 use super::product::{View, multiply_single};
 use super::{contiguous, from_vec, rows};
