@@ -296,9 +296,11 @@ mod tests {
             layer_norm_backward(&x, &dy, &g, &stats, &mut dx);
             let rows = x.chunks(width).zip(y.chunks(width)).zip(dx.chunks(width)).zip(&stats);
             for (((xr, yr), dxr), &(_, rstd)) in rows {
-                let spread = xr.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) - xr.iter().fold(f32::INFINITY, |m, v| m.min(*v));
-                prop_assume!(spread > 1e-2);
+                // "Up to eps": the mean square is var / (var + eps), within 1e-3 of 1 only when var >= 1e-3;
+                // a spread of 0.04 between two values (var 4e-4) was once drawn and missed by 2.6e-3.
                 let n = width as f32;
+                let mean = xr.iter().sum::<f32>() / n;
+                prop_assume!(xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n > 1e-2);
                 prop_assert!((yr.iter().sum::<f32>() / n).abs() < 1e-4);
                 prop_assert!((yr.iter().map(|v| v * v).sum::<f32>() / n - 1.0).abs() < 1e-3);
                 prop_assert!(dxr.iter().sum::<f32>().abs() < 1e-4 * rstd.max(1.0) * n, "{dxr:?}");
