@@ -59,54 +59,29 @@ pub fn normal_pdf(x: f32) -> f32 {
 
 /// `out[i] = x[i]·Φ(x[i])`.
 pub fn gelu_forward(x: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU was just checked for AVX2.
-        return unsafe { wide::gelu_forward(x, out) };
-    }
-    gelu_forward_loop(x, out)
+    gelu_forward_loop::best(x, out)
 }
 
 /// `out[i] = g[i]·(Φ(x[i]) + x[i]·φ(x[i]))`, the derivative of the exact GELU times the incoming gradient.
 pub fn gelu_backward(x: &[f32], g: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU was just checked for AVX2.
-        return unsafe { wide::gelu_backward(x, g, out) };
-    }
-    gelu_backward_loop(x, g, out)
+    gelu_backward_loop::best(x, g, out)
 }
 
-#[inline(always)]
-fn gelu_forward_loop(x: &[f32], out: &mut [f32]) {
-    let n = out.len().min(x.len());
-    let (out, x) = (&mut out[..n], &x[..n]);
-    for i in 0..n {
-        out[i] = x[i] * normal_cdf(x[i]);
-    }
-}
-
-#[inline(always)]
-fn gelu_backward_loop(x: &[f32], g: &[f32], out: &mut [f32]) {
-    let n = out.len().min(x.len()).min(g.len());
-    let (out, x, g) = (&mut out[..n], &x[..n], &g[..n]);
-    for i in 0..n {
-        out[i] = g[i] * (normal_cdf(x[i]) + x[i] * normal_pdf(x[i]));
-    }
-}
-
-/// The same loops compiled for AVX2 (8 lanes instead of SSE2's 4). Without FMA the arithmetic is the same
-/// operation for operation, so the result does not depend on which copy ran.
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    #[target_feature(enable = "avx2")]
-    pub(super) fn gelu_forward(x: &[f32], out: &mut [f32]) {
-        super::gelu_forward_loop(x, out)
+super::simd::copies! {
+    fn gelu_forward_loop(x: &[f32], out: &mut [f32]) {
+        let n = out.len().min(x.len());
+        let (out, x) = (&mut out[..n], &x[..n]);
+        for i in 0..n {
+            out[i] = x[i] * normal_cdf(x[i]);
+        }
     }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) fn gelu_backward(x: &[f32], g: &[f32], out: &mut [f32]) {
-        super::gelu_backward_loop(x, g, out)
+    fn gelu_backward_loop(x: &[f32], g: &[f32], out: &mut [f32]) {
+        let n = out.len().min(x.len()).min(g.len());
+        let (out, x, g) = (&mut out[..n], &x[..n], &g[..n]);
+        for i in 0..n {
+            out[i] = g[i] * (normal_cdf(x[i]) + x[i] * normal_pdf(x[i]));
+        }
     }
 }
 
@@ -156,6 +131,25 @@ mod tests {
             let pdf = (-0.5 * x[i] * x[i]).exp() / (2.0 * std::f32::consts::PI).sqrt();
             assert!((y[i] - x[i] * cdf).abs() <= 1e-6 * x[i].abs().max(1.0), "gelu({})", x[i]);
             assert!((d[i] - g[i] * (cdf + x[i] * pdf)).abs() <= 2e-6 * g[i].abs().max(1.0), "gelu'({})", x[i]);
+        }
+    }
+
+    /// Every vector width this CPU runs gives the baseline copy's bits, NaN and the clamps included.
+    #[test]
+    fn every_compiled_copy_gives_the_same_bits() {
+        use crate::kernels::simd::Isa;
+        let mut x: Vec<f32> = grid().step_by(13).collect();
+        x.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e-30, -1e30, f32::MAX]);
+        let g: Vec<f32> = x.iter().enumerate().map(|(i, v)| 0.7 - 0.01 * v + (i % 5) as f32).collect();
+        let run = |isa: Isa| {
+            let (mut y, mut d) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+            gelu_forward_loop::on(isa, &x, &mut y);
+            gelu_backward_loop::on(isa, &x, &g, &mut d);
+            [y, d].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+        };
+        let baseline = run(Isa::baseline());
+        for isa in Isa::available() {
+            assert_eq!(run(isa), baseline, "{isa:?}");
         }
     }
 

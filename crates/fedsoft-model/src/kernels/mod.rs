@@ -19,6 +19,7 @@ pub mod linear;
 pub mod math;
 pub mod product;
 pub mod rows;
+pub mod simd;
 
 pub use attention::attention;
 pub use gelu::gelu;

@@ -163,52 +163,34 @@ fn layer_norm_back_row(x: &[f32], dy: &[f32], g: &[f32], (mean, rstd): (f32, f32
     }
 }
 
-/// The row loops, once for any x86-64 CPU and once compiled for AVX2; without FMA both copies do the same
-/// operations in the same order, so which one ran does not change a bit.
-macro_rules! dispatch {
-    ($(fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:expr;)*) => {
-        $(
-            #[inline(always)]
-            fn $name($($arg: $ty),*) $(-> $ret)? {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx2")]
-                    fn wide($($arg: $ty),*) $(-> $ret)? { $body }
-                    if std::arch::is_x86_feature_detected!("avx2") {
-                        // SAFETY: the CPU was just checked for AVX2.
-                        return unsafe { wide($($arg),*) };
-                    }
-                }
-                $body
-            }
-        )*
-    };
-}
-
-dispatch! {
-    fn softmax_rows(x: &[f32], bias: Option<&[f32]>, scale: f32, width: usize, y: &mut [f32]) => {
+// The row loops, compiled once per vector width (see `simd`); every copy gives the same bits.
+super::simd::copies! {
+    fn softmax_rows(x: &[f32], bias: Option<&[f32]>, scale: f32, width: usize, y: &mut [f32]) {
         let bias = bias.map(|b| &b[..width]);
         for (xr, yr) in x.chunks(width).zip(y.chunks_mut(width)) {
             softmax_row(xr, bias, scale, yr);
         }
-    };
-    fn softmax_back_rows(y: &[f32], dy: &[f32], scale: f32, width: usize, dx: &mut [f32]) => {
+    }
+
+    fn softmax_back_rows(y: &[f32], dy: &[f32], scale: f32, width: usize, dx: &mut [f32]) {
         for ((yr, dyr), dxr) in y.chunks(width).zip(dy.chunks(width)).zip(dx.chunks_mut(width)) {
             softmax_back_row(yr, dyr, scale, dxr);
         }
-    };
-    fn layer_norm_rows(x: &[f32], g: &[f32], b: &[f32], eps: f32, y: &mut [f32], stats: &mut [(f32, f32)]) => {
+    }
+
+    fn layer_norm_rows(x: &[f32], g: &[f32], b: &[f32], eps: f32, y: &mut [f32], stats: &mut [(f32, f32)]) {
         let width = g.len();
         for ((xr, yr), st) in x.chunks(width).zip(y.chunks_mut(width)).zip(stats.iter_mut()) {
             *st = layer_norm_row(xr, g, b, eps, yr);
         }
-    };
-    fn layer_norm_back_rows(x: &[f32], dy: &[f32], g: &[f32], stats: &[(f32, f32)], dx: &mut [f32]) => {
+    }
+
+    fn layer_norm_back_rows(x: &[f32], dy: &[f32], g: &[f32], stats: &[(f32, f32)], dx: &mut [f32]) {
         let width = g.len();
         for (((xr, dyr), st), dxr) in x.chunks(width).zip(dy.chunks(width)).zip(stats).zip(dx.chunks_mut(width)) {
             layer_norm_back_row(xr, dyr, g, *st, dxr);
         }
-    };
+    }
 }
 
 /// Row-wise `softmax(scale * x + bias)` of rows of `width` on the calling thread, every row shifted by the
@@ -216,14 +198,14 @@ dispatch! {
 /// side by side with others.
 pub fn softmax(x: &[f32], bias: Option<&[f32]>, scale: f32, width: usize, y: &mut [f32]) {
     if width > 0 {
-        softmax_rows(x, bias, scale, width, y);
+        softmax_rows::best(x, bias, scale, width, y);
     }
 }
 
 /// The softmax's input gradient from its output `y` and the output gradient `dy`, on the calling thread.
 pub fn softmax_backward(y: &[f32], dy: &[f32], scale: f32, width: usize, dx: &mut [f32]) {
     if width > 0 {
-        softmax_back_rows(y, dy, scale, width, dx);
+        softmax_back_rows::best(y, dy, scale, width, dx);
     }
 }
 
@@ -234,12 +216,12 @@ pub fn layer_norm(x: &[f32], g: &[f32], b: &[f32], eps: f32, y: &mut [f32]) -> V
     let mut stats = vec![(0.0, 0.0); y.len() / width];
     let per = rows_per_block(width);
     if stats.len() <= per {
-        layer_norm_rows(x, g, b, eps, y, &mut stats);
+        layer_norm_rows::best(x, g, b, eps, y, &mut stats);
     } else {
         y.par_chunks_mut(per * width)
             .zip(x.par_chunks(per * width))
             .zip(stats.par_chunks_mut(per))
-            .for_each(|((ys, xs), st)| layer_norm_rows(xs, g, b, eps, ys, st));
+            .for_each(|((ys, xs), st)| layer_norm_rows::best(xs, g, b, eps, ys, st));
     }
     stats
 }
@@ -249,7 +231,7 @@ pub fn layer_norm_backward(x: &[f32], dy: &[f32], g: &[f32], stats: &[(f32, f32)
     let width = g.len().max(1);
     for_row_blocks(x, dx, width, |first, xs, dxs| {
         let rows = xs.len() / width;
-        layer_norm_back_rows(xs, &dy[first * width..][..xs.len()], g, &stats[first..first + rows], dxs)
+        layer_norm_back_rows::best(xs, &dy[first * width..][..xs.len()], g, &stats[first..first + rows], dxs)
     });
 }
 
@@ -331,6 +313,35 @@ mod tests {
         let mut alone = vec![0.0; width];
         layer_norm(&x[r * width..(r + 1) * width], &g, &b, 1e-5, &mut alone);
         assert_eq!(alone.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), one[0][r * width..(r + 1) * width]);
+    }
+
+    /// Every vector width this CPU runs gives the baseline copy's bits, on ragged widths (vector tails).
+    #[test]
+    fn every_compiled_copy_gives_the_same_bits() {
+        use crate::kernels::simd::Isa;
+        for width in [1usize, 7, 17, 64, 67] {
+            let rows = 9;
+            let x: Vec<f32> = (0..rows * width).map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.013).collect();
+            let dy: Vec<f32> = (0..rows * width).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1).collect();
+            let g: Vec<f32> = (0..width).map(|i| 1.0 + i as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..width).map(|i| i as f32 * -0.02).collect();
+            let bias: Vec<f32> = (0..width).map(|i| if i % 3 == 1 { -1e9 } else { 0.1 * i as f32 }).collect();
+            let run = |isa: Isa| {
+                let n = rows * width;
+                let (mut s, mut ds, mut y, mut dx) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                let mut stats = vec![(0.0, 0.0); rows];
+                softmax_rows::on(isa, &x, Some(&bias), 0.3, width, &mut s);
+                softmax_back_rows::on(isa, &s, &dy, 0.3, width, &mut ds);
+                layer_norm_rows::on(isa, &x, &g, &b, 1e-5, &mut y, &mut stats);
+                layer_norm_back_rows::on(isa, &x, &dy, &g, &stats, &mut dx);
+                let stats: Vec<f32> = stats.iter().flat_map(|&(m, r)| [m, r]).collect();
+                [s, ds, y, dx, stats].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+            };
+            let baseline = run(Isa::baseline());
+            for isa in Isa::available() {
+                assert_eq!(run(isa), baseline, "{isa:?}, width {width}");
+            }
+        }
     }
 
     /// A bias row shifts every row's scores alike: -1e9 on a key leaves it (next to) no weight in any row.
