@@ -1,10 +1,14 @@
 //! Spreading a round's independent jobs (scheduled clients, evaluation batches) over the machine's cores.
 //!
 //! The federated workloads are many small models: one client's step on a 17-token batch keeps about one core
-//! busy however the matrix kernels are threaded. So the jobs themselves run side by side: `threads` cores are
-//! split into `min(threads, jobs)` workers, each with a rayon pool of its share of the threads that the
-//! tensor kernels inside a job use. When there are at least as many jobs as threads every job runs
-//! single-threaded, so its arithmetic, and therefore every result, is the same whatever the thread count.
+//! busy however the matrix kernels are threaded. So the jobs themselves run side by side, on one rayon pool
+//! of `threads` threads: every thread takes the next job in index order until none is left, and a thread
+//! with no job left (more threads than jobs, or the last jobs of a round) steals the pieces that the busy
+//! jobs' kernels offer (blocks of product columns, LayerNorm rows, differentiation chunks). Whole jobs are
+//! never stolen: they are handed out by a counter, not queued in the pool, so one job never waits inside
+//! another. With as many jobs as threads, each thread keeps to its own job, as with one single-threaded pool
+//! per job. Every piece a kernel offers is fixed by its shape alone, so every result is the same whatever the
+//! thread count.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,13 +32,11 @@ impl Workers {
     }
 
     /// Runs `job(i)` for every `i` in `0..jobs` and returns the results in index order. Jobs are handed out
-    /// in index order to whichever worker is free, so a slow job does not hold up the others.
+    /// in index order to whichever thread is free, so a slow job does not hold up the others.
     pub fn map<R: Send>(&self, jobs: usize, job: impl Fn(usize) -> R + Sync) -> Vec<R> {
         if jobs == 0 {
             return Vec::new();
         }
-        let workers = self.threads.min(jobs).max(1);
-        let share = (self.threads / workers).max(1);
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<Option<R>>> = Mutex::new((0..jobs).map(|_| None).collect());
         let work = || {
@@ -47,40 +49,37 @@ impl Workers {
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
             }
         };
-        let pools = pools(workers, share);
-        std::thread::scope(|scope| {
-            for w in 0..workers {
-                let pool = pools.get(w).cloned();
-                scope.spawn(move || match pool {
-                    Some(pool) => pool.install(work),
-                    // No pool (threads refused by the OS): the job's kernels use the global pool instead.
-                    None => work(),
-                });
+        match pool(self.threads) {
+            // Every thread of the pool runs the loop once; a thread that finds no job left returns and is
+            // then free to steal the busy jobs' kernel pieces until the last job is done.
+            Some(pool) => {
+                pool.broadcast(|_| work());
             }
-        });
+            // No pool (threads refused by the OS): the jobs run one after another here, their kernels on
+            // the global pool.
+            None => work(),
+        }
         results
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .into_iter()
-            .map(|r| r.expect("every job ran: the scope joined all workers"))
+            .map(|r| r.expect("every job ran: the broadcast returned after every thread's loop"))
             .collect()
     }
 }
 
-/// `count` rayon pools of `share` threads each, made once per process and reused by every round. Pools made
-/// afresh each round would start their threads before the last round's had exited, and every such thread
-/// takes a malloc arena of its own: the default run's peak memory grew by half that way.
-fn pools(count: usize, share: usize) -> Vec<Arc<rayon::ThreadPool>> {
-    static POOLS: Mutex<BTreeMap<usize, Vec<Arc<rayon::ThreadPool>>>> = Mutex::new(BTreeMap::new());
+/// The rayon pool of `threads` threads, made once per process for each size and reused by every round.
+/// Pools made afresh each round would start their threads before the last round's had exited, and every
+/// such thread takes a malloc arena of its own: the default run's peak memory grew by half that way.
+fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static POOLS: Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>> = Mutex::new(BTreeMap::new());
     let mut all = POOLS.lock().unwrap_or_else(|p| p.into_inner());
-    let list = all.entry(share).or_default();
-    while list.len() < count {
-        match rayon::ThreadPoolBuilder::new().num_threads(share).build() {
-            Ok(pool) => list.push(Arc::new(pool)),
-            Err(_) => break,
-        }
+    if let Some(pool) = all.get(&threads) {
+        return Some(pool.clone());
     }
-    list.iter().take(count).cloned().collect()
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().ok()?);
+    all.insert(threads, pool.clone());
+    Some(pool)
 }
 
 #[cfg(test)]
@@ -102,11 +101,43 @@ mod tests {
     }
 
     #[test]
-    fn each_worker_gets_its_share_of_the_threads() {
-        // 4 threads over 2 jobs: two workers with 2 threads each; over 8 jobs: 4 single-threaded workers.
+    fn every_job_runs_on_one_pool_of_all_the_threads() {
+        // 4 threads over 2 jobs or 8: the jobs' kernels see a pool of 4 either way, and the pool is reused.
         let w = Workers::new(Some(4));
-        assert_eq!(w.map(2, |_| rayon::current_num_threads()), vec![2, 2]);
-        assert_eq!(w.map(8, |_| rayon::current_num_threads()), vec![1; 8]);
+        assert_eq!(w.map(2, |_| rayon::current_num_threads()), vec![4, 4]);
+        assert_eq!(w.map(8, |_| rayon::current_num_threads()), vec![4; 8]);
+        assert!(Arc::ptr_eq(&pool(4).expect("a pool"), &pool(4).expect("a pool")));
         assert_eq!(Workers::new(Some(0)).threads(), Workers::new(None).threads());
+    }
+
+    #[test]
+    fn a_thread_without_a_job_helps_the_busy_ones() {
+        // Three jobs on 2 threads: the two short ones go first, so one thread runs the long third job while
+        // the other has none left, and that one runs some of the job's parallel pieces (each long enough
+        // that the job's own thread cannot run them all before the other wakes up).
+        let w = Workers::new(Some(2));
+        let threads_seen = w.map(3, |i| {
+            use rayon::prelude::*;
+            if i < 2 {
+                return 0;
+            }
+            let ids: std::collections::BTreeSet<usize> = (0..64)
+                .into_par_iter()
+                .map(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    rayon::current_thread_index().expect("a pool thread")
+                })
+                .collect();
+            ids.len()
+        });
+        assert_eq!(threads_seen, vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn jobs_inside_jobs_finish() {
+        // A job that maps jobs of its own on the same pool (evaluation inside a round, say) does not deadlock.
+        let w = Workers::new(Some(2));
+        let out = w.map(3, |i| w.map(3, |j| i * 10 + j).into_iter().sum::<usize>());
+        assert_eq!(out, vec![3, 33, 63]);
     }
 }
