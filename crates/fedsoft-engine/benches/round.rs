@@ -35,6 +35,18 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// `cargo bench` runs in this crate's directory, so a relative CONFIG that is not found there is read from
+/// the workspace root (where `configs/` lives and where the user typed the command).
+fn config_path(arg: &str) -> PathBuf {
+    let path = PathBuf::from(arg);
+    let from_root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(&path);
+    if path.is_relative() && !path.exists() && from_root.exists() {
+        from_root.canonicalize().unwrap_or(from_root)
+    } else {
+        path
+    }
+}
+
 fn main() {
     fedsoft_model::memory::reuse_freed_buffers();
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -43,7 +55,7 @@ fn main() {
         match a.as_str() {
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--set" => sets.push(args.next().expect("--set key=value")),
-            path => config = Some(PathBuf::from(path)),
+            path => config = Some(config_path(path)),
         }
     }
     sets.push(format!("rounds.total={rounds}"));
