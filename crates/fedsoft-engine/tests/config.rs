@@ -63,6 +63,11 @@ fn bad_values_name_their_field() {
         (MINIMAL, &["lora.rank=4", "training.optimizer_state=\"sometimes\""], "--set training.optimizer_state"),
         (MINIMAL, &["training.optimizer_state=\"sometimes\""], "expected `fresh` or `keep`"),
         (MINIMAL, &["training.pooling=3"], "--set training.pooling=3"),
+        // Switching a variant field by field is read as a whole; one left incomplete names what is missing.
+        (MINIMAL, &["partition.kind=\"dirichlet\"", "partition.alpha=0.3"], "missing field `min_size`"),
+        (MINIMAL, &["partition.kind=\"dirichlet\"", "lora.rank=4"], "--set partition.kind=\"dirichlet\""),
+        // The error names the override that broke the document, not a later harmless one.
+        (MINIMAL, &["training.pooling=3", "lora.rank=4"], "--set training.pooling=3"),
     ];
     for (text, o, want) in cases {
         let e = err(text, o);
@@ -71,6 +76,18 @@ fn bad_values_name_their_field() {
     // Empty candidate set reaches the planner's own check too.
     let cfg = ExperimentConfig::from_toml(MINIMAL, "t", &["tsfa.candidate_ranks=[]".into()]);
     assert!(cfg.is_err() || Planner::new(&cfg.unwrap()).unwrap_err().to_string().contains("tsfa.candidate_ranks"));
+}
+
+/// A variant with fields of its own can be switched one field at a time with --set.
+#[test]
+fn a_variant_is_switched_one_field_at_a_time() {
+    let sets = ["partition.kind=\"dirichlet\"", "partition.alpha=0.3", "partition.min_size=8"].map(String::from);
+    let cfg = ExperimentConfig::from_toml(MINIMAL, "t", &sets).unwrap();
+    let toml = cfg.to_toml();
+    assert!(
+        toml.contains("kind = \"dirichlet\"") && toml.contains("alpha = 0.3") && toml.contains("min_size = 8"),
+        "{toml}"
+    );
 }
 
 #[test]

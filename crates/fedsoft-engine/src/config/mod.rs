@@ -94,17 +94,27 @@ impl ExperimentConfig {
                 let merged = toml::to_string(doc).map_err(|e| e.to_string())?;
                 toml::from_str(&merged).map_err(|e| e.message().to_string())
             };
-            // Applied one at a time, so an error names the override that caused it (a line number in the
-            // merged document would point at text the user never wrote).
-            let mut parsed = None;
+            // Every override is applied before the document is read, so a variant can be switched one field
+            // at a time (`--set partition.kind="dirichlet" --set partition.alpha=0.3 ...`). When the result
+            // does not parse, the error names the last override that turned a readable document into an
+            // unreadable one (a line number in the merged document would point at text the user never wrote).
+            let mut states = Vec::with_capacity(overrides.len());
             for o in overrides {
                 apply_override(&mut doc, o)?;
-                parsed = Some(
-                    parse(&doc)
-                        .map_err(|message| ConfigError::Parse { path: format!("{origin} with --set {o}"), message })?,
-                );
+                states.push(doc.clone());
             }
-            parsed.expect("this branch has at least one override")
+            match parse(&doc) {
+                Ok(cfg) => cfg,
+                Err(message) => {
+                    let readable: Vec<bool> = states.iter().map(|d| parse(d).is_ok()).collect();
+                    let blamed = (0..overrides.len())
+                        .rev()
+                        .find(|&i| !readable[i] && (i == 0 || readable[i - 1]))
+                        .unwrap_or(overrides.len() - 1);
+                    let path = format!("{origin} with --set {}", overrides[blamed]);
+                    return Err(ConfigError::Parse { path, message });
+                }
+            }
         };
         cfg.validate()?;
         Ok(cfg)
