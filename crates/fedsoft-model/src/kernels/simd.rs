@@ -9,8 +9,9 @@
 //! Zen 5 and recent Intel cores run 512-bit vectors at full width: there the AVX-512 copies took a default
 //! round's training from 1.90-1.92 s to 1.85-1.87 s (interleaved).
 
-/// An instruction set that this CPU was checked to run. Only [`Isa::available`] and [`Isa::best`] make
-/// one, so a copy is never called on a CPU without its features.
+/// An instruction set that this CPU was checked to run. Only [`Isa::available`], [`Isa::best`] and
+/// [`Isa::baseline`] (which every CPU of the target runs) make one, so a copy is never called on a CPU
+/// without its features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Isa(Level);
 
@@ -107,7 +108,7 @@ pub(crate) use copies;
 
 #[cfg(target_arch = "x86_64")]
 impl Isa {
-    /// Whether this is AVX-512 (and so, since only `available` makes an `Isa`, the CPU runs it).
+    /// Whether this is AVX-512 (and so, since only `available` makes a wide `Isa`, the CPU runs it).
     pub(crate) fn is_avx512(self) -> bool {
         self.0 == Level::Avx512
     }
