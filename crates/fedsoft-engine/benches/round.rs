@@ -35,11 +35,16 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// `cargo bench` runs in this crate's directory, so a relative CONFIG that is not found there is read from
-/// the workspace root (where `configs/` lives and where the user typed the command).
+/// The workspace root: `cargo bench` runs in this crate's directory, but `configs/` and the asset cache
+/// live at the root, where the user typed the command.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// A relative CONFIG that is not found in the crate's directory is read from the workspace root.
 fn config_path(arg: &str) -> PathBuf {
     let path = PathBuf::from(arg);
-    let from_root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(&path);
+    let from_root = workspace_root().join(&path);
     if path.is_relative() && !path.exists() && from_root.exists() {
         from_root.canonicalize().unwrap_or(from_root)
     } else {
@@ -65,10 +70,9 @@ fn main() {
         None => ExperimentConfig::from_toml(DEFAULT, "configs/default.toml", &sets),
     }
     .unwrap_or_else(|e| panic!("config: {e}"));
-    // `cargo bench` runs in this crate's directory: read the workspace's cache, as the tests and the step bench do.
-    let cache = std::env::var_os("FEDSOFT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft")));
+    // The workspace's cache, as the tests and the step bench read it.
+    let cache =
+        std::env::var_os("FEDSOFT_CACHE").map_or_else(|| workspace_root().join(".cache/fedsoft"), PathBuf::from);
     let dir = tempfile::tempdir().expect("temporary run directory");
     let opts = RunOptions { out_dir: dir.path().join("run"), resume: false, cache, stop_after: None };
     let exp = Experiment::prepare_run(&cfg, &opts).unwrap_or_else(|e| panic!("prepare: {e}"));

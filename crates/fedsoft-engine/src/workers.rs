@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The cores a run may use, and how it divides them among jobs.
+/// The cores a run may use: one rayon pool of that many threads runs its jobs ([`Workers::map`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Workers {
     threads: usize,

@@ -98,19 +98,23 @@ impl ExperimentConfig {
             // at a time (`--set partition.kind="dirichlet" --set partition.alpha=0.3 ...`). When the result
             // does not parse, the error names the last override that turned a readable document into an
             // unreadable one (a line number in the merged document would point at text the user never wrote).
-            let mut states = Vec::with_capacity(overrides.len());
             for o in overrides {
                 apply_override(&mut doc, o)?;
-                states.push(doc.clone());
             }
             match parse(&doc) {
                 Ok(cfg) => cfg,
                 Err(message) => {
-                    let readable: Vec<bool> = states.iter().map(|d| parse(d).is_ok()).collect();
-                    let blamed = (0..overrides.len())
-                        .rev()
-                        .find(|&i| !readable[i] && (i == 0 || readable[i - 1]))
-                        .unwrap_or(overrides.len() - 1);
+                    // Only on failure: replay the overrides to find the culprit.
+                    let mut replay: toml::Table = toml::from_str(text).map_err(parse_err)?;
+                    let (mut blamed, mut was_readable) = (overrides.len() - 1, true);
+                    for (i, o) in overrides.iter().enumerate() {
+                        apply_override(&mut replay, o)?;
+                        let readable = parse(&replay).is_ok();
+                        if was_readable && !readable {
+                            blamed = i;
+                        }
+                        was_readable = readable;
+                    }
                     let path = format!("{origin} with --set {}", overrides[blamed]);
                     return Err(ConfigError::Parse { path, message });
                 }

@@ -78,7 +78,6 @@ macro_rules! copies {
                 }
 
                 /// The body compiled for `isa`.
-                #[allow(dead_code)]
                 pub(crate) fn on(isa: Isa, $($arg: $ty),*) $(-> $ret)? {
                     #[cfg(target_arch = "x86_64")]
                     {
