@@ -55,12 +55,14 @@ enum Command {
     /// against the latency budget, the virtual queue, the covariance of local models, the training loss,
     /// and the Gram matrices of the final adapter. `run` and `compare` draw it themselves when they finish.
     Report(report_cmd::ReportArgs),
-    /// Reproduce one of the paper's figures at CPU scale over several seeds and judge its claims.
+    /// Reproduce the paper's figures at CPU scale over paired seeds and judge its claims.
     ///
-    /// Runs every variant of the figure's CPU preset once per seed (reusing finished runs, resuming
-    /// interrupted ones), then rewrites the figure's section of the results page (docs/results.md): mean and
-    /// standard deviation over seeds, each claim of the paper as holds / does not hold / inconclusive, and the
-    /// accuracy curves with one-standard-deviation bands.
+    /// Runs every variant of each figure's CPU preset once per seed (reusing finished runs made under the
+    /// same config, resuming interrupted ones), stores what each section is computed from in
+    /// `<page dir>/results/<figure>.json`, and rewrites the results page from those records: each claim of
+    /// the paper, quoted, with the mean paired difference, its 95 % interval and the verdict. The page is
+    /// `<out>/results.md` unless `--page` names another (the tracked one is docs/results.md); `--check`
+    /// re-derives it and fails on any line that differs.
     Reproduce(reproduce_cmd::ReproduceArgs),
     /// Serve an experiment to remote clients over gRPC: the same rounds as `run`, with each scheduled
     /// client's local training done by a `fedsoft join` process.
@@ -77,8 +79,9 @@ enum Command {
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// Experiment file (TOML), e.g. configs/paper-fig3c-vit-b16.toml.
-    pub config: PathBuf,
+    /// Experiment file (TOML), e.g. configs/paper-fig3c-vit-b16.toml; the embedded default
+    /// (configs/default.toml) when absent.
+    pub config: Option<PathBuf>,
     /// Override a config field, e.g. --set tsfa.rho_min=0.6 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -91,8 +94,9 @@ pub struct PlanArgs {
     /// Values of kappa_V (V's calibration factor) to simulate.
     #[arg(long, value_delimiter = ',', default_values_t = vec![0.1, 1.0, 10.0])]
     pub kappa: Vec<f64>,
-    /// Fading draws to simulate each rule over (seeds seed, seed+1, ...); means over them are shown.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    /// Fading draws to simulate each rule over (seeds seed, seed+1, ...): the median, the share within 5 %
+    /// of the budget and the mean over them are shown, with their spread over ten disjoint batches.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub seeds: u64,
 }
 

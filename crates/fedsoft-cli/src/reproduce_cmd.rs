@@ -1,145 +1,50 @@
-//! `fedsoft reproduce FIGURE`: a CPU-sized figure of the paper run once per seed, its claims judged, and its
-//! section of the results page (`docs/results.md`) rewritten with the table, the verdicts and the figure.
+//! `fedsoft reproduce FIGURE...`: a CPU-sized figure of the paper run once per seed and variant, each run
+//! summarised into `<page dir>/results/<figure>.json`, and the results page rewritten whole from those
+//! records (`fedsoft_report::page`). `fedsoft reproduce --check` re-derives the page and fails on any
+//! difference.
 //!
-//! Runs go to `<out>/<figure>/<variant>/seed-<s>`; a finished run is reused and an interrupted one resumed, so
-//! the command can be stopped and started again, and `--seeds` raised later without repeating work.
+//! Runs go to `<out>/<figure>/<variant>/seed-<s>`. A finished run is reused only when the digest of its
+//! resolved config equals the one asked for; an interrupted one under the same config is resumed; anything
+//! else in its place is run again, saying why. So the command can be stopped, started again, and `--seeds`
+//! raised later without repeating work.
 
 use crate::report_cmd::register_font;
 use crate::run_cmd::execute;
 use anyhow::{Context, Result, bail};
 use fedsoft_data::assets;
 use fedsoft_engine::ExperimentConfig;
-use fedsoft_report::claims::{Claim, FigureSection, Metric, Relation, Variant, section};
+use fedsoft_engine::config::ControllerKind;
+use fedsoft_report::page;
+use fedsoft_report::record::{FigureRecord, RunRecord, SCHEMA, Setting, VariantRecord, VariantSetting};
+use fedsoft_report::registry::{self, FigureSpec};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct ReproduceArgs {
-    /// Which figure: fig3, fig3c, fig4, fig5-6 or fig7.
-    pub figure: String,
-    /// Seeds to run each variant with (1, 2, ...); at least 3 for a verdict worth reading.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    /// Figures to run: fig3, fig3-harsh, fig3c, fig4, fig5-6, fig7, or `all`.
+    pub figures: Vec<String>,
+    /// Paired seeds per variant (1, 2, ...); verdicts need at least 5.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub seeds: u64,
     /// Where the runs go.
     #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
-    /// The results page whose section for this figure is (re)written; its figure goes to `<page dir>/results/`.
-    #[arg(long, default_value = "docs/results.md")]
-    pub page: PathBuf,
+    /// The results page to write (default: <out>/results.md). The tracked page is docs/results.md; its
+    /// records and figures live in the `results/` folder beside it.
+    #[arg(long)]
+    pub page: Option<PathBuf>,
+    /// Re-derive the page and its figures from the stored records and fail, naming the line, if they differ.
+    /// Runs nothing.
+    #[arg(long)]
+    pub check: bool,
     /// Asset cache (default: $FEDSOFT_CACHE or .cache/fedsoft).
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Extra override for every run, e.g. --set rounds.total=5 for a quick look (repeatable; recorded in the
-    /// page's command line).
+    /// Extra override for every run, e.g. --set rounds.total=5 for a quick look (repeatable; recorded on
+    /// the page).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-}
-
-/// One CPU figure: a preset, its variants as overrides, and the paper's claims about them.
-struct Figure {
-    id: &'static str,
-    title: &'static str,
-    config: &'static str,
-    notes: &'static str,
-    variants: Vec<(&'static str, Vec<String>)>,
-    claims: Vec<Claim>,
-}
-
-fn claim(text: &str, metric: Metric, a: &str, relation: Relation, b: &str) -> Claim {
-    Claim { text: text.into(), metric, a: a.into(), b: b.into(), relation }
-}
-
-fn set(pairs: &[(&str, &str)]) -> Vec<String> {
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
-/// Margin within which two accuracies count as "not worse" / "unchanged": half a percentage point.
-const ACCURACY_MARGIN: f64 = 0.005;
-
-fn figures() -> Vec<Figure> {
-    use Metric::*;
-    use Relation::*;
-    let methods = |names: &[&'static str]| -> Vec<(&'static str, Vec<String>)> {
-        names.iter().map(|m| (*m, set(&[("method.name", &format!("{m:?}"))]))).collect()
-    };
-    vec![
-        Figure {
-            id: "fig3",
-            title: "Fig. 3(a)/(b): SOFT against the baselines at one budget",
-            config: "configs/cpu-fig3-dinov2.toml",
-            notes: "DINOv2 ViT-S/14 on Fashion-MNIST at 56 px, LoRA r = 8 on q, v of blocks 0, 3, 6, 9, drop ratio \
-                    0.9 for every method (FedLoDrop at the same budget), 30 rounds, 10 of 100 clients per round.",
-            variants: methods(&["soft", "flasc", "rlora", "hetlora", "fedlodrop", "ilora"]),
-            claims: vec![
-                claim("SOFT ≥ FLASC", FinalAccuracy, "soft", NotWorse { margin: ACCURACY_MARGIN }, "flasc"),
-                claim("FLASC > RLoRA", FinalAccuracy, "flasc", Greater, "rlora"),
-                claim("RLoRA > HetLoRA", FinalAccuracy, "rlora", Greater, "hetlora"),
-                claim("SOFT > FedLoDrop (same budget)", FinalAccuracy, "soft", Greater, "fedlodrop"),
-            ],
-        },
-        Figure {
-            id: "fig3c",
-            title: "Fig. 3(c): TSFA's rank against OSFA's low and high ranks",
-            config: "configs/cpu-fig3c-dinov2.toml",
-            notes: "As Fig. 3 but with the online Lyapunov ratio: TSFA at the offline rank r*, OSFA at fixed ranks \
-                    1, 4 and 32 under the same controller and latency budget.",
-            variants: vec![
-                ("tsfa", vec![]),
-                ("osfa-r1", set(&[("controller.kind", "\"osfa\""), ("lora.rank", "1")])),
-                ("osfa-r4", set(&[("controller.kind", "\"osfa\""), ("lora.rank", "4")])),
-                ("osfa-r32", set(&[("controller.kind", "\"osfa\""), ("lora.rank", "32")])),
-            ],
-            claims: vec![
-                claim("TSFA beats OSFA at a low rank", FinalAccuracy, "tsfa", Greater, "osfa-r1"),
-                claim("TSFA beats OSFA at a high rank", FinalAccuracy, "tsfa", Greater, "osfa-r32"),
-            ],
-        },
-        Figure {
-            id: "fig4",
-            title: "Fig. 4: the orthogonality regulariser",
-            config: "configs/cpu-fig4-dinov2.toml",
-            notes: "ILoRA at r = 8 (no sparsification) with λ = 0.01 and without, 20 rounds; the Gram matrices are \
-                    those of the final global adapter's first module.",
-            variants: vec![("with", vec![]), ("without", set(&[("training.orthogonality", "0")]))],
-            claims: vec![
-                claim("BᵀB and AAᵀ nearer diagonal", OffDiagonal, "with", Less, "without"),
-                claim(
-                    "accuracy unchanged",
-                    FinalAccuracy,
-                    "with",
-                    Similar { margin: 2.0 * ACCURACY_MARGIN },
-                    "without",
-                ),
-            ],
-        },
-        Figure {
-            id: "fig5-6",
-            title: "Figs. 5 and 6: covariance and accuracy as partitions get more IID",
-            config: "configs/cpu-fig5-6-dinov2-shards.toml",
-            notes: "ILoRA at r = 8 under label-sorted shards, m shards per client (more shards, more IID), 20 rounds.",
-            variants: [("m1", "1"), ("m2", "2"), ("m4", "4"), ("m8", "8")]
-                .into_iter()
-                .map(|(label, m)| (label, set(&[("partition.shards_per_client", m)])))
-                .collect(),
-            claims: vec![
-                claim("covariance falls with more shards", MeanCovariance, "m8", Less, "m1"),
-                claim("accuracy rises with more shards", FinalAccuracy, "m8", Greater, "m1"),
-            ],
-        },
-        Figure {
-            id: "fig7",
-            title: "Fig. 7: the text task",
-            config: "configs/cpu-fig7-minilm-brown.toml",
-            notes: "MiniLM-L6 (mean pooling) on Brown corpus genre groups, LoRA r = 8 on q, v of all 6 layers, drop \
-                    ratio 0.9, 30 rounds.",
-            variants: methods(&["soft", "flasc", "rlora", "hetlora"]),
-            claims: vec![
-                claim("SOFT ≥ FLASC", FinalAccuracy, "soft", NotWorse { margin: ACCURACY_MARGIN }, "flasc"),
-                claim("FLASC > RLoRA", FinalAccuracy, "flasc", Greater, "rlora"),
-                claim("SOFT > HetLoRA", FinalAccuracy, "soft", Greater, "hetlora"),
-            ],
-        },
-    ]
 }
 
 fn finished(dir: &Path) -> bool {
@@ -149,84 +54,207 @@ fn finished(dir: &Path) -> bool {
         .is_some_and(|v| v["completed"] == serde_json::Value::Bool(true))
 }
 
-pub fn run(args: &ReproduceArgs) -> Result<()> {
-    let all = figures();
-    let Some(fig) = all.iter().find(|f| f.id == args.figure) else {
-        let ids: Vec<&str> = all.iter().map(|f| f.id).collect();
-        bail!("unknown figure {:?}; expected one of {}", args.figure, ids.join(", "));
-    };
-    let cache = args.cache.clone().unwrap_or_else(assets::default_cache);
-    let started = Instant::now();
-    let mut variants = Vec::new();
-    for (label, overrides) in &fig.variants {
-        let mut dirs = Vec::new();
-        for seed in 1..=args.seeds {
-            let mut o = overrides.clone();
-            o.extend(args.overrides.iter().cloned());
-            o.push(format!("seed={seed}"));
-            let cfg = ExperimentConfig::load(Path::new(fig.config), &o)?;
-            let dir = args.out.join(fig.id).join(label).join(format!("seed-{seed}"));
-            if !finished(&dir) {
-                let resume = dir.join(fedsoft_engine::checkpoint::CHECKPOINT).is_file();
-                if dir.exists() && !resume {
-                    // Started but never checkpointed: nothing worth keeping.
-                    std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-                }
-                execute(&cfg, &dir, resume, &cache, &format!("{} {label} seed {seed}", fig.id))?;
-            }
-            dirs.push(dir);
-        }
-        let runs = fedsoft_report::load_runs(&dirs)?;
-        variants.push(Variant { label: label.to_string(), runs });
+/// The digest of the config a run directory was started with, if it holds a readable one.
+fn stored_digest(dir: &Path) -> Option<String> {
+    ExperimentConfig::load(&dir.join("config.toml"), &[]).ok().map(|c| c.digest())
+}
+
+/// `(1 − ρ) r` must be a whole number of rank components where the figure runs FedLoDrop.
+fn check_whole_components(fig: &FigureSpec, label: &str, cfg: &ExperimentConfig) -> Result<()> {
+    if !fig.whole_components || cfg.controller.kind != ControllerKind::Fixed {
+        return Ok(());
     }
-    register_font(&cache)?;
-    let image_dir = args.page.parent().unwrap_or(Path::new(".")).join("results");
-    let extra: String = args.overrides.iter().map(|o| format!(" --set '{o}'")).collect();
-    let commands = vec![format!("fedsoft reproduce {} --seeds {}{extra}", fig.id, args.seeds)];
-    let sec = FigureSection {
-        id: fig.id.into(),
-        title: fig.title.into(),
-        commands,
-        notes: format!("{} Preset: `{}`; seeds 1..{}.", fig.notes, fig.config, args.seeds),
+    let (rho, rank) = (cfg.controller.rho, cfg.lora.rank);
+    let kept = (1.0 - rho) * rank as f64;
+    if (kept - kept.round()).abs() > 1e-9 || kept.round() < 1.0 {
+        bail!(
+            "{} ({label}): controller.rho = {rho} at lora.rank = {rank} keeps (1 - rho) r = {kept:.3} rank \
+             components; FedLoDrop keeps whole components, so this figure needs a whole number of at least 1 \
+             (at r = {rank}: rho = {})",
+            fig.id,
+            whole_ratios(rank)
+        );
+    }
+    Ok(())
+}
+
+fn whole_ratios(rank: usize) -> String {
+    (1..rank).take(3).map(|m| format!("{}", 1.0 - m as f64 / rank as f64)).collect::<Vec<_>>().join(", ")
+}
+
+/// Runs (or reuses, or resumes) one run; says why when it throws an old directory away.
+fn ensure_run(cfg: &ExperimentConfig, dir: &Path, cache: &Path, label: &str) -> Result<bool> {
+    let digest = cfg.digest();
+    let mut resume = false;
+    if dir.exists() {
+        match stored_digest(dir) {
+            Some(d) if d == digest && finished(dir) => return Ok(false),
+            Some(d) if d == digest => resume = dir.join(fedsoft_engine::checkpoint::CHECKPOINT).is_file(),
+            Some(d) => eprintln!(
+                "{label}: {} was run under another config (digest {} where {} is asked for); running it again",
+                dir.display(),
+                &d[..12],
+                &digest[..12]
+            ),
+            None => eprintln!("{label}: {} holds no readable config.toml; running it again", dir.display()),
+        }
+        if !resume {
+            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+    }
+    execute(cfg, dir, resume, cache, label)?;
+    Ok(true)
+}
+
+fn word<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Object(m)) => {
+            let kind = m.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+            let rest: Vec<String> = m.iter().filter(|(k, _)| *k != "kind").map(|(k, v)| format!("{k} = {v}")).collect();
+            if rest.is_empty() { kind } else { format!("{kind} ({})", rest.join(", ")) }
+        }
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+fn setting(cfg: &ExperimentConfig) -> Setting {
+    let text = cfg.data.dataset.is_text();
+    Setting {
+        arch: word(&cfg.model.arch),
+        dataset: word(&cfg.data.dataset),
+        image_size: (!text).then_some(cfg.data.image_size),
+        max_len: text.then_some(cfg.data.max_len),
+        targets: cfg.lora.targets.iter().map(word).collect(),
+        layers: cfg.lora.layers.clone().unwrap_or_default(),
+        clients: cfg.clients.total,
+        per_round: cfg.clients.per_round,
+        samples_per_client: cfg.data.samples_per_client,
+        test_samples: cfg.data.test_samples,
+        partition: word(&cfg.partition),
+        rounds: cfg.rounds.total,
+        eval_every: cfg.rounds.eval_every,
+        local_epochs: cfg.training.local_epochs,
+        batch_size: cfg.training.batch_size,
+        lr: cfg.training.lr,
+        bandwidth_hz: cfg.wireless.bandwidth_hz,
+        mean_snr_db: cfg.wireless.channel.mean_snr_db.map_or("per-distance".into(), |s| s.to_string()),
+    }
+}
+
+fn variant_setting(cfg: &ExperimentConfig) -> VariantSetting {
+    VariantSetting {
+        method: cfg.method.name.as_str().into(),
+        controller: cfg.controller.kind.as_str().into(),
+        rank: cfg.lora.rank,
+        rho: (cfg.controller.kind == ControllerKind::Fixed).then_some(cfg.controller.rho),
+        orthogonality: cfg.orthogonality(),
+    }
+}
+
+/// Every variant's config at every seed, all validated before anything trains.
+fn configs(fig: &FigureSpec, seeds: u64, extra: &[String]) -> Result<Vec<Vec<ExperimentConfig>>> {
+    let mut out = Vec::new();
+    for v in &fig.variants {
+        let mut per_seed = Vec::new();
+        for seed in 1..=seeds {
+            let mut o: Vec<String> = fig.base.iter().chain(v.overrides).map(|s| s.to_string()).collect();
+            o.extend(extra.iter().cloned());
+            o.push(format!("seed={seed}"));
+            let cfg = ExperimentConfig::load(Path::new(fig.preset), &o)
+                .with_context(|| format!("{} variant {}", fig.id, v.label))?;
+            cfg.validate_run().with_context(|| format!("{} variant {}", fig.id, v.label))?;
+            check_whole_components(fig, v.label, &cfg)?;
+            per_seed.push(cfg);
+        }
+        out.push(per_seed);
+    }
+    Ok(out)
+}
+
+fn reproduce(fig: &FigureSpec, args: &ReproduceArgs, cache: &Path, results: &Path) -> Result<()> {
+    let started = Instant::now();
+    let cfgs = configs(fig, args.seeds, &args.overrides)?;
+    let (mut ran, mut reused) = (0, 0);
+    let mut variants = Vec::new();
+    for (v, per_seed) in fig.variants.iter().zip(&cfgs) {
+        let mut runs = Vec::new();
+        for (cfg, seed) in per_seed.iter().zip(1..) {
+            let dir = args.out.join(fig.id).join(v.label).join(format!("seed-{seed}"));
+            let label = format!("{} {} seed {seed}", fig.id, v.label);
+            if ensure_run(cfg, &dir, cache, &label)? {
+                ran += 1;
+            } else {
+                reused += 1;
+            }
+            let run = fedsoft_report::load_runs(std::slice::from_ref(&dir))?.remove(0);
+            runs.push(RunRecord::from_run(&run, seed, cfg.digest())?);
+        }
+        variants.push(VariantRecord {
+            label: v.label.into(),
+            overrides: v.overrides.iter().map(|s| s.to_string()).collect(),
+            setting: variant_setting(&per_seed[0]),
+            runs,
+        });
+    }
+    let record = FigureRecord {
+        schema: SCHEMA,
+        figure: fig.id.into(),
+        preset: fig.preset.into(),
+        overrides: args.overrides.clone(),
+        seeds: (1..=args.seeds).collect(),
+        setting: setting(&cfgs[0][0]),
+        variants,
     };
-    let (md, png) = section(&sec, &variants, &fig.claims, &image_dir, &format!("results/{}.png", fig.id))?;
-    write_section(&args.page, fig.id, &md)?;
+    record.write(&FigureRecord::path(results, fig.id))?;
     println!(
-        "{}: section written to {} (figure {}), {:.1} min this invocation",
+        "{}: {ran} runs made, {reused} reused; record in {} ({:.1} min)",
         fig.id,
-        args.page.display(),
-        png.display(),
+        FigureRecord::path(results, fig.id).display(),
         started.elapsed().as_secs_f64() / 60.0
     );
     Ok(())
 }
 
-const PAGE_HEADER: &str = "# Which of the paper's claims hold at CPU scale\n\n\
-Each section below is written by `fedsoft reproduce FIGURE --seeds N` from its own runs (the CPU-sized presets \
-in `configs/cpu-*.toml` on the packaged assets), and rewritten whole when the command runs again. A claim \
-**holds** when the comparison goes the claimed way for every seed, **does not hold** when it goes the other \
-way for every seed, and is **inconclusive** otherwise; seeds pair the runs (same data split, clients and \
-channels for every variant of one seed). Wall times are those of the machine that wrote the section.\n";
-
-/// Replaces the figure's section (between its markers) in the page, or appends it; atomic.
-fn write_section(page: &Path, id: &str, md: &str) -> Result<()> {
-    let (open, close) = (format!("<!-- reproduce:{id} -->"), format!("<!-- /reproduce:{id} -->"));
-    let old = match std::fs::read_to_string(page) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PAGE_HEADER.to_string(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", page.display())),
-    };
-    let block = format!("{open}\n{}{close}\n", md.trim_end().to_string() + "\n");
-    let new = match (old.find(&open), old.find(&close)) {
-        (Some(a), Some(b)) if b > a => {
-            let after = old[b + close.len()..].trim_start_matches('\n');
-            let gap = if after.is_empty() { "" } else { "\n" };
-            format!("{}{block}{gap}{after}", &old[..a])
+pub fn run(args: &ReproduceArgs) -> Result<()> {
+    let cache = args.cache.clone().unwrap_or_else(assets::default_cache);
+    let page_path = args.page.clone().unwrap_or_else(|| args.out.join("results.md"));
+    if args.check {
+        if !args.figures.is_empty() {
+            bail!("--check runs nothing: give it no figure (it checks every section of {})", page_path.display());
         }
-        _ => format!("{}\n\n{block}", old.trim_end()),
-    };
-    if let Some(dir) = page.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        register_font(&cache)?;
+        page::check(&page_path)?;
+        println!("{}: every line and figure is what its stored runs give", page_path.display());
+        return Ok(());
     }
-    Ok(fedsoft_engine::checkpoint::write_atomic(page, new.as_bytes())?)
+    let all = registry::figures();
+    let ids: Vec<&str> = all.iter().map(|f| f.id).collect();
+    if args.figures.is_empty() {
+        bail!("name a figure to reproduce ({}, or all), or give --check", ids.join(", "));
+    }
+    let mut chosen = Vec::new();
+    for name in &args.figures {
+        if name == "all" {
+            chosen.extend(all.iter().cloned());
+        } else {
+            let Some(f) = all.iter().find(|f| f.id == name) else {
+                bail!("unknown figure {name:?}; expected one of {}, or all", ids.join(", "));
+            };
+            chosen.push(f.clone());
+        }
+    }
+    // Every figure's configs are checked before the first run.
+    for fig in &chosen {
+        configs(fig, args.seeds, &args.overrides)?;
+    }
+    let results = page::results_dir(&page_path);
+    for fig in &chosen {
+        reproduce(fig, args, &cache, &results)?;
+    }
+    register_font(&cache)?;
+    page::write(&page_path)?;
+    println!("page written to {} (figures and records in {})", page_path.display(), results.display());
+    Ok(())
 }

@@ -41,6 +41,36 @@ fn plan_json_and_simulation() {
 }
 
 #[test]
+fn plan_defaults_to_the_embedded_config_and_summarises_a_thousand_seeds_stably() {
+    let (ok, out, err) = fedsoft(&["plan", "--json", "--simulate", "20", "--kappa", "1"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "default");
+    let sims = v["simulations"].as_array().unwrap();
+    let tau_bar = v["tau_bar_s"].as_f64().unwrap();
+    for s in sims {
+        assert_eq!((s["seeds"].as_u64(), s["batches"].as_u64()), (Some(1000), Some(10)), "{s}");
+        let (median, mean) = (s["median_delay_s"].as_f64().unwrap(), s["avg_delay_s"].as_f64().unwrap());
+        let medians = s["batch_median_range_s"].as_array().unwrap();
+        let (lo, hi) = (medians[0].as_f64().unwrap(), medians[1].as_f64().unwrap());
+        assert!(lo <= median && median <= hi, "{s}");
+        // The heavy tail pulls the mean above the median.
+        assert!(mean > median, "{s}");
+    }
+    // The horizon rule spends the budget: half the draws end at or below it, most within 5 %.
+    let horizon = &sims[1];
+    assert_eq!(horizon["rule"], "horizon");
+    assert!((horizon["median_delay_s"].as_f64().unwrap() / tau_bar - 1.0).abs() < 0.01, "{horizon}");
+    assert!(horizon["share_within_5pct"].as_f64().unwrap() > 0.9, "{horizon}");
+    let (ok, text, err) = fedsoft(&["plan", "--simulate", "20", "--seeds", "40", "--kappa", "1"]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("median [s]") && text.contains("batch medians (10)") && text.contains("no finite mean"),
+        "{text}"
+    );
+}
+
+#[test]
 fn plan_over_all_integer_ranks_picks_11() {
     let (ok, out, err) = fedsoft(&[
         "plan",

@@ -150,6 +150,32 @@ pub struct RuleSummary {
     pub share_at_rho_max: f64,
     /// Share of seeds whose average delay is at most `1.05 tau_bar`.
     pub share_within_5pct: f64,
+    /// Median over seeds of each run's average delay. Under Rayleigh fading a round's delay has no finite
+    /// mean (the rate vanishes as the fade goes to 0), so the mean over seeds swings from batch to batch of
+    /// seeds while the median and the share within 5 % do not.
+    pub median_delay_s: f64,
+    /// The seeds cut into this many disjoint batches of consecutive seeds, for the spread below.
+    pub batches: u64,
+    /// Lowest and highest batch median, and lowest and highest batch mean, of the runs' average delays.
+    pub batch_median_range_s: (f64, f64),
+    pub batch_mean_range_s: (f64, f64),
+}
+
+/// Batches the seeds are cut into for the spread of the plan's figures (when there are at least 20 seeds).
+pub const SEED_BATCHES: usize = 10;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)))
 }
 
 impl RuleSummary {
@@ -158,6 +184,11 @@ impl RuleSummary {
         let mean = |f: fn(&SimulationSummary) -> f64| runs.iter().map(f).sum::<f64>() / n;
         let avg_delay_s = mean(|s| s.avg_delay_s);
         let var = runs.iter().map(|s| (s.avg_delay_s - avg_delay_s).powi(2)).sum::<f64>() / n;
+        let delays: Vec<f64> = runs.iter().map(|s| s.avg_delay_s).collect();
+        let batches = if delays.len() >= 2 * SEED_BATCHES { SEED_BATCHES } else { 1 };
+        let size = delays.len().div_ceil(batches).max(1);
+        let medians: Vec<f64> = delays.chunks(size).map(|c| median(&mut c.to_vec())).collect();
+        let means: Vec<f64> = delays.chunks(size).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
         RuleSummary {
             rule,
             kappa,
@@ -171,6 +202,10 @@ impl RuleSummary {
             final_queue: mean(|s| s.final_queue),
             share_at_rho_max: mean(|s| s.share_at_rho_max),
             share_within_5pct: runs.iter().filter(|s| s.avg_delay_s <= 1.05 * tau_bar).count() as f64 / n,
+            median_delay_s: median(&mut delays.clone()),
+            batches: medians.len() as u64,
+            batch_median_range_s: range(medians.into_iter()),
+            batch_mean_range_s: range(means.into_iter()),
         }
     }
 }

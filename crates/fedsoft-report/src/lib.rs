@@ -8,8 +8,12 @@ pub mod claims;
 mod figures;
 mod gram;
 mod markdown;
+pub mod page;
 mod plot;
+pub mod record;
+pub mod registry;
 mod runs;
+pub mod stats;
 
 pub use gram::{Gram, gram_matrices};
 pub use runs::{Round, Run, Summary, load_runs};

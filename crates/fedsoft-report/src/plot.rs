@@ -231,12 +231,23 @@ pub fn line_chart(out: &Path, stem: &str, chart: &LineChart, files: &mut Vec<Pat
     render(out, stem, SIZE, files, |a| draw_lines(a, chart), |a| draw_lines(a, chart))
 }
 
-/// The chart as `<out>/<stem>.png` only (pages committed to a repository keep their images small).
-pub fn line_chart_png(out: &Path, stem: &str, chart: &LineChart) -> Result<PathBuf, ReportError> {
-    std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
-    let png = out.join(format!("{stem}.png"));
-    write_png(&png, SIZE, |a| draw_lines(a, chart))?;
-    Ok(png)
+/// The chart's PNG bytes, drawn in memory (the results page keeps PNG only, and its check compares them with
+/// the stored figure).
+pub fn line_chart_png_bytes(chart: &LineChart) -> Result<Vec<u8>, String> {
+    png_bytes(SIZE, |a| draw_lines(a, chart))
+}
+
+fn png_bytes(
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult,
+) -> Result<Vec<u8>, String> {
+    let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
+    draw(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area()).map_err(|e| e.to_string())?;
+    let mut encoded = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut encoded)
+        .write_image(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    Ok(encoded)
 }
 
 fn write_png(
@@ -244,12 +255,7 @@ fn write_png(
     size: (u32, u32),
     draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult,
 ) -> Result<(), ReportError> {
-    let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
-    draw(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area()).map_err(|e| ReportError::output(png, e))?;
-    let mut encoded = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut encoded)
-        .write_image(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
-        .map_err(|e| ReportError::output(png, e))?;
+    let encoded = png_bytes(size, draw).map_err(|e| ReportError::output(png, e))?;
     write_atomic(png, &encoded)
 }
 

@@ -129,6 +129,17 @@ impl ExperimentConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// SHA-256 (hex) of the resolved config with the fields that change no result (the thread count, the
+    /// export's naming) reset: two runs with the same digest compute the same thing. Stable across Rust
+    /// releases, unlike `std`'s hasher, so it can key stored runs.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut cfg = self.clone();
+        cfg.training.threads = None;
+        cfg.export = Default::default();
+        Sha256::digest(cfg.to_toml().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.export.validate()?;
         self.robust.validate()?;
