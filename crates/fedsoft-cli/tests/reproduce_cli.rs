@@ -62,7 +62,7 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
     let text = std::fs::read_to_string(&page).unwrap();
     assert!(text.starts_with("# Which of the paper's claims hold"), "{text}");
     // Every claim of the registry is listed; figures without runs say so.
-    assert!(text.contains("| fig3 | 5 | not run yet (`fedsoft reproduce fig3`)"), "{text}");
+    assert!(text.contains("| fig3 | 5 claims, not run yet (`fedsoft reproduce fig3`)"), "{text}");
     assert!(text.contains("accuracy nearly identical with and without it"), "{text}");
     assert!(text.contains("“Adding the orthogonal loss results in negligible performance degradation"), "{text}");
     // Two seeds are too few for a verdict; the setting is the one actually run.

@@ -122,7 +122,9 @@ fn summary_rows(
     claims: &[Claim],
 ) -> Result<(), ReportError> {
     let Some(rec) = rec else {
-        let _ = writeln!(md, "| {} | {} | not run yet (`fedsoft reproduce {}`) | | | |", fig.id, claims.len(), fig.id);
+        let n = claims.len();
+        let what = if n == 1 { "1 claim".to_string() } else { format!("{n} claims") };
+        let _ = writeln!(md, "| {} | {what}, not run yet (`fedsoft reproduce {}`) | | | | |", fig.id, fig.id);
         return Ok(());
     };
     for c in claims {
@@ -505,11 +507,11 @@ mod tests {
         let md = render(&[fig4(5)]).unwrap();
         for f in registry::figures() {
             if f.id != "fig4" {
-                assert!(md.contains(&format!("| {} | {} | not run yet", f.id, f.claims.len())), "{}", f.id);
+                assert!(md.contains(&format!("| {} | {} claims, not run yet", f.id, f.claims.len())), "{}", f.id);
             }
         }
         // Off-diagonal share 0.2 lower on every seed with no spread: holds; accuracy +0.1 point: close.
-        assert!(md.contains("| fig4 | BᵀB and AAᵀ nearer diagonal with the regulariser | Gram off-diagonal share < | -0.2000 [-0.2000, -0.2000] | 5 | **holds** |"), "{md}");
+        assert!(md.contains("| fig4 | BᵀB and AAᵀ nearer diagonal with the regulariser than without | Gram off-diagonal share < | -0.2000 [-0.2000, -0.2000] | 5 | **holds** |"), "{md}");
         assert!(md.contains("| fig4 | accuracy nearly identical with and without it | final accuracy ≈ (within ±0.01) | +0.10 [+0.10, +0.10] points | 5 | **holds** |"), "{md}");
         assert!(md.contains("2000 samples per seed"), "{md}");
         check_markers(Path::new("p.md"), &md).unwrap();
