@@ -83,8 +83,7 @@ fn whole_ratios(rank: usize) -> String {
 }
 
 /// Runs (or reuses, or resumes) one run; says why when it throws an old directory away.
-fn ensure_run(cfg: &ExperimentConfig, dir: &Path, cache: &Path, label: &str) -> Result<bool> {
-    let digest = cfg.digest();
+fn ensure_run(cfg: &ExperimentConfig, digest: &str, dir: &Path, cache: &Path, label: &str) -> Result<bool> {
     let mut resume = false;
     if dir.exists() {
         match stored_digest(dir) {
@@ -173,23 +172,29 @@ fn configs(fig: &FigureSpec, seeds: u64, extra: &[String]) -> Result<Vec<Vec<Exp
     Ok(out)
 }
 
-fn reproduce(fig: &FigureSpec, args: &ReproduceArgs, cache: &Path, results: &Path) -> Result<()> {
+fn reproduce(
+    fig: &FigureSpec,
+    cfgs: &[Vec<ExperimentConfig>],
+    args: &ReproduceArgs,
+    cache: &Path,
+    results: &Path,
+) -> Result<()> {
     let started = Instant::now();
-    let cfgs = configs(fig, args.seeds, &args.overrides)?;
     let (mut ran, mut reused) = (0, 0);
     let mut variants = Vec::new();
-    for (v, per_seed) in fig.variants.iter().zip(&cfgs) {
+    for (v, per_seed) in fig.variants.iter().zip(cfgs) {
         let mut runs = Vec::new();
         for (cfg, seed) in per_seed.iter().zip(1..) {
             let dir = args.out.join(fig.id).join(v.label).join(format!("seed-{seed}"));
             let label = format!("{} {} seed {seed}", fig.id, v.label);
-            if ensure_run(cfg, &dir, cache, &label)? {
+            let digest = cfg.digest();
+            if ensure_run(cfg, &digest, &dir, cache, &label)? {
                 ran += 1;
             } else {
                 reused += 1;
             }
             let run = fedsoft_report::load_runs(std::slice::from_ref(&dir))?.remove(0);
-            runs.push(RunRecord::from_run(&run, seed, cfg.digest())?);
+            runs.push(RunRecord::from_run(&run, seed, digest)?);
         }
         variants.push(VariantRecord {
             label: v.label.into(),
@@ -245,13 +250,12 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
             chosen.push(f.clone());
         }
     }
-    // Every figure's configs are checked before the first run.
-    for fig in &chosen {
-        configs(fig, args.seeds, &args.overrides)?;
-    }
+    // Every figure's configs are resolved and checked before the first run.
+    let resolved: Vec<Vec<Vec<ExperimentConfig>>> =
+        chosen.iter().map(|fig| configs(fig, args.seeds, &args.overrides)).collect::<Result<_>>()?;
     let results = page::results_dir(&page_path);
-    for fig in &chosen {
-        reproduce(fig, args, &cache, &results)?;
+    for (fig, cfgs) in chosen.iter().zip(&resolved) {
+        reproduce(fig, cfgs, args, &cache, &results)?;
     }
     register_font(&cache)?;
     page::write(&page_path)?;

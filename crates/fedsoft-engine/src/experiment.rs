@@ -134,10 +134,7 @@ impl Experiment {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         // The thread count and the export's naming change no result, so a run may resume with others.
-        let mut cfg = self.cfg.clone();
-        cfg.training.threads = None;
-        cfg.export = Default::default();
-        cfg.to_toml().hash(&mut h);
+        self.cfg.canonical_toml().hash(&mut h);
         h.finish()
     }
 

@@ -309,6 +309,16 @@ pub fn chart(fig: &FigureSpec, rec: &FigureRecord) -> LineChart {
     }
 }
 
+/// Figures in `dir` of registry figures that no record backs.
+fn stale_figures(dir: &Path, records: &[FigureRecord]) -> Vec<PathBuf> {
+    registry::figures()
+        .iter()
+        .filter(|f| !records.iter().any(|r| r.figure == f.id))
+        .map(|f| dir.join(format!("{}.png", f.id)))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
 /// Renders the page and every figure from the records in `<page dir>/results/` and writes them atomically.
 /// [`crate::register_font`] must have been called.
 pub fn write(page: &Path) -> Result<(), ReportError> {
@@ -321,11 +331,8 @@ pub fn write(page: &Path) -> Result<(), ReportError> {
         write_atomic(&dir.join(format!("{}.png", rec.figure)), &png)?;
     }
     // A figure of a section that no record backs any more would be left behind for no page to show.
-    for fig in registry::figures().iter().filter(|f| !records.iter().any(|r| r.figure == f.id)) {
-        let stale = dir.join(format!("{}.png", fig.id));
-        if stale.is_file() {
-            std::fs::remove_file(&stale).map_err(|e| ReportError::output(&stale, e))?;
-        }
+    for stale in stale_figures(&dir, &records) {
+        std::fs::remove_file(&stale).map_err(|e| ReportError::output(&stale, e))?;
     }
     if let Some(parent) = page.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ReportError::output(parent, e))?;
@@ -399,11 +406,8 @@ pub fn check(page: &Path) -> Result<(), ReportError> {
     let dir = results_dir(page);
     let records = read_all(&dir)?;
     compare_lines(page, &text, &render(&records)?)?;
-    for fig in registry::figures().iter().filter(|f| !records.iter().any(|r| r.figure == f.id)) {
-        let stale = dir.join(format!("{}.png", fig.id));
-        if stale.is_file() {
-            return Err(ReportError::input(&stale, "has no record behind it: a figure the page does not compute"));
-        }
+    if let Some(stale) = stale_figures(&dir, &records).first() {
+        return Err(ReportError::input(stale, "has no record behind it: a figure the page does not compute"));
     }
     for rec in &records {
         let fig = registry::figure(&rec.figure).expect("registry figure");

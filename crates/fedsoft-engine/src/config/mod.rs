@@ -134,10 +134,16 @@ impl ExperimentConfig {
     /// releases, unlike `std`'s hasher, so it can key stored runs.
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
+        Sha256::digest(self.canonical_toml().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The resolved config as TOML with the fields that change no result reset: what two runs must share to
+    /// compute the same thing (the digest above and the resume check hash it).
+    pub fn canonical_toml(&self) -> String {
         let mut cfg = self.clone();
         cfg.training.threads = None;
         cfg.export = Default::default();
-        Sha256::digest(cfg.to_toml().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        cfg.to_toml()
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
