@@ -120,7 +120,7 @@ def upload_budget(method: str, shapes: Sequence[ModuleShape], rho: float, **opti
 def compensate(
     local: LoraFactors, global_: LoraFactors, memory: LoraFactors | None = None, mode: str = "delta"
 ) -> LoraFactors:
-    """What a client compresses: ``(local - global) + memory`` (``mode="delta"``, SPEC D1) or
+    """What a client compresses: ``(local - global) + memory`` (``mode="delta"``, docs/algorithms.md D1) or
     ``local + memory`` (``mode="model"``, the paper's wording)."""
     return _native.compensate(local, global_, memory, mode)
 
@@ -179,7 +179,7 @@ class Compressor:
 
     ``compress`` takes the received global factors and the trained local ones and returns the sparse upload;
     what was not sent is remembered (``memory``) and added to the next update when error feedback is on
-    (by default for SOFT, the exact selector and RLoRA, SPEC D10).
+    (by default for SOFT, the exact selector and RLoRA, docs/algorithms.md D10).
     """
 
     def __init__(

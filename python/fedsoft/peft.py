@@ -81,7 +81,7 @@ class _Orthogonality(torch.autograd.Function):
 
 
 def orthogonality_penalty(model: torch.nn.Module, adapter: str = "default") -> torch.Tensor:
-    """SPEC Eq. (7) without its weight, differentiable: add ``lambda * orthogonality_penalty(model)`` to the
+    """the paper's Eq. (7) without its weight, differentiable: add ``lambda * orthogonality_penalty(model)`` to the
     loss to train SOFT's factors (``fedsoft.default_orthogonality_weight("soft")`` is the engine's lambda)."""
     layers = lora_layers(model, adapter)
     names = [n for n, _, _ in layers]

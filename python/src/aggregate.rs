@@ -68,7 +68,7 @@ fn average_dense(states: Vec<Factors>, weights: Vec<f64>) -> PyResult<Factors> {
     aggregate::average_dense(&refs, &weights).map(Factors).map_err(value_error)
 }
 
-/// `||Cov||` of SPEC §2.4, `(sum_l ||avg(B_i A_i) - avg(B_i) avg(A_i)||_F^2)^(1/2)`: what averaging the two
+/// `||Cov||` of docs/algorithms.md §2.4, `(sum_l ||avg(B_i A_i) - avg(B_i) avg(A_i)||_F^2)^(1/2)`: what averaging the two
 /// factors apart costs against averaging their products.
 #[pyfunction]
 fn covariance_norm(states: Vec<Factors>, weights: Vec<f64>) -> PyResult<f64> {

@@ -102,7 +102,7 @@ fn upload_budget(method: &str, shapes: Vec<Shape>, rho: f64, options: Option<&st
     Ok(self::method(method)?.upload_budget(&shapes_of(&shapes), ratio(rho)?, &opts))
 }
 
-/// SOFT's split of an integer budget over ranks by score (SPEC Eq. 9): each rank gets at most `cap`, the
+/// SOFT's split of an integer budget over ranks by score (the paper's Eq. (9)): each rank gets at most `cap`, the
 /// counts sum to `min(budget, r cap)`. `rounding`: "largest_remainder" (default) or "floor".
 #[pyfunction]
 #[pyo3(signature = (scores, budget, cap, rounding="largest_remainder"))]
@@ -114,7 +114,7 @@ fn allocate_budget(scores: Vec<f64>, budget: usize, cap: usize, rounding: &str) 
     Ok(budget::allocate(&scores, budget, cap, rounding))
 }
 
-/// Whether the method uses error feedback by default (SPEC D10).
+/// Whether the method uses error feedback by default (docs/algorithms.md D10).
 #[pyfunction]
 fn default_error_feedback(method: &str) -> PyResult<bool> {
     Ok(self::method(method)?.default_error_feedback())

@@ -151,7 +151,7 @@ impl Factors {
         self.check_module(m)?;
         Ok(self.0.rank_scores(m))
     }
-    /// The orthogonality regulariser of SPEC Eq. (7) without its weight: the off-diagonal energy of `B^T B`
+    /// The orthogonality regulariser of the paper's Eq. (7) without its weight: the off-diagonal energy of `B^T B`
     /// and `A A^T`, summed over modules.
     fn orthogonality_penalty(&self) -> f64 {
         self.0.orthogonality_penalty()

@@ -22,7 +22,8 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct ReproduceArgs {
-    /// Figures to run: fig3, fig3-harsh, fig3c, fig4, fig5-6, fig7, or `all`.
+    /// Figures to run: fig3-power (the sweep that chooses fig3's setting), fig3, fig3-harsh, fig3c, fig4, fig5-6,
+    /// fig7, or `all`.
     pub figures: Vec<String>,
     /// Paired seeds per variant (1, 2, ...); verdicts need at least 5.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
@@ -82,8 +83,49 @@ fn whole_ratios(rank: usize) -> String {
     (1..rank).take(3).map(|m| format!("{}", 1.0 - m as f64 / rank as f64)).collect::<Vec<_>>().join(", ")
 }
 
+/// A finished run under `<out>/<figure>/<variant>/seed-*` with the same config digest (a figure's variant and
+/// a power sweep's can be the same run).
+fn twin(out: &Path, digest: &str, except: &Path) -> Option<PathBuf> {
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+            .map(|e| e.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    dirs(out)
+        .iter()
+        .flat_map(|f| dirs(f))
+        .flat_map(|v| dirs(&v))
+        .find(|d| d != except && finished(d) && stored_digest(d).as_deref() == Some(digest))
+}
+
+/// Copies a finished run directory (small: the frozen model is not in it) to `to`, through a temporary name so
+/// an interrupted copy is never taken for a run.
+fn copy_run(from: &Path, to: &Path) -> Result<()> {
+    fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            let target = to.join(e.file_name());
+            if e.file_type()?.is_dir() {
+                copy_tree(&e.path(), &target)?;
+            } else {
+                std::fs::copy(e.path(), &target)?;
+            }
+        }
+        Ok(())
+    }
+    let tmp = to.with_extension("copying");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("clearing {}", tmp.display()))?;
+    }
+    copy_tree(from, &tmp).with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))
+}
+
 /// Runs (or reuses, or resumes) one run; says why when it throws an old directory away.
-fn ensure_run(cfg: &ExperimentConfig, digest: &str, dir: &Path, cache: &Path, label: &str) -> Result<bool> {
+fn ensure_run(cfg: &ExperimentConfig, digest: &str, dir: &Path, out: &Path, cache: &Path, label: &str) -> Result<bool> {
     let mut resume = false;
     if dir.exists() {
         match stored_digest(dir) {
@@ -100,6 +142,14 @@ fn ensure_run(cfg: &ExperimentConfig, digest: &str, dir: &Path, cache: &Path, la
         if !resume {
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
+    }
+    if let Some(from) = if resume { None } else { twin(out, digest, dir) } {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        copy_run(&from, dir)?;
+        eprintln!("{label}: the same config was already run in {}; copied", from.display());
+        return Ok(false);
     }
     execute(cfg, dir, resume, cache, label)?;
     Ok(true)
@@ -188,7 +238,7 @@ fn reproduce(
             let dir = args.out.join(fig.id).join(v.label).join(format!("seed-{seed}"));
             let label = format!("{} {} seed {seed}", fig.id, v.label);
             let digest = cfg.digest();
-            if ensure_run(cfg, &digest, &dir, cache, &label)? {
+            if ensure_run(cfg, &digest, &dir, &args.out, cache, &label)? {
                 ran += 1;
             } else {
                 reused += 1;
@@ -200,6 +250,7 @@ fn reproduce(
             label: v.label.into(),
             overrides: v.overrides.iter().map(|s| s.to_string()).collect(),
             setting: variant_setting(&per_seed[0]),
+            run_setting: fig.sweep.is_some().then(|| setting(&per_seed[0])),
             runs,
         });
     }

@@ -147,3 +147,43 @@ fn check_names_a_page_that_does_not_exist_and_refuses_figures() {
     let (ok, _, err) = fedsoft(&["reproduce"]);
     assert!(!ok && err.contains("name a figure to reproduce"), "{err}");
 }
+
+#[test]
+#[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
+fn a_power_sweep_gets_its_section_and_its_runs_serve_the_figure_it_chooses_for() {
+    require_assets();
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, page) = (tmp.path().join("runs"), tmp.path().join("results.md"));
+    let args = |figure: &str| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["reproduce", figure, "--seeds", "1", "--out", out.to_str().unwrap(), "--page", page.to_str().unwrap()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        a.extend(SMALL.iter().map(|s| s.to_string()));
+        // The Dirichlet setting needs enough samples for every client to hold its minimum.
+        a.extend(["--set", "rounds.total=1", "--set", "data.samples_per_client=48"].iter().map(|s| s.to_string()));
+        a
+    };
+    let sweep = args("fig3-power");
+    let (ok, stdout, err) = fedsoft(&sweep.iter().map(String::as_str).collect::<Vec<_>>());
+    // With rounds and samples forced equal, settings a and b are one config: b's runs are a's, copied.
+    assert!(ok && stdout.contains("6 runs made, 3 reused"), "{stdout}{err}");
+    assert!(err.contains("fig3-power b-ilora seed 1: the same config was already run in"), "{err}");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let section = &text[text.find("<!-- reproduce:fig3-power -->").unwrap()..];
+    assert!(section.contains("## Choosing Fig. 3's CPU setting: a power sweep"), "{section}");
+    // One seed gives no spread, so no setting is chosen; the sweep judges no claim of the paper.
+    assert!(section.contains("No setting has a power yet"), "{section}");
+    assert!(!text.contains("| fig3-power |"), "{text}");
+
+    // Fig. 3 at the same setting reuses the sweep's ILoRA, RLoRA and FedLoDrop runs instead of training them.
+    let fig3 = args("fig3");
+    let (ok, stdout, err) = fedsoft(&fig3.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok && stdout.contains("fig3: 3 runs made, 3 reused"), "{stdout}{err}");
+    assert!(err.contains("fig3 ilora seed 1: the same config was already run in"), "{err}");
+    let a = std::fs::read_to_string(out.join("fig3-power/a-ilora/seed-1/metrics.jsonl")).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("fig3/ilora/seed-1/metrics.jsonl")).unwrap(), a);
+    let (ok, _, err) = fedsoft(&["reproduce", "--check", "--page", page.to_str().unwrap()]);
+    assert!(ok, "{err}");
+}

@@ -1,4 +1,4 @@
-//! Server-side aggregation (SPEC §2.3, §4.5) and the covariance of separately averaged factors (§2.4).
+//! Server-side aggregation (docs/algorithms.md §2.3, §4.5) and the covariance of separately averaged factors (§2.4).
 //!
 //! Sums are taken in `f64` in the order the uploads are given, so a run is deterministic and the simulator and
 //! the networked server, fed the same uploads, produce the same bits.
@@ -7,7 +7,7 @@ use crate::error::CoreError;
 use crate::lora::LoraState;
 use crate::sparsify::SparseUpdate;
 
-/// Aggregation weights `p_i = n_i / sum_j n_j` over the scheduled clients (SPEC D2).
+/// Aggregation weights `p_i = n_i / sum_j n_j` over the scheduled clients (docs/algorithms.md D2).
 pub fn weights(samples: &[usize]) -> Result<Vec<f64>, CoreError> {
     let total: usize = samples.iter().sum();
     if total == 0 {
@@ -123,7 +123,7 @@ pub fn average_dense(states: &[&LoraState], w: &[f64]) -> Result<LoraState, Core
     Ok(from_accumulator(first, &acc))
 }
 
-/// `||Cov||` of SPEC §2.4: `(sum_l ||sum_i p_i B_i A_i - B_bar A_bar||_F^2)^(1/2)` with `p` normalised to 1,
+/// `||Cov||` of docs/algorithms.md §2.4: `(sum_l ||sum_i p_i B_i A_i - B_bar A_bar||_F^2)^(1/2)` with `p` normalised to 1,
 /// computed from `r x r` cross-Gram matrices, never forming a `d x k` product:
 /// `||sum_i p_i dB_i dA_i||^2 = sum_{i,j} p_i p_j <dB_i^T dB_j, dA_i dA_j^T>`.
 pub fn covariance_norm(states: &[&LoraState], w: &[f64]) -> Result<f64, CoreError> {

@@ -1,4 +1,4 @@
-//! The exact upload budget and its split over rank components (SPEC §4.3, D7, D8).
+//! The exact upload budget and its split over rank components (docs/algorithms.md §4.3, D7, D8).
 
 use crate::error::CoreError;
 use crate::lora::ModuleShape;

@@ -1,4 +1,4 @@
-//! Error feedback (SPEC §4.4): what a client did not send this round is kept and added to its next update, so
+//! Error feedback (docs/algorithms.md §4.4): what a client did not send this round is kept and added to its next update, so
 //! no part of the update is lost for good, only delayed.
 
 use crate::error::CoreError;
@@ -62,7 +62,7 @@ pub struct Compressed {
     pub memory: Option<LoraState>,
 }
 
-/// A client's side of an upload (SPEC §4.4 then §5): compensate with the memory, let the method select,
+/// A client's side of an upload (docs/algorithms.md §4.4 then §5): compensate with the memory, let the method select,
 /// send the selected entries, keep the rest. The engine's client step and the Python `Compressor` both run
 /// this, so the order of the steps (and with it every bit of the upload) cannot differ between them.
 #[derive(Clone, Copy)]

@@ -1,4 +1,4 @@
-//! Bits on the uplink, counted two ways: the paper's (`q` bits per kept value, SPEC §3 and D12) and the real
+//! Bits on the uplink, counted two ways: the paper's (`q` bits per kept value, docs/algorithms.md §3 and D12) and the real
 //! size of the encoded message.
 
 use serde::{Deserialize, Serialize};

@@ -229,7 +229,7 @@ impl LoraState {
         Ok(())
     }
 
-    /// Per-rank scores `s_j = ||b_j|| ||a_j||` of module `m` (SPEC Eq. 8): the singular values of `BA` when
+    /// Per-rank scores `s_j = ||b_j|| ||a_j||` of module `m` (the paper's Eq. (8)): the singular values of `BA` when
     /// the factors are orthogonal, at `O(r (d + k))` cost.
     pub fn rank_scores(&self, m: usize) -> Vec<f64> {
         let s = &self.shapes[m];
@@ -282,7 +282,7 @@ impl LoraState {
         g
     }
 
-    /// The orthogonality regulariser of SPEC Eq. (7) without its weight: squared off-diagonal Frobenius energy
+    /// The orthogonality regulariser of the paper's Eq. (7) without its weight: squared off-diagonal Frobenius energy
     /// of `B^T B` and `A A^T`, summed over modules.
     pub fn orthogonality_penalty(&self) -> f64 {
         (0..self.shapes.len())

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Scheme {
-    /// Uniformly at random, client sizes differing by at most one (SPEC D19).
+    /// Uniformly at random, client sizes differing by at most one (docs/algorithms.md D19).
     Iid,
-    /// Sort by label, cut into `clients * shards_per_client` equal shards, deal them at random (SPEC D20: more
+    /// Sort by label, cut into `clients * shards_per_client` equal shards, deal them at random (docs/algorithms.md D20: more
     /// shards per client means closer to IID).
     Shards { shards_per_client: usize },
     /// Per class, proportions over clients drawn from `Dirichlet(alpha)`; redrawn until every client holds at

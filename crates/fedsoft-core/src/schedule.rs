@@ -1,4 +1,4 @@
-//! Which clients take part in a round: `K` of `N`, uniformly without replacement (SPEC §2.3).
+//! Which clients take part in a round: `K` of `N`, uniformly without replacement (docs/algorithms.md §2.3).
 
 use crate::error::CoreError;
 use crate::rng::{Purpose, stream};

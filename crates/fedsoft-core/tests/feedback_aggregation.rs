@@ -1,4 +1,4 @@
-//! Error feedback identities and aggregation (SPEC §2.3, §2.4, §4.4, §4.5).
+//! Error feedback identities and aggregation (docs/algorithms.md §2.3, §2.4, §4.4, §4.5).
 
 use fedsoft_core::aggregate::{apply_deltas, average_dense, average_sparse_models, covariance_norm, weights};
 use fedsoft_core::budget::DropRatio;

@@ -1,4 +1,4 @@
-//! The client step (SPEC §9, steps 2-4): a client's batches, local training from the broadcast model, error
+//! The client step (docs/algorithms.md §9, steps 2-4): a client's batches, local training from the broadcast model, error
 //! feedback and sparsification into the upload it sends.
 
 use crate::checkpoint::ClientMemory;

@@ -1,4 +1,4 @@
-//! The round engine's public face (SPEC §9). The pieces live in their own modules: the prepared
+//! The round engine's public face (docs/algorithms.md §9). The pieces live in their own modules: the prepared
 //! [`Experiment`] ([`crate::experiment`]), backbone loading ([`crate::loading`]), the client step
 //! ([`crate::client`]), upload validation ([`crate::validate`]), the client pools ([`crate::pool`]) and the
 //! round driver ([`crate::round`]).

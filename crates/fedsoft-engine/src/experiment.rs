@@ -1,5 +1,5 @@
 //! A prepared experiment: the validated config, the frozen backbone and adapter plan, the partitioned data
-//! and the TSFA planner, built once and shared by every round (SPEC §9).
+//! and the TSFA planner, built once and shared by every round (docs/algorithms.md §9).
 //!
 //! One frozen backbone is shared by every client; a client's persistent state is only its error-feedback
 //! memory (and, on request, its optimiser moments). Every random draw is keyed by `(seed, round, client)`,

@@ -1,7 +1,7 @@
 //! The pilot run of TSFA's offline stage: the bound's rank term needs the singular-value profile `σ_r` of the
 //! full fine-tuning update, which no one knows before training. A few rounds of ILoRA at the largest rank
 //! the bound considers, with no sparsification and no regulariser, give an estimate: the singular values
-//! of each module's trained `BA`, pooled over modules (module-averaged, as SPEC §7.3 says, by default).
+//! of each module's trained `BA`, pooled over modules (module-averaged, as docs/algorithms.md §7.3 says, by default).
 
 use crate::checkpoint;
 use crate::config::{ControllerKind, ExperimentConfig, SigmaPooling};
@@ -32,7 +32,7 @@ pub fn pilot_config(cfg: &ExperimentConfig) -> Result<ExperimentConfig, EngineEr
 
 /// Runs (or, when `dir` already holds it, resumes or reuses) the pilot and returns `σ_1..σ_R`, pooled over
 /// modules as `tsfa.pilot.pooling` says and scaled so that `σ_1 = 1`, the scale the bound's weights are
-/// calibrated for (SPEC §7.3).
+/// calibrated for (docs/algorithms.md §7.3).
 pub fn measure_sigma(cfg: &ExperimentConfig, cache: &Path, dir: &Path) -> Result<Vec<f64>, EngineError> {
     let p = pilot_config(cfg)?;
     let pooling = cfg.tsfa.pilot.map(|c| c.pooling).unwrap_or_default();

@@ -1,4 +1,4 @@
-//! The round driver: SPEC's round, one step a call. Schedule the clients and let the controller choose the
+//! The round driver: the round of docs/algorithms.md §9, one step a call. Schedule the clients and let the controller choose the
 //! ratio on this round's channels; collect the uploads from the pool and validate and bound them; simulate the
 //! uplink; aggregate; evaluate on schedule; record; checkpoint. The run's files are opened and closed around
 //! the rounds ([`crate::runlog`]).
@@ -183,7 +183,7 @@ impl Experiment {
         Ok(())
     }
 
-    /// The covariance of the arrived clients' local models (SPEC §2.4), where their dense local factors are
+    /// The covariance of the arrived clients' local models (docs/algorithms.md §2.4), where their dense local factors are
     /// known: in process. Networked clients never send them, so the metric is absent there.
     fn covariance(&self, arrived: &[Arrival]) -> Result<Option<f64>, EngineError> {
         let locals: Option<Vec<&LoraState>> = arrived.iter().map(|a| a.upload.local.as_ref()).collect();

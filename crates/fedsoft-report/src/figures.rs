@@ -181,7 +181,7 @@ fn queue(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
             title: "Virtual delay queue Q_t",
             y_label: "Q_t (s)",
             value: |r| Some(r.queue),
-            caption: "The Lyapunov virtual queue (SPEC Eq. 30): it grows while rounds run over τ̄ and pulls ρ_t up until the \
+            caption: "The Lyapunov virtual queue (the paper's Eq. (30)): it grows while rounds run over τ̄ and pulls ρ_t up until the \
          backlog is paid off (TSFA vs OSFA).",
         },
     )

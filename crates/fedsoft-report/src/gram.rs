@@ -1,4 +1,4 @@
-//! The Gram matrices `BᵀB` and `AAᵀ` of an exported adapter (SPEC §4.1, the paper's Fig. 4): with the
+//! The Gram matrices `BᵀB` and `AAᵀ` of an exported adapter (docs/algorithms.md §4.1, the paper's Fig. 4): with the
 //! orthogonality regulariser they become diagonal, which is what makes `‖b_j‖·‖a_j‖` a faithful rank score.
 
 use crate::ReportError;

@@ -14,6 +14,7 @@ pub mod record;
 pub mod registry;
 mod runs;
 pub mod stats;
+mod sweep;
 
 pub use gram::{Gram, gram_matrices};
 pub use runs::{Round, Run, Summary, load_runs};

@@ -43,7 +43,7 @@ fn effect(metric: Metric, j: &Judged) -> String {
     }
 }
 
-fn runs<'a>(rec: &'a FigureRecord, label: &str) -> Result<&'a [RunRecord], ReportError> {
+pub(crate) fn runs<'a>(rec: &'a FigureRecord, label: &str) -> Result<&'a [RunRecord], ReportError> {
     rec.variant(label).map(|v| v.runs.as_slice()).ok_or_else(|| ReportError::Input {
         path: format!("results/{}.json", rec.figure),
         detail: format!("no variant {label:?}, which the registry's claims compare: run `{}` again", command(rec)),
@@ -55,7 +55,7 @@ fn judged(rec: &FigureRecord, claim: &Claim) -> Result<Judged, ReportError> {
         .map_err(|detail| ReportError::Input { path: format!("results/{}.json", rec.figure), detail })
 }
 
-fn describe(s: &Setting) -> String {
+pub(crate) fn describe(s: &Setting) -> String {
     let input = match (s.image_size, s.max_len) {
         (Some(px), _) => format!("at {px} px"),
         (None, Some(t)) => format!("at {t} tokens"),
@@ -258,7 +258,7 @@ pub fn render(records: &[FigureRecord]) -> Result<String, ReportError> {
     let _ = writeln!(md, "## The paper's claims\n");
     let _ =
         writeln!(md, "| figure | claim | metric | mean A − B [95 % CI] | seeds | verdict |\n|---|---|---|---|---|---|");
-    for f in &figs {
+    for f in figs.iter().filter(|f| !f.claims.is_empty()) {
         summary_rows(&mut md, f, find(f.id), &f.claims)?;
     }
     let _ = writeln!(md, "\n## Beyond the paper\n\nComparisons the paper does not make, judged by the same rule.\n");
@@ -272,7 +272,10 @@ pub fn render(records: &[FigureRecord]) -> Result<String, ReportError> {
     for f in &figs {
         if let Some(rec) = find(f.id) {
             md.push('\n');
-            section(&mut md, f, rec)?;
+            match &f.sweep {
+                Some(sweep) => crate::sweep::section(&mut md, f, sweep, rec, find(sweep.for_figure))?,
+                None => section(&mut md, f, rec)?,
+            }
         }
     }
     Ok(md)
@@ -422,12 +425,12 @@ pub fn check(page: &Path) -> Result<(), ReportError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::{RoundPoint, VariantRecord, VariantSetting};
     use fedsoft_records::{ControllerKind, MethodKind, Summary};
 
-    fn run(seed: u64, acc: f64, off: f64) -> RunRecord {
+    pub(crate) fn run(seed: u64, acc: f64, off: f64) -> RunRecord {
         let rounds = (1..=4)
             .map(|r| RoundPoint {
                 round: r,
@@ -463,6 +466,29 @@ mod tests {
         RunRecord { seed, config_sha256: "0".repeat(64), rounds, summary, off_diagonal: Some(off) }
     }
 
+    pub(crate) fn setting() -> Setting {
+        Setting {
+            arch: "dinov2-s14".into(),
+            dataset: "fashion-mnist".into(),
+            image_size: Some(56),
+            max_len: None,
+            targets: vec!["query".into(), "value".into()],
+            layers: vec![0, 3],
+            clients: 100,
+            per_round: 10,
+            samples_per_client: Some(48),
+            test_samples: Some(2000),
+            partition: "iid".into(),
+            rounds: 4,
+            eval_every: 1,
+            local_epochs: 1,
+            batch_size: 8,
+            lr: 1e-3,
+            bandwidth_hz: 1e6,
+            mean_snr_db: "10".into(),
+        }
+    }
+
     fn fig4(seeds: u64) -> FigureRecord {
         let variant = |label: &str, shift: f64, off: f64| VariantRecord {
             label: label.into(),
@@ -474,6 +500,7 @@ mod tests {
                 rho: Some(0.0),
                 orthogonality: 0.01,
             },
+            run_setting: None,
             runs: (1..=seeds).map(|s| run(s, 0.80 + 0.003 * s as f64 + shift, off + 0.001 * s as f64)).collect(),
         };
         FigureRecord {
@@ -482,26 +509,7 @@ mod tests {
             preset: "configs/cpu-fig4-dinov2.toml".into(),
             overrides: Vec::new(),
             seeds: (1..=seeds).collect(),
-            setting: Setting {
-                arch: "dinov2-s14".into(),
-                dataset: "fashion-mnist".into(),
-                image_size: Some(56),
-                max_len: None,
-                targets: vec!["query".into(), "value".into()],
-                layers: vec![0, 3],
-                clients: 100,
-                per_round: 10,
-                samples_per_client: Some(48),
-                test_samples: Some(2000),
-                partition: "iid".into(),
-                rounds: 4,
-                eval_every: 1,
-                local_epochs: 1,
-                batch_size: 8,
-                lr: 1e-3,
-                bandwidth_hz: 1e6,
-                mean_snr_db: "10".into(),
-            },
+            setting: setting(),
             variants: vec![variant("with", 0.001, 0.10), variant("without", 0.0, 0.30)],
         }
     }
@@ -509,7 +517,7 @@ mod tests {
     #[test]
     fn the_page_judges_every_registry_claim_and_lists_unrun_figures() {
         let md = render(&[fig4(5)]).unwrap();
-        for f in registry::figures() {
+        for f in registry::figures().into_iter().filter(|f| !f.claims.is_empty()) {
             if f.id != "fig4" {
                 assert!(md.contains(&format!("| {} | {} claims, not run yet", f.id, f.claims.len())), "{}", f.id);
             }

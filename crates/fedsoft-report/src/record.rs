@@ -111,6 +111,10 @@ pub struct VariantRecord {
     /// The overrides that make this variant, as given to the preset.
     pub overrides: Vec<String>,
     pub setting: VariantSetting,
+    /// The variant's whole resolved setting, where variants differ in more than method, rank and ratio (a
+    /// power sweep's candidate settings); absent in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_setting: Option<Setting>,
     /// In seed order.
     pub runs: Vec<RunRecord>,
 }

@@ -36,6 +36,25 @@ pub struct FigureSpec {
     /// The figure runs FedLoDrop, whose paper form keeps `(1 − ρ) r` whole rank components: `reproduce`
     /// refuses a ratio for which that is not an integer.
     pub whole_components: bool,
+    /// Set for a power sweep: an entry that judges no claim and instead measures, per candidate setting, how
+    /// far the methods stand apart against their seed-to-seed spread.
+    pub sweep: Option<Sweep>,
+}
+
+/// A sweep over CPU settings for one figure, so that its setting is chosen by statistical power (how many
+/// seed-to-seed spreads separate the unsparsified method from the weakest sparsified one) and never by which
+/// method wins: SOFT is not even run in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// The figure whose preset the sweep chooses.
+    pub for_figure: &'static str,
+    /// Most minutes one run may take on two cores for its setting to be eligible.
+    pub max_minutes: f64,
+    pub dense: &'static str,
+    /// The sparsified methods measured against `dense`; the weakest of them (largest gap) sets a setting's power.
+    pub sparse: &'static [&'static str],
+    /// Setting labels: each variant is `<setting>-<method>`, its overrides the setting's and then the method's.
+    pub settings: &'static [&'static str],
 }
 
 impl FigureSpec {
@@ -86,6 +105,59 @@ fn greater(text: &'static str, quote: &'static str, a: &'static str, b: &'static
     claim(text, quote, Metric::FinalAccuracy, a, Relation::Greater, b)
 }
 
+/// Fig. 3's candidate CPU settings, each variant `<setting>-<method>`. Every variant names every swept key, so
+/// the sweep's runs stay the same whatever the preset is later set to; setting `a` is the preset as first
+/// written.
+macro_rules! sweep_variant {
+    ($setting:literal, $method:literal, [$($o:literal),*]) => {
+        VariantSpec { label: concat!($setting, "-", $method), overrides: &[$($o,)* concat!("method.name=\"", $method, "\"")] }
+    };
+}
+
+fn fig3_power_variants() -> Vec<VariantSpec> {
+    vec![
+        sweep_variant!("a", "ilora", ["rounds.total=30", "data.samples_per_client=48", "partition.kind=\"iid\""]),
+        sweep_variant!("a", "rlora", ["rounds.total=30", "data.samples_per_client=48", "partition.kind=\"iid\""]),
+        sweep_variant!("a", "fedlodrop", ["rounds.total=30", "data.samples_per_client=48", "partition.kind=\"iid\""]),
+        sweep_variant!("b", "ilora", ["rounds.total=20", "data.samples_per_client=96", "partition.kind=\"iid\""]),
+        sweep_variant!("b", "rlora", ["rounds.total=20", "data.samples_per_client=96", "partition.kind=\"iid\""]),
+        sweep_variant!("b", "fedlodrop", ["rounds.total=20", "data.samples_per_client=96", "partition.kind=\"iid\""]),
+        sweep_variant!(
+            "c",
+            "ilora",
+            [
+                "rounds.total=30",
+                "data.samples_per_client=48",
+                "partition.kind=\"dirichlet\"",
+                "partition.alpha=0.5",
+                "partition.min_size=8"
+            ]
+        ),
+        sweep_variant!(
+            "c",
+            "rlora",
+            [
+                "rounds.total=30",
+                "data.samples_per_client=48",
+                "partition.kind=\"dirichlet\"",
+                "partition.alpha=0.5",
+                "partition.min_size=8"
+            ]
+        ),
+        sweep_variant!(
+            "c",
+            "fedlodrop",
+            [
+                "rounds.total=30",
+                "data.samples_per_client=48",
+                "partition.kind=\"dirichlet\"",
+                "partition.alpha=0.5",
+                "partition.min_size=8"
+            ]
+        ),
+    ]
+}
+
 const METHODS: [VariantSpec; 6] = [
     VariantSpec { label: "soft", overrides: &["method.name=\"soft\""] },
     VariantSpec { label: "flasc", overrides: &["method.name=\"flasc\""] },
@@ -125,6 +197,30 @@ fn fig3_beyond() -> Vec<Claim> {
 pub fn figures() -> Vec<FigureSpec> {
     vec![
         FigureSpec {
+            id: "fig3-power",
+            title: "Choosing Fig. 3's CPU setting: a power sweep",
+            preset: "configs/cpu-fig3-dinov2.toml",
+            base: &[],
+            about: "Before Fig. 3 is judged, its CPU setting is chosen by how well the runs can tell methods apart, \
+                    not by which method wins (SOFT is not run here). Per candidate setting, ILoRA (no \
+                    sparsification) against the two random sparsifiers the paper calls unsuited, RLoRA and \
+                    FedLoDrop, at ρ = 0.75 on paired seeds: the gap is ILoRA's final accuracy minus the weaker \
+                    one's, the spread the standard deviation of that paired gap over seeds, and the power their \
+                    ratio. The setting with the largest power among those whose runs take at most 5 minutes on two \
+                    cores is the one Fig. 3's preset should use.",
+            variants: fig3_power_variants(),
+            claims: Vec::new(),
+            beyond: Vec::new(),
+            whole_components: true,
+            sweep: Some(Sweep {
+                for_figure: "fig3",
+                max_minutes: 5.0,
+                dense: "ilora",
+                sparse: &["rlora", "fedlodrop"],
+                settings: &["a", "b", "c"],
+            }),
+        },
+        FigureSpec {
             id: "fig3",
             title: "Fig. 3(a)/(b): SOFT against the baselines at one budget (ρ = 0.75)",
             preset: "configs/cpu-fig3-dinov2.toml",
@@ -135,6 +231,7 @@ pub fn figures() -> Vec<FigureSpec> {
             claims: fig3_claims(),
             beyond: fig3_beyond(),
             whole_components: true,
+            sweep: None,
         },
         FigureSpec {
             id: "fig3-harsh",
@@ -146,6 +243,7 @@ pub fn figures() -> Vec<FigureSpec> {
             claims: fig3_claims(),
             beyond: fig3_beyond(),
             whole_components: true,
+            sweep: None,
         },
         FigureSpec {
             id: "fig3c",
@@ -180,6 +278,7 @@ pub fn figures() -> Vec<FigureSpec> {
                 "osfa-r64",
             )],
             whole_components: false,
+            sweep: None,
         },
         FigureSpec {
             id: "fig4",
@@ -214,6 +313,7 @@ pub fn figures() -> Vec<FigureSpec> {
             ],
             beyond: Vec::new(),
             whole_components: false,
+            sweep: None,
         },
         FigureSpec {
             id: "fig5-6",
@@ -259,6 +359,7 @@ pub fn figures() -> Vec<FigureSpec> {
             ],
             beyond: Vec::new(),
             whole_components: false,
+            sweep: None,
         },
         FigureSpec {
             id: "fig7",
@@ -275,6 +376,7 @@ pub fn figures() -> Vec<FigureSpec> {
             ],
             beyond: vec![greater("FLASC above RLoRA", "", "flasc", "rlora")],
             whole_components: true,
+            sweep: None,
         },
     ]
 }
@@ -290,9 +392,10 @@ mod tests {
     #[test]
     fn every_figure_of_the_paper_has_its_claims() {
         let ids: Vec<&str> = figures().iter().map(|f| f.id).collect();
-        assert_eq!(ids, ["fig3", "fig3-harsh", "fig3c", "fig4", "fig5-6", "fig7"]);
+        assert_eq!(ids, ["fig3-power", "fig3", "fig3-harsh", "fig3c", "fig4", "fig5-6", "fig7"]);
         for f in figures() {
-            assert!(!f.claims.is_empty(), "{}", f.id);
+            // A sweep judges nothing; every other entry judges at least one claim of the paper.
+            assert_eq!(f.claims.is_empty(), f.sweep.is_some(), "{}", f.id);
             for c in f.claims.iter().chain(&f.beyond) {
                 assert!(
                     f.variant(c.a).is_some() && f.variant(c.b).is_some(),
@@ -307,6 +410,30 @@ mod tests {
             let labels: std::collections::BTreeSet<&str> = f.variants.iter().map(|v| v.label).collect();
             assert_eq!(labels.len(), f.variants.len(), "{}: duplicate variant", f.id);
         }
+    }
+
+    #[test]
+    fn the_power_sweep_runs_every_setting_for_every_method_and_never_soft() {
+        let f = figure("fig3-power").unwrap();
+        let sweep = f.sweep.clone().unwrap();
+        assert!(figure(sweep.for_figure).is_some());
+        assert_eq!(f.variants.len(), sweep.settings.len() * (1 + sweep.sparse.len()));
+        for s in sweep.settings {
+            let dense = f.variant(&format!("{s}-{}", sweep.dense)).unwrap();
+            let (&method, setting) = dense.overrides.split_last().unwrap();
+            assert_eq!(method, format!("method.name=\"{}\"", sweep.dense));
+            for m in sweep.sparse {
+                let v = f.variant(&format!("{s}-{m}")).unwrap();
+                // Within a setting only the method differs.
+                assert_eq!(&v.overrides[..v.overrides.len() - 1], setting, "{s}-{m}");
+                assert_eq!(v.overrides.last().unwrap(), &format!("method.name=\"{m}\""));
+            }
+            // Each setting names every swept key, so changing the preset later does not change the sweep.
+            for key in ["rounds.total=", "data.samples_per_client=", "partition.kind="] {
+                assert!(setting.iter().any(|o| o.starts_with(key)), "{s} lacks {key}");
+            }
+        }
+        assert!(f.variants.iter().all(|v| !v.label.ends_with("-soft")));
     }
 
     #[test]

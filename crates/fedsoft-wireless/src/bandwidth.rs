@@ -1,4 +1,4 @@
-//! Splitting the band over the scheduled clients (SPEC §8.6, WIRELESS.md).
+//! Splitting the band over the scheduled clients (docs/algorithms.md §8.6, WIRELESS.md).
 
 use crate::error::WirelessError;
 use crate::rate::{RateModel, spectral_efficiency};

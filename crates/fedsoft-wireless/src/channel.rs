@@ -1,4 +1,4 @@
-//! Channels (SPEC §3, WIRELESS.md): the per-client average SNR from geometry, and Rayleigh block fading
+//! Channels (docs/algorithms.md §3, WIRELESS.md): the per-client average SNR from geometry, and Rayleigh block fading
 //! redrawn every round.
 //!
 //! Every client's average SNR is expressed over the **whole** band `B` (`P h_bar / (N0 B NF)`); the rate

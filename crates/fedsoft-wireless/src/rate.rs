@@ -1,8 +1,8 @@
-//! Uplink rate and delay (SPEC §3, D11; WIRELESS.md).
+//! Uplink rate and delay (docs/algorithms.md §3, D11; WIRELESS.md).
 
 use serde::{Deserialize, Serialize};
 
-/// Guard on `log2(1 + gamma)` so a deep fade gives a huge but finite delay (SPEC §8.7).
+/// Guard on `log2(1 + gamma)` so a deep fade gives a huge but finite delay (docs/algorithms.md §8.7).
 pub const MIN_SPECTRAL_EFFICIENCY: f64 = 1e-12;
 
 /// How the allocated share of the band turns into a rate.

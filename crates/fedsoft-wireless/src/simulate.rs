@@ -61,7 +61,7 @@ pub struct RoundStart {
 }
 
 impl Scenario {
-    /// The start of `round` (SPEC's round: schedule, then channels, then `a_t`): one function for the engine's
+    /// The start of `round` (the round of docs/algorithms.md §9: schedule, then channels, then `a_t`): one function for the engine's
     /// round driver, the controller-only simulation and the Python strategy, so they cannot drift apart.
     pub fn start(&self, round: u64) -> Result<RoundStart, WirelessError> {
         let clients = sample_clients(self.seed, round, self.cell.mean_snr.len(), self.per_round)

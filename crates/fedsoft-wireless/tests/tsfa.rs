@@ -7,7 +7,7 @@ use fedsoft_wireless::simulate::{Scenario, simulate};
 use fedsoft_wireless::tsfa::{BoundConfig, Link, LyapunovController, Psi, calibrate_v, plan_offline, solve_rho};
 use proptest::prelude::*;
 
-/// The default calibration of SPEC §7.3: ViT-B q,v in 4 blocks, 10 of 100 clients at 10 dB, 1 MHz, q = 32,
+/// The default calibration of docs/algorithms.md §7.3: ViT-B q,v in 4 blocks, 10 of 100 clients at 10 dB, 1 MHz, q = 32,
 /// and tau_bar = the delay of r = 8 at rho = 0.75.
 fn reference_link() -> Link {
     let gamma_bar = Link::expected_gamma(&vec![10.0; 100], 10);

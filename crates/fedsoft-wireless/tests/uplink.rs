@@ -1,4 +1,4 @@
-//! Channels, rates and bandwidth rules (SPEC §3, §8.6; WIRELESS.md).
+//! Channels, rates and bandwidth rules (docs/algorithms.md §3, §8.6; WIRELESS.md).
 
 use fedsoft_wireless::bandwidth::{BandwidthRule, allocate, delays, min_max_physical, physical_share_for_deadline};
 use fedsoft_wireless::channel::{Cell, ChannelConfig};

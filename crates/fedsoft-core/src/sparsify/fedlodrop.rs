@@ -1,5 +1,5 @@
 //! FedLoDrop (Xie et al.): whole rank components drawn at random, the same index set for `B`'s columns and
-//! `A`'s rows, redrawn per client, round and module; no rescaling (SPEC D18).
+//! `A`'s rows, redrawn per client, round and module; no rescaling (docs/algorithms.md D18).
 //!
 //! The paper's rule keeps `max(1, round((1 - rho) r))` whole components, which matches the other methods'
 //! payload only when `(1 - rho) r` is an integer: at r = 8 and rho = 0.8 it sends 25 % more than they do, and

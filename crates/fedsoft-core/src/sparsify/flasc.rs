@@ -6,7 +6,7 @@ use crate::budget::total_budget;
 use crate::error::CoreError;
 use serde::{Deserialize, Serialize};
 
-/// Whether FLASC's top-K runs over the whole upload or module by module (SPEC D7).
+/// Whether FLASC's top-K runs over the whole upload or module by module (docs/algorithms.md D7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlascScope {

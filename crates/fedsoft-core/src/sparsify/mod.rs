@@ -1,4 +1,4 @@
-//! Sparsifiers: which LoRA entries a client uploads under a budget (SPEC §4.3 and §10).
+//! Sparsifiers: which LoRA entries a client uploads under a budget (docs/algorithms.md §4.3 and §10).
 //!
 //! Every method answers the same question — given the error-compensated update `U` and the client's local
 //! factors, which flat entries of each module are sent — so the engine, the server and the benchmarks treat
@@ -193,9 +193,9 @@ pub trait MethodRules {
     /// The entries one upload of this method carries at drop ratio `rho` (all methods keep exactly this
     /// many): the most a server accepts.
     fn upload_budget(self, shapes: &[ModuleShape], rho: DropRatio, opts: &SparsifierOptions) -> usize;
-    /// Error feedback by default (SPEC D10): on for SOFT, the exact selector and RLoRA.
+    /// Error feedback by default (docs/algorithms.md D10): on for SOFT, the exact selector and RLoRA.
     fn default_error_feedback(self) -> bool;
-    /// Orthogonality weight by default: only SOFT trains with the regulariser (SPEC §4.1, §10).
+    /// Orthogonality weight by default: only SOFT trains with the regulariser (docs/algorithms.md §4.1, §10).
     fn default_orthogonality_weight(self) -> f64;
 }
 
@@ -215,7 +215,7 @@ impl MethodRules for MethodKind {
     }
 }
 
-/// Method-specific switches, with the recommended defaults of SPEC §13.
+/// Method-specific switches, with the recommended defaults of docs/algorithms.md §13.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SparsifierOptions {

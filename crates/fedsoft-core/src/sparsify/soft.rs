@@ -1,4 +1,4 @@
-//! SOFT (SPEC §4.2–4.3): split each module's budget over rank components by `s_j = ||b_j|| ||a_j||`, then keep
+//! SOFT (docs/algorithms.md §4.2–4.3): split each module's budget over rank components by `s_j = ||b_j|| ||a_j||`, then keep
 //! the largest entries inside each component.
 
 use super::topk::top_k_by_magnitude;
@@ -8,7 +8,7 @@ use crate::error::CoreError;
 use crate::lora::{ModuleFactors, ModuleShape};
 use serde::{Deserialize, Serialize};
 
-/// How a rank component's quota `k_j` is spent over its `b_j` and `a_j` parts (SPEC D3).
+/// How a rank component's quota `k_j` is spent over its `b_j` and `a_j` parts (docs/algorithms.md D3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SoftSplit {

@@ -75,7 +75,7 @@ pub struct PilotConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SigmaPooling {
-    /// SPEC §7.3: the module-averaged `j`-th singular value.
+    /// docs/algorithms.md §7.3: the module-averaged `j`-th singular value.
     #[default]
     Mean,
     /// Root-sum-square over modules, `sqrt(Σ_m σ_{m,j}²)`: the energy of every module's `j`-th direction,

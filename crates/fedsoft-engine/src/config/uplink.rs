@@ -22,7 +22,7 @@ impl Default for ClientsConfig {
     }
 }
 
-/// The uplink. Defaults are the paper's Fig. 3(c) setting of SPEC §11 (1 MHz, q = 32, 10 dB mean SNR, the
+/// The uplink. Defaults are the paper's Fig. 3(c) setting of docs/algorithms.md §11 (1 MHz, q = 32, 10 dB mean SNR, the
 /// paper's rate model); WIRELESS.md gives realistic cell defaults for `rate_model = "physical"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,6 +1,6 @@
 //! A finite-horizon online rule (beyond the paper). The paper's Lyapunov controller meets `tau_bar` only as
 //! a long-run average: under Rayleigh fading `E[1/log2(1 + gamma)]` diverges, so a 20-round run ends well
-//! above the budget (SPEC §8, issue #14). This rule treats the run's total, `T tau_bar`, as the budget.
+//! above the budget (docs/algorithms.md §8, issue #14). This rule treats the run's total, `T tau_bar`, as the budget.
 //!
 //! With known channels the best split of a total budget over rounds minimises `sum Psi(rho_t)` subject to
 //! `sum a_t (1 - rho_t) <= B`; its optimum equalises the price `Psi'(rho_t) / a_t = lambda` over rounds.

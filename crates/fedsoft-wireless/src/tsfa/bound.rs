@@ -1,4 +1,4 @@
-//! The convergence-bound objective used by TSFA (SPEC §5, D14):
+//! The convergence-bound objective used by TSFA (docs/algorithms.md §5, D14):
 //! `J(r, rho) = w_rank (R - r) sigma_r^2 + w_cov r sigma_max^2 + w_sp Psi(rho)`.
 //! The first term falls with the rank (approximation error), the second grows with it (covariance of
 //! separately averaged factors), the third grows with sparsification.
@@ -23,7 +23,7 @@ impl Default for SigmaProfile {
     }
 }
 
-/// Weights and profile of the bound; the defaults are the calibration of SPEC §7.3.
+/// Weights and profile of the bound; the defaults are the calibration of docs/algorithms.md §7.3.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BoundConfig {

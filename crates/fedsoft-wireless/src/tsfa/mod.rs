@@ -1,4 +1,4 @@
-//! TSFA, the two-stage federated algorithm (SPEC §6–8): choose the LoRA rank offline from the convergence
+//! TSFA, the two-stage federated algorithm (docs/algorithms.md §6–8): choose the LoRA rank offline from the convergence
 //! bound with the average channel, then choose the sparsification ratio and bandwidth online, every round,
 //! by Lyapunov drift-plus-penalty under a long-term latency constraint.
 

@@ -1,4 +1,4 @@
-//! The offline stage (SPEC §7): for each candidate rank, the smallest sparsification ratio that meets the
+//! The offline stage (docs/algorithms.md §7): for each candidate rank, the smallest sparsification ratio that meets the
 //! latency budget at the average channel (Lemma 2), the bound at that point, and the best rank.
 
 use super::bound::BoundConfig;

@@ -1,4 +1,4 @@
-//! The online stage (SPEC §8): a virtual queue of excess latency and, each round, the sparsification ratio
+//! The online stage (docs/algorithms.md §8): a virtual queue of excess latency and, each round, the sparsification ratio
 //! that minimises `V w_sp Psi(rho) + Q(t) a_t (1 - rho)`.
 
 use super::offline::check_rho_range;
@@ -31,7 +31,7 @@ pub fn solve_rho(queue: f64, a_t: f64, v_wsp: f64, rho_min: f64, rho_max: f64, p
     0.5 * (lo + hi)
 }
 
-/// SPEC §8.7: `V w_sp = kappa tau_bar a_bar / Psi'(rho*)`, so that at `Q = tau_bar` on the average channel the
+/// docs/algorithms.md §8.7: `V w_sp = kappa tau_bar a_bar / Psi'(rho*)`, so that at `Q = tau_bar` on the average channel the
 /// online ratio equals the offline one.
 pub fn calibrate_v(kappa: f64, tau_bar: f64, a_bar: f64, psi: Psi, rho_star: f64) -> f64 {
     kappa * tau_bar * a_bar / psi.d1(rho_star)

@@ -23,7 +23,7 @@ pub enum LatencyBudget {
 }
 
 /// The TSFA settings that do not depend on the model or the data (the engine's `[tsfa]` table without its
-/// pilot), with the defaults of SPEC §13.
+/// pilot), with the defaults of docs/algorithms.md §13.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TsfaSettings {
@@ -31,7 +31,7 @@ pub struct TsfaSettings {
     pub rho_min: f64,
     pub rho_max: f64,
     pub candidate_ranks: Vec<usize>,
-    /// `kappa_V` of the calibration `V w_sp = kappa tau_bar a_bar / Psi'(rho*)` (SPEC §8.7).
+    /// `kappa_V` of the calibration `V w_sp = kappa tau_bar a_bar / Psi'(rho*)` (docs/algorithms.md §8.7).
     pub v_kappa: f64,
     /// Explicit `V w_sp`, overriding the calibration.
     pub v_wsp: Option<f64>,
@@ -86,7 +86,7 @@ pub struct TsfaPlan {
     pub cell: Cell,
     pub link: Link,
     pub offline: OfflinePlan,
-    /// `V w_sp`, shared by TSFA and every OSFA rank of one experiment (SPEC §13 note).
+    /// `V w_sp`, shared by TSFA and every OSFA rank of one experiment (docs/algorithms.md §13 note).
     pub v_wsp: f64,
     pub uplink: Uplink,
     pub per_round: usize,

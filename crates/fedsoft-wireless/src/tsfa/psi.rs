@@ -1,4 +1,4 @@
-//! The sparsification term `Psi(rho)` of the convergence bound (SPEC §4.6, §8.4, D13): convex and increasing
+//! The sparsification term `Psi(rho)` of the convergence bound (docs/algorithms.md §4.6, §8.4, D13): convex and increasing
 //! on `[0, 1)`, blowing up as `rho -> 1`.
 
 use serde::{Deserialize, Serialize};
