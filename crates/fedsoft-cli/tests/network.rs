@@ -539,6 +539,10 @@ fn join_gives_up_on_a_silent_server_and_reports_permanent_mistakes_at_once() {
     let (ok, err, took) = join(&format!("http://127.0.0.1:{port}"), &["--rpc-timeout", "1", "--patience", "2"]);
     assert!(!ok && err.contains("no contact"), "{err}");
     assert!(took < Duration::from_secs(60), "took {took:?}");
+    // The patience bounds each call too: the 60 s default deadline does not outlast a patience of 2 s.
+    let (ok, err, took) = join(&format!("http://127.0.0.1:{port}"), &["--patience", "2"]);
+    assert!(!ok && err.contains("no contact"), "{err}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
 
     let (ok, err, took) = join(&format!("127.0.0.1:{port}"), &["--patience", "600"]);
     assert!(!ok && err.contains("--server") && err.contains("scheme"), "{err}");

@@ -82,6 +82,12 @@ fn endpoint(opts: &JoinOptions) -> Result<Endpoint, NetError> {
             format!("must be a positive number of seconds, got {}", opts.rpc_timeout_s),
         ));
     }
+    if !(opts.patience_s.is_finite() && opts.patience_s > 0.0) {
+        return Err(NetError::setup(
+            "--patience",
+            format!("must be a positive number of seconds, got {}", opts.patience_s),
+        ));
+    }
     let mut endpoint = Endpoint::from_shared(opts.server.clone())
         .map_err(|e| NetError::setup("--server", format!("{}: {e}", opts.server)))?;
     if opts.server.starts_with("https://") {
@@ -95,7 +101,10 @@ fn endpoint(opts: &JoinOptions) -> Result<Endpoint, NetError> {
         }
         endpoint = endpoint.tls_config(tls).map_err(|e| NetError::setup("--ca", e))?;
     }
-    Ok(endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs_f64(opts.rpc_timeout_s)))
+    // No single call may outwait the patience: a silent server is given up on when the patience says so, not
+    // after a full RPC deadline longer than it.
+    let deadline = opts.rpc_timeout_s.min(opts.patience_s);
+    Ok(endpoint.connect_timeout(Duration::from_secs_f64(deadline.min(5.0))).timeout(Duration::from_secs_f64(deadline)))
 }
 
 async fn connect(endpoint: &Endpoint, auth: &Auth) -> Result<Client, String> {

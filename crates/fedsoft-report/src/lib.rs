@@ -17,7 +17,7 @@ pub mod stats;
 mod sweep;
 
 pub use gram::{Gram, gram_matrices};
-pub use runs::{Round, Run, Summary, load_runs};
+pub use runs::{Round, Run, Summary, load_runs, skipped_dirs};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -93,3 +93,42 @@ pub fn load_runs(inputs: &[PathBuf]) -> Result<Vec<Run>, ReportError> {
     }
     Ok(runs)
 }
+
+/// Sub-directories of the directory inputs that `load_runs` passes over because they hold no `metrics.jsonl`
+/// (a nested comparison, an unfinished run, a report written earlier), so a caller can say so instead of
+/// leaving them out without a word. `ignore` (the report's own output) is not listed.
+pub fn skipped_dirs(inputs: &[PathBuf], ignore: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for input in inputs.iter().filter(|i| !i.join("metrics.jsonl").is_file()) {
+        let Ok(entries) = std::fs::read_dir(input) else { continue };
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && !p.join("metrics.jsonl").is_file() && p.as_path() != ignore)
+            .collect();
+        dirs.sort();
+        out.extend(dirs);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_without_runs_are_named_but_the_output_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for d in ["soft", "nested/flasc", "report"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("soft/metrics.jsonl"), "").unwrap();
+        std::fs::write(root.join("nested/flasc/metrics.jsonl"), "").unwrap();
+        let inputs = [root.to_path_buf()];
+        assert_eq!(skipped_dirs(&inputs, &root.join("report")), vec![root.join("nested")]);
+        assert_eq!(skipped_dirs(&inputs, Path::new("elsewhere")), vec![root.join("nested"), root.join("report")]);
+        // A run directory itself has nothing skipped.
+        assert!(skipped_dirs(&[root.join("soft")], Path::new("x")).is_empty());
+    }
+}
