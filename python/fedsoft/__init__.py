@@ -74,20 +74,34 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The public API only (``__all__``), not the modules this file imports for its own use."""
+    return sorted([*__all__, "__version__", "flower", "peft"])
+
+
 def _options(options: Mapping[str, Any]) -> str | None:
     return json.dumps(dict(options)) if options else None
 
 
 def factors(modules: Mapping[str, tuple[Any, Any]] | Iterable[tuple[str, Any, Any]]) -> LoraFactors:
     """LoRA factors from ``{name: (B, A)}`` or ``[(name, B, A), ...]`` (numpy arrays or anything
-    ``np.asarray`` takes, e.g. CPU torch tensors); copied as float32."""
+    ``np.asarray`` takes, e.g. CPU torch tensors); copied as float32.
+
+    ``B`` must be ``d x r`` and ``A`` ``r x k``, both finite: anything else is a ``ValueError`` naming the
+    module and the factor."""
     items = (
         [(n, b, a) for n, (b, a) in modules.items()] if isinstance(modules, Mapping) else list(modules)
     )
     return LoraFactors.from_arrays(
-        [(str(n), np.ascontiguousarray(b, dtype=np.float32), np.ascontiguousarray(a, dtype=np.float32))
-         for n, b, a in items]
+        [(str(n), _float32(n, "lora_B", b), _float32(n, "lora_A", a)) for n, b, a in items]
     )
+
+
+def _float32(module: object, factor: str, x: Any) -> np.ndarray:
+    try:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'module "{module}": {factor} cannot be read as float32 numbers ({e})') from e
 
 
 def sparsify(
@@ -203,6 +217,9 @@ class Compressor:
     def compress(
         self, global_: LoraFactors, local: LoraFactors, rho: float, *, round: int, client: int
     ) -> SparseUpdate:
+        """The upload of ``client`` in ``round`` at drop ratio ``rho``: the update ``local - global_`` (plus
+        the memory, with error feedback) sparsified by this compressor's method to exactly
+        :func:`upload_budget` entries; the memory keeps what was not sent."""
         sent, memory = _native.compress(
             self.method, local, global_, self.memory, float(rho), self.seed, round, client,
             self.error_feedback, self.mode, _options(self.options),

@@ -74,16 +74,34 @@ fn flat<'py>(a: &PyReadonlyArray2<'py, f32>) -> (Vec<f32>, [usize; 2]) {
     (a.as_array().iter().copied().collect(), [shape[0], shape[1]])
 }
 
+/// `x` as a 2-D float32 array, or a `ValueError` naming the module and factor and saying what `x` was.
+fn matrix<'py>(
+    module: &str,
+    factor: &str,
+    layout: &str,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<PyReadonlyArray2<'py, f32>> {
+    x.extract::<PyReadonlyArray2<'py, f32>>().map_err(|_| {
+        let got = match (x.getattr("ndim").and_then(|n| n.extract::<usize>()), x.getattr("dtype")) {
+            (Ok(2), Ok(dtype)) => format!("a 2-D array of {dtype}"),
+            (Ok(n), _) => format!("{n} dimension(s)"),
+            _ => format!("a {}", x.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "value".into())),
+        };
+        value_error(format!("module {module:?}: {factor} must be a 2-D float32 array ({layout}), got {got}"))
+    })
+}
+
 #[pymethods]
 impl Factors {
-    /// Builds factors from `(name, B, A)` triples; `B` must be `d x r` and `A` `r x k` float32 arrays.
+    /// Builds factors from `(name, B, A)` triples; `B` must be `d x r` and `A` `r x k` float32 arrays of
+    /// finite numbers. A wrong array or a NaN is a `ValueError` naming the module and the factor.
     #[staticmethod]
-    fn from_arrays(modules: Vec<(String, PyReadonlyArray2<'_, f32>, PyReadonlyArray2<'_, f32>)>) -> PyResult<Self> {
+    fn from_arrays(modules: Vec<(String, Bound<'_, PyAny>, Bound<'_, PyAny>)>) -> PyResult<Self> {
         let mut shapes = Vec::with_capacity(modules.len());
         let mut factors = Vec::with_capacity(modules.len());
         for (name, b, a) in &modules {
-            let (b, [d, rb]) = flat(b);
-            let (a, [ra, k]) = flat(a);
+            let (b, [d, rb]) = flat(&matrix(name, "lora_B", "d x r", b)?);
+            let (a, [ra, k]) = flat(&matrix(name, "lora_A", "r x k", a)?);
             if rb != ra {
                 return Err(value_error(format!(
                     "{name}: lora_B is {d}x{rb} and lora_A is {ra}x{k}; their ranks (B's columns, A's rows) differ"
@@ -92,7 +110,13 @@ impl Factors {
             shapes.push(ModuleShape::new(name.clone(), d, k, rb));
             factors.push(ModuleFactors { b, a });
         }
-        LoraState::from_parts(shapes, factors).map(Factors).map_err(value_error)
+        let state = LoraState::from_parts(shapes, factors).map_err(value_error)?;
+        if let Some((module, factor, row, col, v)) = state.first_non_finite() {
+            return Err(value_error(format!(
+                "module {module:?}: {factor}[{row}, {col}] is {v}; factors must be finite"
+            )));
+        }
+        Ok(Factors(state))
     }
     /// All-zero factors of the given shapes (where error feedback starts).
     #[staticmethod]
@@ -171,6 +195,7 @@ impl Factors {
             })
             .collect()
     }
+    /// Whether every entry is a finite number.
     fn all_finite(&self) -> bool {
         self.0.all_finite()
     }

@@ -277,6 +277,8 @@ impl Controller {
     fn state(&self) -> PyResult<f64> {
         self.with(|c| c.state())
     }
+    /// Puts back a state that `state()` returned (the queue, or the budget already spent), so a controller
+    /// continues where a checkpoint left it.
     fn restore(&self, state: f64) -> PyResult<()> {
         self.with(|c| c.restore(state))
     }

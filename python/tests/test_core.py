@@ -27,6 +27,48 @@ def test_factors_round_trip_keeps_layout(shapes):
     np.testing.assert_array_equal(flat[b.size : b.size + a.size], a.ravel())
 
 
+def test_the_namespace_is_the_public_api():
+    public = [n for n in dir(fedsoft) if not n.startswith("_")]
+    assert "np" not in public and "json" not in public and "Any" not in public and "Mapping" not in public
+    assert set(fedsoft.__all__) <= set(public)
+    assert set(public) - set(fedsoft.__all__) <= {"flower", "peft"}
+
+
+def test_every_public_function_class_and_method_has_a_docstring():
+    missing = []
+    for name in fedsoft.__all__:
+        obj = getattr(fedsoft, name)
+        if not (obj.__doc__ or "").strip():
+            missing.append(name)
+        if isinstance(obj, type):
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and callable(member) and not (member.__doc__ or "").strip():
+                    missing.append(f"{name}.{attr}")
+    assert not missing, f"no docstring: {missing}"
+
+
+@pytest.mark.parametrize("bad", ["1-D", "3-D"])
+def test_a_factor_of_the_wrong_shape_is_a_value_error_naming_module_and_factor(bad):
+    b = {"1-D": np.zeros(12), "3-D": np.zeros((12, 4, 1))}[bad]
+    with pytest.raises(ValueError, match=r'module "q": lora_B must be a 2-D float32 array \(d x r\)'):
+        fedsoft.factors({"q": (b, np.zeros((4, 10)))})
+    with pytest.raises(ValueError, match=r'module "k": lora_A must be a 2-D float32 array \(r x k\), got'):
+        fedsoft.LoraFactors.from_arrays([("k", np.zeros((12, 4), np.float32), np.zeros(10, np.float32))])
+
+
+def test_a_factor_that_is_not_numbers_is_a_value_error_naming_module_and_factor():
+    with pytest.raises(ValueError, match=r'module "q": lora_B cannot be read as float32 numbers'):
+        fedsoft.factors({"q": ([["x"]], np.zeros((1, 10)))})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_factors_are_refused_naming_the_entry(value):
+    a = np.zeros((4, 10))
+    a[2, 7] = value
+    with pytest.raises(ValueError, match=r'module "v": lora_A\[2, 7\] is (NaN|inf|-inf); factors must be finite'):
+        fedsoft.factors({"q": (np.zeros((12, 4)), np.zeros((4, 10))), "v": (np.zeros((12, 4)), a)})
+
+
 def test_mismatched_ranks_name_the_module():
     with pytest.raises(ValueError, match="q.*ranks"):
         fedsoft.factors({"q": (np.zeros((4, 3)), np.zeros((2, 5)))})

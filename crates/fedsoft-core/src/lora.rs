@@ -326,6 +326,18 @@ impl LoraState {
     pub fn all_finite(&self) -> bool {
         self.modules.iter().all(|f| f.iter().all(f32::is_finite))
     }
+
+    /// The first entry that is not a finite number, as `(module, "lora_B" or "lora_A", row, column, value)`,
+    /// so an error can say where a NaN came in.
+    pub fn first_non_finite(&self) -> Option<(&str, &'static str, usize, usize, f32)> {
+        self.shapes.iter().zip(&self.modules).find_map(|(s, f)| {
+            let at = |v: &[f32], cols: usize| v.iter().position(|x| !x.is_finite()).map(|i| (i / cols, i % cols, v[i]));
+            if let Some((row, col, v)) = at(&f.b, s.r) {
+                return Some((s.name.as_str(), "lora_B", row, col, v));
+            }
+            at(&f.a, s.k).map(|(row, col, v)| (s.name.as_str(), "lora_A", row, col, v))
+        })
+    }
 }
 
 /// Sum of squares of the off-diagonal entries of a square row-major matrix.
@@ -376,6 +388,21 @@ mod tests {
             diag.modules[0].a[j * 5 + j] = 2.0;
         }
         assert!(diag.orthogonality_gradient().modules[0].iter().all(|x| x == 0.0));
+    }
+
+    #[test]
+    fn the_first_non_finite_entry_is_found_by_module_factor_row_and_column() {
+        let shapes = [ModuleShape::new("m0", 6, 5, 3), ModuleShape::new("m1", 4, 7, 2)];
+        let mut st = LoraState::random(&shapes, 3, 0.5).unwrap();
+        assert_eq!(st.first_non_finite(), None);
+        st.modules[1].a[2 * 7 - 1] = f32::INFINITY; // A is 2 x 7: row 1, column 6
+        st.modules[1].b[5] = f32::NAN; // B is 4 x 2: row 2, column 1, found first
+        let (m, f, row, col, v) = st.first_non_finite().unwrap();
+        assert_eq!((m, f, row, col), ("m1", "lora_B", 2, 1));
+        assert!(v.is_nan());
+        st.modules[1].b[5] = 0.0;
+        assert_eq!(st.first_non_finite(), Some(("m1", "lora_A", 1, 6, f32::INFINITY)));
+        assert!(!st.all_finite());
     }
 
     #[test]

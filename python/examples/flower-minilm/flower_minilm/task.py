@@ -156,7 +156,7 @@ def train_local(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())  # a plain number: float() on a tensor that requires grad warns
     return float(np.mean(losses))
 
 
