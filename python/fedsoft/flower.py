@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
+from logging import WARNING
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -115,6 +117,9 @@ class SoftStrategy(FedAvg):
         config (defaults: the paper's Fig. 3(c) setting).
     outage_delay_s:
         Drop a client whose upload would take longer than this.
+    node_wait_s:
+        How long the first round waits for ``num_clients`` nodes to connect before it fails, saying how many
+        came (a simulation started with fewer SuperNodes would otherwise wait for ever).
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class SoftStrategy(FedAvg):
         outage_delay_s: float | None = None,
         feedback_mode: str = "delta",
         fraction_evaluate: float = 0.0,
+        node_wait_s: float = 120.0,
         **sparsifier_options: Any,
     ) -> None:
         super().__init__(
@@ -152,6 +158,9 @@ class SoftStrategy(FedAvg):
             raise ValueError(f"controller must be 'tsfa', 'osfa' or 'fixed', got {controller!r}")
         if not modules:
             raise ValueError("modules is empty: give (name, d, k) of every adapted layer")
+        if not node_wait_s > 0:
+            raise ValueError(f"node_wait_s must be a positive number of seconds, got {node_wait_s!r}")
+        self.node_wait_s = float(node_wait_s)
         self.modules = [(str(n), int(d), int(k)) for n, d, k in modules]
         self.num_clients, self.per_round = num_clients, per_round
         self.method, self.seed, self.feedback_mode = method, seed, feedback_mode
@@ -276,9 +285,23 @@ class SoftStrategy(FedAvg):
     _global: tuple[LoraFactors, dict[str, np.ndarray]] | None = None
 
     def _nodes(self, grid: Grid) -> list[int]:
+        started, next_note = time.monotonic(), 0.0
         while len(nodes := sorted(grid.get_node_ids())) < self.num_clients:
-            log.info("waiting for nodes: %d of %d connected", len(nodes), self.num_clients)
-            time.sleep(1)
+            waited = time.monotonic() - started
+            if waited > self.node_wait_s:
+                raise RuntimeError(
+                    f"only {len(nodes)} of the {self.num_clients} nodes SoftStrategy needs connected within "
+                    f"{self.node_wait_s:.0f} s: start {self.num_clients} SuperNodes (for a simulation, "
+                    f"flwr run . --federation-config 'num-supernodes={self.num_clients}'), or lower num_clients"
+                )
+            if waited >= next_note:
+                # Flower's own logger: its lines reach `flwr run --stream`, this module's may not.
+                flwr_log(
+                    WARNING, "SoftStrategy: waiting for nodes, %d of %d connected (%.0f s of at most %.0f s)",
+                    len(nodes), self.num_clients, waited, self.node_wait_s,
+                )
+                next_note += 10.0
+            time.sleep(0.5)
         return nodes[: self.num_clients]
 
     def _check(self, msg: Message, t: int, budget: int) -> Arrival:

@@ -21,6 +21,7 @@ pub mod pilot;
 pub mod plan;
 mod pool;
 mod round;
+pub mod rundir;
 mod runfiles;
 mod runlog;
 mod validate;

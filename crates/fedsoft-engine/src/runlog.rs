@@ -7,6 +7,7 @@ use crate::error::EngineError;
 use crate::experiment::{Experiment, RunOptions};
 use crate::metrics::{ClientRecord, RoundRecord, Summary, TimeSplit};
 use crate::pool::Arrival;
+use crate::rundir::{self, RunDirLock};
 use crate::runfiles::{append, has_rounds, truncate_jsonl};
 use fedsoft_wireless::control::RatioController;
 use fedsoft_wireless::simulate::{RoundStart, Scenario};
@@ -26,6 +27,8 @@ pub(crate) struct RunLog {
     clients_path: PathBuf,
     metrics: File,
     clients: File,
+    /// The directory is this run's while the log is open (released when the run ends, however it ends).
+    _claim: RunDirLock,
 }
 
 /// What happened in one round, for its records.
@@ -49,7 +52,7 @@ impl RunLog {
     /// back to what the checkpoint covers. Refuses what would lose recorded rounds.
     pub fn open(exp: &Experiment, opts: &RunOptions) -> Result<Self, EngineError> {
         let out = &opts.out_dir;
-        std::fs::create_dir_all(out).map_err(|e| EngineError::io("create", out, e))?;
+        let claim = rundir::claim(out, &exp.cfg.digest(), opts.resume)?;
         let state = match (opts.resume, checkpoint::load(out, &exp.plan.shapes)?) {
             (true, Some(st)) => {
                 if st.meta.config_hash != exp.config_hash() {
@@ -65,8 +68,8 @@ impl RunLog {
                 return Err(EngineError::run_directory(
                     out,
                     format!(
-                        "holds recorded rounds but no checkpoint ({}) to continue them from with --resume; \
-                         leave out --resume and choose a new --out to start again",
+                        "holds recorded rounds but no checkpoint ({}) to continue them from; leave out --resume \
+                         to start the run again here",
                         checkpoint::CHECKPOINT
                     ),
                 ));
@@ -91,7 +94,17 @@ impl RunLog {
         let mut control = exp.planner.ratio_controller(exp.rank)?;
         control.restore(state.meta.queue);
         let scenario = exp.planner.scenario(exp.rank);
-        Ok(RunLog { state, control, scenario, out: out.clone(), metrics_path, clients_path, metrics, clients })
+        Ok(RunLog {
+            state,
+            control,
+            scenario,
+            out: out.clone(),
+            metrics_path,
+            clients_path,
+            metrics,
+            clients,
+            _claim: claim,
+        })
     }
 
     /// Books a round into the run's state (ledger, sums, queue) and appends its records to the logs.
