@@ -77,7 +77,7 @@ fn coo_len(indices: &[u32]) -> usize {
 
 /// Rank components sent whole, if the module's entries are exactly a union of whole components.
 fn whole_components(shape: &ModuleShape, indices: &[u32]) -> Option<Vec<bool>> {
-    if indices.len() % shape.component_len() != 0 {
+    if !indices.len().is_multiple_of(shape.component_len()) {
         return None;
     }
     let mut count = vec![0usize; shape.r];
@@ -318,7 +318,7 @@ fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModul
         2 => {
             let bits = rd.take(numel.div_ceil(8), "bitmap")?;
             let idx: Vec<u32> = (0..numel).filter(|&i| bits[i / 8] >> (i % 8) & 1 == 1).map(|i| i as u32).collect();
-            if numel % 8 != 0 && bits[numel / 8] >> (numel % 8) != 0 {
+            if !numel.is_multiple_of(8) && bits[numel / 8] >> (numel % 8) != 0 {
                 return Err(CoreError::Decode(format!("module {name}: bitmap marks entries beyond {numel}")));
             }
             idx

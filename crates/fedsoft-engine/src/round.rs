@@ -105,7 +105,7 @@ impl Experiment {
 
         // Evaluation on schedule.
         let mut evaluation = None;
-        if round + 1 == cfg.rounds.total || (round + 1) % cfg.rounds.eval_every == 0 {
+        if round + 1 == cfg.rounds.total || (round + 1).is_multiple_of(cfg.rounds.eval_every) {
             let t = Instant::now();
             let (accuracy, loss) = self.evaluate(&log.state.global, &log.state.head)?;
             if !loss.is_finite() {

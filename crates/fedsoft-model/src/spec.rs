@@ -148,7 +148,7 @@ impl EncoderSpec {
         if self.hidden == 0 || self.layers == 0 || self.heads == 0 || self.intermediate == 0 {
             return Err(ModelError::invalid("model", "hidden, layers, heads and intermediate must be positive"));
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(ModelError::invalid(
                 "model",
                 format!("hidden {} is not divisible by {} heads", self.hidden, self.heads),

@@ -5,7 +5,7 @@ use fedsoft_core::lora::{LoraState, ModuleFactors, ModuleShape};
 pub use fedsoft_core::le::f32_to_le as f32_bytes;
 
 pub fn f32s(bytes: &[u8], what: &str) -> Result<Vec<f32>, String> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(format!("{what}: {} bytes is not a whole number of f32 values", bytes.len()));
     }
     Ok(fedsoft_core::le::f32_from_le(bytes))
