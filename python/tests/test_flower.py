@@ -66,3 +66,45 @@ def test_flower_simulation_budget_loss_and_reproducibility(tmp_path):
     assert sorted(a.files) == sorted(b.files)
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def readme_flower_command() -> str:
+    """The README's ``flwr run`` command for the example, as written (continuation lines joined)."""
+    readme = (EXAMPLE.parents[2] / "README.md").read_text()
+    block = readme[readme.index("cd python/examples/flower-minilm") :]
+    block = block[: block.index("```")]
+    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
+    return " ".join(line.rstrip("\\").strip() for line in lines)
+
+
+def test_the_readmes_flower_command_finishes_and_cleans_up(tmp_path):
+    import shutil
+    import subprocess
+
+    command = readme_flower_command()
+    assert command.startswith("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1") and "flwr run ." in command
+    assert "num-server-rounds=8" in command and "--stream" in command
+    # The README's command with two rounds and the output in this test's folder; Flower's own state (its local
+    # SuperLink and database) in a folder of its own, so the SuperLink it starts can be found and stopped.
+    command = command.replace("num-server-rounds=8", "num-server-rounds=2").replace(
+        "/tmp/flower-minilm", str(tmp_path / "out")
+    )
+    home = tmp_path / "flwr-home"
+    env = dict(os.environ, FLWR_HOME=str(home))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if "FEDSOFT_CACHE" in os.environ:  # the command points at the repository's cache, as a user's would
+        command = command.replace('FEDSOFT_CACHE="$PWD/../../../.cache/fedsoft"', f'FEDSOFT_CACHE="{os.environ["FEDSOFT_CACHE"]}"')
+    try:
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=900
+        )
+    finally:
+        # `flwr run` leaves its local SuperLink running for later runs; this test's must not outlive it.
+        subprocess.run(["pkill", "-f", str(home)], check=False)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "Exit Code" not in log and "waiting for nodes" not in log, log[-3000:]
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert sorted(result["rounds"]) == ["1", "2"], result
+    assert all(m["clients"] == 5 and m["refused"] == 0 for m in result["rounds"].values())
+    shutil.rmtree(home, ignore_errors=True)

@@ -34,6 +34,7 @@ def main(grid: Grid, context: Context) -> None:
         rank=int(run["rank"]),
         rho=float(run["rho"]),
         seed=seed,
+        node_wait_s=float(run["node-wait-s"]),
     )
     # TSFA may choose another rank than the probe's: the head is all that is taken from the probe.
     initial = factors_to_record(strategy.initial_factors(), head_arrays(probe))
