@@ -3,7 +3,7 @@
 
 use crate::ReportError;
 use crate::gram::gram_matrices;
-use crate::plot::{Heat, LineChart, Reference, Series, colour, heatmaps, line_chart};
+use crate::plot::{Heat, LineChart, Reference, Series, colour, heatmaps, line_chart, robust_top};
 use crate::runs::{Round, Run};
 use std::path::{Path, PathBuf};
 
@@ -29,10 +29,32 @@ fn per_run(runs: &[Run], f: impl Fn(&Run) -> Vec<(f64, f64)>) -> Vec<Series> {
             points: f(r),
             colour: colour(i),
             faint: false,
+            dashed: false,
             band: Vec::new(),
         })
         .filter(|s| !s.points.is_empty())
         .collect()
+}
+
+/// Draws dashed every series that repeats an earlier one point for point (methods sharing a controller draw
+/// the same ratio, delay and queue), so none hides another; returns the caption's note on them.
+fn mark_coinciding(series: &mut [Series]) -> String {
+    let mut notes = Vec::new();
+    for i in 1..series.len() {
+        if let Some(j) = (0..i).find(|&j| series[j].points == series[i].points && !series[j].points.is_empty()) {
+            series[i].dashed = true;
+            notes.push(format!("{} lies on {} (dashed)", series[i].label, series[j].label));
+        }
+    }
+    if notes.is_empty() { String::new() } else { format!(" {}.", notes.join("; ")) }
+}
+
+/// `soft 0.766 (round 20), flasc 0.741 (round 20)`: each run's last evaluated accuracy.
+fn finals(runs: &[Run]) -> String {
+    runs.iter()
+        .filter_map(|r| r.accuracy().last().map(|&(round, a)| format!("{} {a:.3} (round {round})", r.label)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A per-round quantity drawn once per run.
@@ -46,10 +68,11 @@ struct PerRound {
 
 fn simple(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>, fig: PerRound) -> Result<Option<Section>, ReportError> {
     let PerRound { stem, title, y_label, value, caption } = fig;
-    let series = per_run(runs, |r| r.series(value));
+    let mut series = per_run(runs, |r| r.series(value));
     if series.is_empty() {
         return Ok(None);
     }
+    let note = mark_coinciding(&mut series);
     let chart = LineChart {
         title: title.into(),
         x_label: "round".into(),
@@ -57,10 +80,11 @@ fn simple(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>, fig: PerRound) -> 
         series,
         references: vec![],
         unit_interval: false,
+        y_max: None,
         integer_x: true,
     };
     line_chart(out, stem, &chart, files)?;
-    Ok(Some(Section { title: title.into(), stem: stem.into(), caption: caption.into() }))
+    Ok(Some(Section { title: title.into(), stem: stem.into(), caption: format!("{caption}{note}") }))
 }
 
 fn accuracy(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
@@ -74,14 +98,19 @@ fn accuracy(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option
         y_label: "accuracy".into(),
         series,
         references: vec![],
-        unit_interval: true,
+        unit_interval: false,
+        y_max: None,
         integer_x: true,
     };
     line_chart(out, "accuracy", &chart, files)?;
     Ok(Some(Section {
         title: "Test accuracy vs round".into(),
         stem: "accuracy".into(),
-        caption: "Accuracy of the global model on the test set at each evaluated round (the paper's Fig. 3).".into(),
+        caption: format!(
+            "Accuracy of the global model on the test set at each evaluated round (the paper's Fig. 3); the axis \
+             spans the data, not 0-1. Last evaluation: {}.",
+            finals(runs)
+        ),
     }))
 }
 
@@ -96,7 +125,8 @@ fn accuracy_vs_bits(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Resul
         y_label: "accuracy".into(),
         series,
         references: vec![],
-        unit_interval: true,
+        unit_interval: false,
+        y_max: None,
         integer_x: false,
     };
     line_chart(out, "accuracy_vs_bits", &chart, files)?;
@@ -127,27 +157,58 @@ fn rho(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Sect
 
 fn delay(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Section>, ReportError> {
     let mut series = Vec::new();
+    let mut means = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         let c = colour(i);
         series.push(Series {
-            label: String::new(),
+            label: format!("{} (per round)", r.label),
             points: r.series(|x| Some(x.delay_s)),
             colour: c,
             faint: true,
+            dashed: false,
             band: Vec::new(),
         });
-        series.push(Series {
+        means.push(Series {
             label: format!("{} (running mean)", r.label),
             points: r.series(|x| Some(x.avg_delay_s)),
             colour: c,
             faint: false,
+            dashed: false,
             band: Vec::new(),
         });
     }
+    let coinciding = mark_coinciding(&mut series) + &mark_coinciding(&mut means);
     let mut budgets: Vec<f64> = runs.iter().map(|r| r.summary.latency_budget_s).filter(|t| t.is_finite()).collect();
     budgets.sort_by(f64::total_cmp);
     budgets.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
     let references = budgets.iter().map(|&y| Reference { label: format!("latency budget {y:.3} s"), y }).collect();
+    // One deep fade can take a round a hundred times longer than the rest; the axis keeps the rest readable.
+    let per_round: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
+    let keep =
+        means.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(budgets.iter().copied()).fold(0.0, f64::max);
+    let y_max = robust_top(&per_round, keep);
+    let above: Vec<f64> = per_round.iter().copied().filter(|&d| y_max.is_some_and(|t| d > t)).collect();
+    let clipped = match y_max {
+        Some(_) => format!(
+            " {} round(s) above the axis (up to {:.2} s) are drawn as triangles on its top edge.",
+            above.len(),
+            above.iter().copied().fold(0.0, f64::max)
+        ),
+        None => String::new(),
+    };
+    let ends: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let last = r.rounds.last()?.avg_delay_s;
+            let budget = r.summary.latency_budget_s;
+            Some(if budget.is_finite() && budget > 0.0 {
+                format!("{} {last:.3} s ({:+.0} % against τ̄ = {budget:.3} s)", r.label, 100.0 * (last / budget - 1.0))
+            } else {
+                format!("{} {last:.3} s", r.label)
+            })
+        })
+        .collect();
+    series.extend(means);
     let chart = LineChart {
         title: "Uplink delay per round".into(),
         x_label: "round".into(),
@@ -155,15 +216,18 @@ fn delay(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
         series,
         references,
         unit_interval: false,
+        y_max,
         integer_x: true,
     };
     line_chart(out, "delay", &chart, files)?;
     Ok(Some(Section {
         title: "Uplink delay and its running mean vs the latency budget".into(),
         stem: "delay".into(),
-        caption: "Thin lines: the slowest scheduled client's delay each round; bold: the running mean, which the \
-                  long-term constraint keeps at or below τ̄ (dashed)."
-            .into(),
+        caption: format!(
+            "Thin lines: the slowest scheduled client's delay each round; bold: its running mean; dashed grey: the \
+             budget τ̄ that the paper's constraint asks the long-run mean to meet. The running mean ends at {}.{clipped}{coinciding}",
+            ends.join(", ")
+        ),
     }))
 }
 
@@ -229,7 +293,7 @@ fn grams(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
             Heat { title: format!("{}{lambda}: |AAᵀ|", r.label), r: g.rank, values: g.aat.clone() },
         ]);
         notes.push(format!(
-            "{}: off-diagonal energy {:.4} (BᵀB), {:.4} (AAᵀ)",
+            "{}: off-diagonal share {:.3} (BᵀB), {:.3} (AAᵀ)",
             r.label, g.off_diagonal_b, g.off_diagonal_a
         ));
         module = g.module;
@@ -243,8 +307,10 @@ fn grams(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
         title: "Gram matrices BᵀB and AAᵀ (normalised)".into(),
         stem: "gram".into(),
         caption: format!(
-            "|G_ij|/sqrt(G_ii·G_jj) of the final global factors of `{module}`: the orthogonality regulariser \
-             makes them diagonal (the paper's Fig. 4). {}.",
+            "|G_ij|/sqrt(G_ii·G_jj) of the final global factors of `{module}` (1 on the diagonal by construction). \
+             An exactly diagonal pair would make the factors an SVD; the share of each matrix's squared norm that \
+             lies off the diagonal measures how far they are from it (the paper's Fig. 4 compares it with and \
+             without the regulariser): {}.",
             notes.join("; ")
         ),
     }))

@@ -298,7 +298,7 @@ pub fn chart(fig: &FigureSpec, rec: &FigureRecord) -> LineChart {
                 mean.push((x, m));
                 band.push((x, m - s, m + s));
             }
-            Series { label: v.label.clone(), points: mean, colour: colour(i), faint: false, band }
+            Series { label: v.label.clone(), points: mean, colour: colour(i), faint: false, dashed: false, band }
         })
         .collect();
     LineChart {
@@ -308,6 +308,7 @@ pub fn chart(fig: &FigureSpec, rec: &FigureRecord) -> LineChart {
         series,
         references: Vec::new(),
         unit_interval: false,
+        y_max: None,
         integer_x: true,
     }
 }

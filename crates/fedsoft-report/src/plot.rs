@@ -25,11 +25,14 @@ const SIZE: (u32, u32) = (900, 560);
 const FONT: &str = "sans-serif";
 
 pub struct Series {
+    /// Legend text; empty for none.
     pub label: String,
     pub points: Vec<(f64, f64)>,
     pub colour: RGBColor,
-    /// Thin, unlabelled companion of another series (e.g. per-round delay beside its running mean).
+    /// Thin companion of another series (e.g. per-round delay beside its running mean).
     pub faint: bool,
+    /// Drawn dashed: a series that lies on top of an earlier one stays visible.
+    pub dashed: bool,
     /// `(x, low, high)`: a shaded band behind the line (e.g. one standard deviation over seeds); empty for none.
     pub band: Vec<(f64, f64, f64)>,
 }
@@ -48,6 +51,9 @@ pub struct LineChart {
     pub references: Vec<Reference>,
     /// Pin the y axis to `[0, 1]` (accuracies, ratios).
     pub unit_interval: bool,
+    /// Top of the y axis when a few outliers would flatten everything else: points above it are drawn on the
+    /// top edge as triangles (the caption says so).
+    pub y_max: Option<f64>,
     /// Label the x axis with whole numbers (rounds).
     pub integer_x: bool,
 }
@@ -59,6 +65,27 @@ fn tidy(x: f64) -> String {
     let s = format!("{x:.4}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s == "-0" { "0".into() } else { s.to_string() }
+}
+
+/// A round's tick label: the whole number, or nothing for a tick that falls between rounds.
+fn integer_tick(integer: bool, x: f64) -> String {
+    if !integer {
+        return tidy(x);
+    }
+    if (x - x.round()).abs() < 1e-6 { format!("{x:.0}") } else { String::new() }
+}
+
+/// The top of a y axis that keeps most of the data readable: outliers beyond the 90th percentile by more than
+/// a factor of three are left above it (`None` when there are none).
+pub fn robust_top(values: &[f64], keep_above: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.len() < 5 {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let p90 = v[(v.len() - 1) * 9 / 10];
+    let top = (3.0 * p90).max(keep_above * 1.15);
+    (v[v.len() - 1] > top).then_some(top)
 }
 
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
@@ -84,7 +111,11 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .chain(c.references.iter().map(|r| r.y));
     let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     let (x0, x1) = padded(x0, x1);
-    let (y0, y1) = if c.unit_interval { (0.0, 1.0) } else { padded(y0, y1) };
+    let (y0, y1) = match (c.unit_interval, c.y_max) {
+        (true, _) => (0.0, 1.0),
+        (false, Some(top)) => (padded(y0.min(top), top).0, top),
+        (false, None) => padded(y0, y1),
+    };
     let mut chart = ChartBuilder::on(&root)
         .caption(&c.title, (FONT, 24))
         .margin(14)
@@ -92,10 +123,14 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .y_label_area_size(72)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| e.to_string())?;
+    // Whole rounds only: a tick between two rounds gets no label, so short runs show no "2 2 2".
+    let span = (x1 - x0).max(1.0);
+    let x_ticks = if c.integer_x { (span.ceil() as usize + 1).clamp(2, 12) } else { 10 };
     chart
         .configure_mesh()
         .x_desc(&c.x_label)
-        .x_label_formatter(&|x| if c.integer_x { format!("{x:.0}") } else { tidy(*x) })
+        .x_labels(x_ticks)
+        .x_label_formatter(&|x| integer_tick(c.integer_x, *x))
         .y_label_formatter(&|y| tidy(*y))
         .y_desc(&c.y_label)
         .label_style((FONT, 15))
@@ -112,19 +147,30 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
             .map_err(|e| e.to_string())?;
     }
     for s in &c.series {
-        let line = if s.faint { s.colour.mix(0.45).stroke_width(1) } else { s.colour.stroke_width(2) };
-        let drawn = chart.draw_series(LineSeries::new(s.points.iter().copied(), line)).map_err(|e| e.to_string())?;
-        if !s.faint {
-            let col = s.colour;
-            drawn
-                .label(&s.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], col.stroke_width(2)));
-            if s.points.len() <= 40 {
-                chart
-                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, s.colour.filled())))
-                    .map_err(|e| e.to_string())?;
-            }
+        let style = if s.faint { s.colour.mix(0.6).stroke_width(1) } else { s.colour.stroke_width(2) };
+        let clipped: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x, y.min(y1))).collect();
+        let drawn = if s.dashed {
+            chart.draw_series(DashedLineSeries::new(clipped.iter().copied(), 7, 5, style))
+        } else {
+            chart.draw_series(LineSeries::new(clipped.iter().copied(), style))
         }
+        .map_err(|e| e.to_string())?;
+        if !s.label.is_empty() {
+            let (col, width) = (s.colour, if s.faint { 1 } else { 2 });
+            drawn.label(&s.label).legend(move |(x, y)| {
+                PathElement::new(
+                    vec![(x, y), (x + 22, y)],
+                    col.mix(if width == 1 { 0.6 } else { 1.0 }).stroke_width(width),
+                )
+            });
+        }
+        if !s.faint && s.points.len() <= 40 {
+            chart
+                .draw_series(clipped.iter().map(|&p| Circle::new(p, 3, s.colour.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        let above = s.points.iter().filter(|p| p.1 > y1).map(|p| (p.0, y1));
+        chart.draw_series(above.map(|p| TriangleMarker::new(p, 6, s.colour.filled()))).map_err(|e| e.to_string())?;
     }
     for r in &c.references {
         let grey = RGBColor(90, 90, 90);
@@ -166,27 +212,31 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, pane
     let rows = panels.len().max(1);
     let cols = panels.iter().map(Vec::len).max().unwrap_or(1).max(1);
     for (area, heat) in body.split_evenly((rows, cols)).into_iter().zip(panels.iter().flatten()) {
-        let r = heat.r as i32;
-        // Ticks label cells by their rank index, centred under each cell.
+        let r = heat.r as f64;
+        // Cells are centred on whole numbers, so each tick labels the rank index of the cell above it.
         let mut chart = ChartBuilder::on(&area)
             .caption(&heat.title, (FONT, 16))
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(30)
-            .build_cartesian_2d(0..r, r..0)
+            .build_cartesian_2d(-0.5..r - 0.5, r - 0.5..-0.5)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .disable_mesh()
             .label_style((FONT, 12))
-            .x_labels(heat.r.min(8))
-            .y_labels(heat.r.min(8))
+            .x_labels(heat.r.min(8) + 1)
+            .y_labels(heat.r.min(8) + 1)
+            .x_label_formatter(&|x| integer_tick(true, *x))
+            .y_label_formatter(&|y| integer_tick(true, *y))
             .draw()
             .map_err(|e| e.to_string())?;
+        let n = heat.r;
         chart
-            .draw_series((0..r).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| {
-                let v = heat.values[(i * r + j) as usize];
-                Rectangle::new([(j, i), (j + 1, i + 1)], ramp(v).filled())
+            .draw_series((0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| {
+                let v = heat.values[i * n + j];
+                let (x, y) = (j as f64, i as f64);
+                Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], ramp(v).filled())
             }))
             .map_err(|e| e.to_string())?;
     }
@@ -199,6 +249,7 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, pane
         bar.draw(&Rectangle::new([(12, y), (32, y + 1)], ramp(v).filled())).map_err(|e| e.to_string())?;
     }
     let style = TextStyle::from((FONT, 14).into_font()).color(&BLACK);
+    bar.draw_text("|G|", &style, (10, top - 30)).map_err(|e| e.to_string())?;
     bar.draw_text("1", &style, (38, top - 6)).map_err(|e| e.to_string())?;
     bar.draw_text("0", &style, (38, bottom - 8)).map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
@@ -272,7 +323,25 @@ pub fn heatmaps(
 
 #[cfg(test)]
 mod tests {
-    use super::tidy;
+    use super::{integer_tick, robust_top, tidy};
+
+    #[test]
+    fn round_ticks_are_whole_numbers_or_nothing() {
+        assert_eq!(integer_tick(true, 2.0000000001), "2");
+        assert_eq!(integer_tick(true, 2.4), "");
+        assert_eq!(integer_tick(false, 2.4), "2.4");
+    }
+
+    #[test]
+    fn one_outlier_is_left_above_the_axis_and_ordinary_data_is_not() {
+        // The default run's delays: one deep fade in the first round, the rest near 1 s.
+        let mut delays = vec![12.9];
+        delays.extend((0..19).map(|i| 0.9 + 0.02 * i as f64));
+        let top = robust_top(&delays, 1.137).unwrap();
+        assert!(top < 12.9 && top > 1.137 * 1.15, "{top}");
+        assert_eq!(robust_top(&[1.0, 1.2, 0.9, 1.1, 1.3, 1.0], 1.1), None);
+        assert_eq!(robust_top(&[1.0, 50.0], 1.0), None, "too few points to call one an outlier");
+    }
 
     #[test]
     fn axis_labels_carry_no_floating_point_noise() {

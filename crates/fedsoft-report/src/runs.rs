@@ -86,10 +86,21 @@ pub fn load_runs(inputs: &[PathBuf]) -> Result<Vec<Run>, ReportError> {
         }
     }
     let base: Vec<String> = runs.iter().map(|r| format!("{}/{}", r.summary.method, r.summary.controller)).collect();
+    // The last path components that tell a run from the others with the same method and controller.
+    let tail = |dir: &Path, n: usize| -> String {
+        let parts: Vec<String> = dir.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        parts[parts.len().saturating_sub(n)..].join("/")
+    };
     for i in 0..runs.len() {
-        let repeated = base.iter().filter(|b| **b == base[i]).count() > 1;
-        let name = runs[i].dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        runs[i].label = if repeated { format!("{} ({name})", base[i]) } else { base[i].clone() };
+        let twins: Vec<usize> = (0..runs.len()).filter(|&j| base[j] == base[i]).collect();
+        if twins.len() == 1 {
+            runs[i].label = base[i].clone();
+            continue;
+        }
+        let depth = (1..=runs[i].dir.components().count())
+            .find(|&n| twins.iter().all(|&j| j == i || tail(&runs[j].dir, n) != tail(&runs[i].dir, n)))
+            .unwrap_or(1);
+        runs[i].label = format!("{} ({})", base[i], tail(&runs[i].dir, depth));
     }
     Ok(runs)
 }
@@ -115,6 +126,35 @@ pub fn skipped_dirs(inputs: &[PathBuf], ignore: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fake_run(dir: &Path, method: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let round = serde_json::json!({
+            "round": 0, "method": method, "controller": "fixed", "rank": 4, "rho": 0.5, "delay_s": 1.0,
+            "avg_delay_s": 1.0, "queue": 0.0, "uplink_bits_paper": 1, "uplink_bits_encoded": 1, "train_loss": 1.0,
+            "kept_entries": 1, "clients": [0], "dropped": 0, "dense_delay_s": 2.0, "wall_s": 1.0,
+            "time": {"train_s": 0.0, "sparsify_s": 0.0, "aggregate_s": 0.0, "eval_s": 0.0, "other_s": 0.0},
+        });
+        std::fs::write(dir.join("metrics.jsonl"), format!("{round}\n")).unwrap();
+        let summary = serde_json::json!({
+            "name": "t", "method": method, "controller": "fixed", "rounds": 1, "completed": true, "num_classes": 2,
+            "rank": 4, "avg_delay_s": 1.0, "latency_budget_s": 1.0, "uplink_bits_paper": 1, "uplink_bits_encoded": 1,
+            "uploads": 1, "wall_s": 1.0, "out_dir": "x",
+        });
+        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    }
+
+    #[test]
+    fn runs_of_one_method_are_told_apart_by_as_much_of_their_path_as_it_takes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, c) = (tmp.path().join("with/seed-1"), tmp.path().join("without/seed-1"), tmp.path().join("x/flasc"));
+        fake_run(&a, "ilora");
+        fake_run(&b, "ilora");
+        fake_run(&c, "flasc");
+        let runs = load_runs(&[a, b, c]).unwrap();
+        let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["ilora/fixed (with/seed-1)", "ilora/fixed (without/seed-1)", "flasc/fixed"]);
+    }
 
     #[test]
     fn directories_without_runs_are_named_but_the_output_is_not() {

@@ -125,7 +125,52 @@ fn a_comparison_gets_every_figure_in_png_and_svg_and_a_summary() {
     let md = std::fs::read_to_string(&files.markdown).unwrap();
     assert!(md.contains("| soft/tsfa |") && md.contains("| flasc/fixed |"));
     assert!(md.contains("![Test accuracy vs round](accuracy.png)") && md.contains("(gram.svg)"));
-    assert!(md.contains("soft/tsfa: off-diagonal energy 0.0000 (BᵀB)"));
+    assert!(md.contains("soft/tsfa: off-diagonal share 0.000 (BᵀB)"));
+    assert!(!md.contains("makes them diagonal"), "the caption states what the data show, not a hope");
+}
+
+/// Sets round 0's delay of a run the tests wrote (a deep fade in the first round).
+fn first_round_delay(dir: &Path, delay: f64) {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines[0]["delay_s"] = serde_json::json!(delay);
+    std::fs::write(&path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+#[test]
+#[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
+fn figures_keep_outliers_from_flattening_the_rest_and_say_what_their_data_show() {
+    font();
+    let tmp = tempfile::tempdir().unwrap();
+    let cmp = tmp.path().join("cmp");
+    write_run(&cmp.join("soft"), "soft", "tsfa", 8, 1.0);
+    write_run(&cmp.join("flasc"), "flasc", "tsfa", 8, 0.0);
+    first_round_delay(&cmp.join("soft"), 12.9);
+    first_round_delay(&cmp.join("flasc"), 12.9);
+    let out = tmp.path().join("report");
+    let files = report(&[cmp], &out).unwrap();
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    // The deep fades sit above the axis, said in the caption; the running mean's end is read from the data.
+    assert!(md.contains("2 round(s) above the axis (up to 12.90 s) are drawn as triangles on its top edge"), "{md}");
+    assert!(md.contains("The running mean ends at flasc/tsfa 2.262 s (-2 % against τ̄ = 2.300 s)"), "{md}");
+    // Both methods share the controller, so their ratio curves coincide: the later one is dashed and named.
+    assert!(md.contains("soft/tsfa lies on flasc/tsfa (dashed)"), "{md}");
+    // Every drawn series is in the legend, the per-round delay included.
+    let svg = std::fs::read_to_string(out.join("delay.svg")).unwrap();
+    assert!(svg.contains("soft/tsfa (per round)") && svg.contains("flasc/tsfa (running mean)"));
+    // The axis top sits below the outlier: no tick label reaches 12.
+    let ticks: Vec<f64> =
+        svg.split("</text>").filter_map(|t| t.rsplit('>').next().and_then(|v| v.trim().parse::<f64>().ok())).collect();
+    assert!(ticks.iter().all(|&t| t < 12.0), "{ticks:?}");
+    // Rounds are labelled by whole numbers, each once.
+    let svg = std::fs::read_to_string(out.join("rho.svg")).unwrap();
+    let labels: Vec<&str> = svg.split("</text>").filter_map(|t| t.rsplit('>').next()).collect();
+    for round in 1..=8 {
+        let n = labels.iter().filter(|l| l.trim() == round.to_string()).count();
+        assert!(n <= 1, "round {round} labelled {n} times: {labels:?}");
+    }
+    assert!(md.contains("Last evaluation: flasc/tsfa 0.850 (round 8), soft/tsfa 0.850 (round 8)"), "{md}");
 }
 
 #[test]
