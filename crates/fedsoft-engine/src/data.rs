@@ -119,7 +119,7 @@ fn read(cfg: &ExperimentConfig, cache: &Path) -> Result<Raw, EngineError> {
     })
 }
 
-/// A stratified subset of `want` samples (all when `want` is absent or too large), in increasing order.
+/// A stratified subset of `want` samples (all when `want` is absent or all of them), in increasing order.
 fn subsample(labels: &[u32], want: Option<usize>, seed: u64, key: u64) -> Vec<usize> {
     let n = labels.len();
     let Some(want) = want.filter(|&w| w < n) else { return (0..n).collect() };
@@ -146,7 +146,31 @@ fn subsample(labels: &[u32], want: Option<usize>, seed: u64, key: u64) -> Vec<us
 pub fn load_task(cfg: &ExperimentConfig, cache: &Path, tokenizer_dir: Option<&Path>) -> Result<TaskData, EngineError> {
     let d = &cfg.data;
     let raw = read(cfg, cache)?;
-    let n_train = d.samples_per_client.map(|s| s * cfg.clients.total);
+    let n_train = d.samples_per_client.map(|s| s.saturating_mul(cfg.clients.total));
+    let (have_train, have_test) = match &raw {
+        Raw::Images(tr, te) => (tr.labels.len(), te.labels.len()),
+        Raw::Text(tr, te) => (tr.labels.len(), te.labels.len()),
+    };
+    // Asking for more than the split holds is an error, not a silent clamp: the resolved config would
+    // otherwise record a number of samples the run never had.
+    if let Some(want) = n_train.filter(|&w| w > have_train) {
+        return Err(EngineError::invalid(
+            "data.samples_per_client",
+            format!(
+                "{} per client x {} clients = {want} samples, but the training split holds {have_train}: at most {} \
+                 per client",
+                d.samples_per_client.unwrap_or(0),
+                cfg.clients.total,
+                have_train / cfg.clients.total.max(1)
+            ),
+        ));
+    }
+    if let Some(want) = d.test_samples.filter(|&w| w > have_test) {
+        return Err(EngineError::invalid(
+            "data.test_samples",
+            format!("{want} asked for, but the test split holds {have_test}"),
+        ));
+    }
     let (classes, train, train_labels, test, test_labels) = match raw {
         Raw::Images(tr, te) => {
             let tr = tr.subset(&subsample(&tr.labels, n_train, cfg.seed, 1));

@@ -239,6 +239,9 @@ fn bad_configs_fail_before_training_naming_the_field() {
         ("clients.total=1000000000", "clients.total"),
         ("data.image_size=100000", "data.image_size"),
         ("training.local_epochs=1000000000", "local_epochs"),
+        // More samples than the split holds is refused, not clamped to what exists.
+        ("data.samples_per_client=1000000000000", "data.samples_per_client: 1000000000000 per client x"),
+        ("data.test_samples=1000000000", "data.test_samples: 1000000000 asked for, but the test split holds"),
     ] {
         let e = try_cfg(&[o]);
         assert!(e.contains(want), "{o}: {e}");
