@@ -8,7 +8,7 @@ use crate::experiment::{Experiment, RunOptions};
 use crate::metrics::{ClientRecord, RoundRecord, Summary, TimeSplit};
 use crate::pool::Arrival;
 use crate::rundir::{self, RunDirLock};
-use crate::runfiles::{append, has_rounds, truncate_jsonl};
+use crate::runfiles::{append, check_covers, has_rounds, truncate_jsonl};
 use fedsoft_wireless::control::RatioController;
 use fedsoft_wireless::simulate::{RoundStart, Scenario};
 use fedsoft_wireless::uplink::RoundUplink;
@@ -87,6 +87,8 @@ impl RunLog {
         checkpoint::write_atomic(&out.join("partition.json"), hist.to_string().as_bytes())?;
         let metrics_path = out.join("metrics.jsonl");
         let clients_path = out.join("clients.jsonl");
+        check_covers(&metrics_path, state.next_round)?;
+        check_covers(&clients_path, state.next_round)?;
         truncate_jsonl(&metrics_path, state.next_round)?;
         truncate_jsonl(&clients_path, state.next_round)?;
         let metrics = append(&metrics_path)?;

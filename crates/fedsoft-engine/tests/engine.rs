@@ -453,6 +453,42 @@ fn resume_without_a_checkpoint_refuses_to_start_over() {
     assert_eq!(std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap(), metrics, "recorded rounds kept");
 }
 
+#[test]
+fn resume_refuses_logs_that_lost_rounds_the_checkpoint_covers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["rounds.checkpoint_every=1"]);
+    for (file, damage) in [("metrics.jsonl", "cut"), ("metrics.jsonl", "removed"), ("clients.jsonl", "cut")] {
+        let out = tmp.path().join(format!("{file}-{damage}"));
+        run(&cfg, &out, false, Some(3));
+        let path = out.join(file);
+        let kept = std::fs::read_to_string(&path).unwrap();
+        if damage == "cut" {
+            // The first round's records lost (a truncated copy, an editor's save).
+            let rest: String = kept.lines().filter(|l| !l.contains("\"round\":0,")).map(|l| format!("{l}\n")).collect();
+            assert_ne!(rest, kept);
+            std::fs::write(&path, rest).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+        let opts = RunOptions {
+            out_dir: out.clone(),
+            resume: true,
+            cache: PathBuf::from("/nonexistent-cache"),
+            stop_after: None,
+        };
+        let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+        let e = exp.run(&opts, |_| {}).unwrap_err();
+        assert!(matches!(e, EngineError::File { ref path, .. } if path == &out.join(file)), "{e:?}");
+        let e = e.to_string();
+        let what = if damage == "cut" { "holds no record of round 1" } else { "holds no round at all" };
+        assert!(
+            e.contains(&format!("{what}, but the checkpoint is at round 3: the log was cut or removed")),
+            "{file} {damage}: {e}"
+        );
+    }
+}
+
 /// Every round, the first scheduled client sends huge but finite values within its budget (3e38 in its LoRA
 /// entries, 1e30 in its head): the attack of issue #15 on an in-process pool.
 struct Poisoner(fedsoft_engine::engine::LocalClients);
