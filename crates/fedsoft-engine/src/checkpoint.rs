@@ -59,8 +59,24 @@ pub struct Meta {
     pub last_accuracy: Option<f64>,
     pub last_test_loss: Option<f64>,
     pub rank: usize,
-    /// Hash of the resolved config, so a resume with another config is refused.
-    pub config_hash: u64,
+    /// SHA-256 of the resolved config (`ExperimentConfig::digest`), so a resume with another config is refused.
+    /// Stable across toolchains, unlike the hash checkpoints carried before it.
+    #[serde(default)]
+    pub config_sha256: String,
+    /// The hash older checkpoints carry instead ([`legacy_config_hash`]); read so that their runs can resume
+    /// once (a resumed run drops it, so its next checkpoint carries only the SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<u64>,
+}
+
+/// The config hash checkpoints carried before `config_sha256`: Rust's `DefaultHasher` over the canonical
+/// config, which no Rust release promises to keep. Only for accepting those checkpoints under the toolchain
+/// that wrote them.
+pub fn legacy_config_hash(canonical_toml: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    canonical_toml.hash(&mut h);
+    h.finish()
 }
 
 /// Writes `bytes` to `path` atomically (`fedsoft_records::write_atomic`), naming the file on failure.

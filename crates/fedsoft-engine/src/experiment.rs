@@ -112,7 +112,7 @@ impl Experiment {
             global,
             head,
             memories: BTreeMap::new(),
-            meta: Meta { rank: self.rank, config_hash: self.config_hash(), ..Default::default() },
+            meta: Meta { rank: self.rank, config_sha256: self.cfg.digest(), ..Default::default() },
         })
     }
 
@@ -130,12 +130,14 @@ impl Experiment {
         names
     }
 
-    pub(crate) fn config_hash(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        // The thread count and the export's naming change no result, so a run may resume with others.
-        self.cfg.canonical_toml().hash(&mut h);
-        h.finish()
+    /// Whether a checkpoint's meta was written under this experiment's config: by its SHA-256, or, for a
+    /// checkpoint from before that was kept, by the old hash (accepted once: the next checkpoint carries the
+    /// SHA-256).
+    pub(crate) fn config_matches(&self, meta: &crate::checkpoint::Meta) -> bool {
+        if !meta.config_sha256.is_empty() {
+            return meta.config_sha256 == self.cfg.digest();
+        }
+        meta.config_hash == Some(crate::checkpoint::legacy_config_hash(&self.cfg.canonical_toml()))
     }
 
     pub(crate) fn settings(&self) -> TrainSettings {

@@ -54,13 +54,15 @@ impl RunLog {
         let out = &opts.out_dir;
         let claim = rundir::claim(out, &exp.cfg.digest(), opts.resume)?;
         let state = match (opts.resume, checkpoint::load(out, &exp.plan.shapes)?) {
-            (true, Some(st)) => {
-                if st.meta.config_hash != exp.config_hash() {
+            (true, Some(mut st)) => {
+                if !exp.config_matches(&st.meta) {
                     return Err(EngineError::run_directory(
                         out,
                         "was written by a different config; --resume continues a run only under its own config",
                     ));
                 }
+                st.meta.config_sha256 = exp.cfg.digest();
+                st.meta.config_hash = None;
                 st
             }
             (true, None) if has_rounds(&out.join("metrics.jsonl")) => {

@@ -454,6 +454,42 @@ fn resume_without_a_checkpoint_refuses_to_start_over() {
 }
 
 #[test]
+fn a_checkpoint_keyed_by_the_old_hash_resumes_once_and_is_rekeyed_by_the_config_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let cfg = config(&model, &data, &["rounds.checkpoint_every=1"]);
+    let whole = run(&cfg, &tmp.path().join("whole"), false, None);
+    let part = tmp.path().join("part");
+    run(&cfg, &part, false, Some(3));
+    let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
+    let mut st = fedsoft_engine::checkpoint::load(&part, exp.shapes()).unwrap().unwrap();
+    assert_eq!(st.meta.config_sha256, cfg.digest());
+    // As a checkpoint written before the digest: only the toolchain's hash of the canonical config.
+    st.meta.config_sha256 = String::new();
+    st.meta.config_hash = Some(fedsoft_engine::checkpoint::legacy_config_hash(&cfg.canonical_toml()));
+    fedsoft_engine::checkpoint::save(&part, &st).unwrap();
+    let resumed = run(&cfg, &part, true, None);
+    assert_eq!(comparable(&resumed), comparable(&whole));
+    let after = fedsoft_engine::checkpoint::load(&part, exp.shapes()).unwrap().unwrap();
+    assert_eq!((after.meta.config_sha256.as_str(), after.meta.config_hash), (cfg.digest().as_str(), None));
+    // An old hash that does not match is refused like any other config.
+    let other = tmp.path().join("other");
+    run(&cfg, &other, false, Some(2));
+    let mut st = fedsoft_engine::checkpoint::load(&other, exp.shapes()).unwrap().unwrap();
+    st.meta.config_sha256 = String::new();
+    st.meta.config_hash = Some(12345);
+    fedsoft_engine::checkpoint::save(&other, &st).unwrap();
+    let opts = RunOptions {
+        out_dir: other.clone(),
+        resume: true,
+        cache: PathBuf::from("/nonexistent-cache"),
+        stop_after: None,
+    };
+    let e = exp.run(&opts, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("was written by a different config"), "{e}");
+}
+
+#[test]
 fn resume_refuses_logs_that_lost_rounds_the_checkpoint_covers() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = fixture(tmp.path());
