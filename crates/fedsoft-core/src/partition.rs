@@ -21,6 +21,45 @@ pub enum Scheme {
     Dirichlet { alpha: f64, min_size: usize },
 }
 
+impl Scheme {
+    /// Checks the scheme's own parameters against `num_clients` clients sharing `samples` samples (pass
+    /// `usize::MAX` when the count is not known yet, as when a config is read before its data): the one home
+    /// of these checks, for the config's validation before anything loads and for [`partition`] itself.
+    pub fn check(&self, num_clients: usize, samples: usize) -> Result<(), CoreError> {
+        match *self {
+            Scheme::Iid => Ok(()),
+            Scheme::Shards { shards_per_client } => {
+                if shards_per_client == 0 {
+                    return Err(CoreError::invalid("partition.shards_per_client", "must be at least 1"));
+                }
+                let shards = num_clients.saturating_mul(shards_per_client);
+                if shards > samples {
+                    return Err(CoreError::invalid(
+                        "partition.shards_per_client",
+                        format!("{shards} shards for {samples} samples: shards would be empty"),
+                    ));
+                }
+                Ok(())
+            }
+            Scheme::Dirichlet { alpha, min_size } => {
+                if !(alpha.is_finite() && alpha > 0.0) {
+                    return Err(CoreError::invalid(
+                        "partition.alpha",
+                        format!("must be a positive number, got {alpha}"),
+                    ));
+                }
+                if min_size.saturating_mul(num_clients) > samples {
+                    return Err(CoreError::invalid(
+                        "partition.min_size",
+                        format!("{num_clients} clients x {min_size} samples exceeds the {samples} samples available"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Per-client sample indices and label histograms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Partition {
@@ -48,6 +87,7 @@ pub fn partition(
     if let Some(bad) = labels.iter().find(|&&l| l as usize >= num_classes) {
         return Err(CoreError::invalid("labels", format!("label {bad} is not below num_classes = {num_classes}")));
     }
+    scheme.check(num_clients, labels.len())?;
     let mut rng = stream(seed, Purpose::Partition, &[]);
     let clients = match scheme {
         Scheme::Iid => {
@@ -56,16 +96,7 @@ pub fn partition(
             deal_contiguous(&idx, num_clients)
         }
         Scheme::Shards { shards_per_client } => {
-            if shards_per_client == 0 {
-                return Err(CoreError::invalid("partition.shards_per_client", "must be at least 1"));
-            }
             let shards = num_clients * shards_per_client;
-            if shards > labels.len() {
-                return Err(CoreError::invalid(
-                    "partition.shards_per_client",
-                    format!("{shards} shards for {} samples: shards would be empty", labels.len()),
-                ));
-            }
             // Shuffle first so that samples of one label are in random order, then sort by label (stable).
             let mut idx: Vec<usize> = (0..labels.len()).collect();
             idx.shuffle(&mut rng);
@@ -121,15 +152,6 @@ fn dirichlet(
     min_size: usize,
     rng: &mut rand::rngs::ChaCha8Rng,
 ) -> Result<Vec<Vec<usize>>, CoreError> {
-    if !(alpha.is_finite() && alpha > 0.0) {
-        return Err(CoreError::invalid("partition.alpha", format!("must be a positive number, got {alpha}")));
-    }
-    if min_size.saturating_mul(num_clients) > labels.len() {
-        return Err(CoreError::invalid(
-            "partition.min_size",
-            format!("{num_clients} clients x {min_size} samples exceeds the {} samples available", labels.len()),
-        ));
-    }
     let gamma = Gamma::new(alpha, 1.0).map_err(|e| CoreError::invalid("partition.alpha", e.to_string()))?;
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
     for (i, &l) in labels.iter().enumerate() {

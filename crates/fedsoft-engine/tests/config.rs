@@ -113,3 +113,22 @@ fn shipped_presets_load() {
     // The default, the paper's Figs. 3(a), 3(b), 3(c), 4, 5-6, 7, their CPU versions, and the physical cell.
     assert!(n >= 13, "{n} presets");
 }
+
+#[test]
+fn a_bad_partition_is_refused_before_anything_loads() {
+    let text = include_str!("../../../configs/default.toml");
+    let run_err = |o: &[&str]| -> String {
+        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        let cfg = ExperimentConfig::from_toml(text, "default.toml", &o).unwrap();
+        cfg.validate_run().unwrap_err().to_string()
+    };
+    let e = run_err(&["partition={kind=\"dirichlet\",alpha=0,min_size=1}"]);
+    assert!(e.contains("partition.alpha") && e.contains("must be a positive number, got 0"), "{e}");
+    let e = run_err(&["partition={kind=\"shards\",shards_per_client=0}"]);
+    assert!(e.contains("partition.shards_per_client") && e.contains("must be at least 1"), "{e}");
+    // 100 clients x 48 samples cannot give every client 100.
+    let e = run_err(&["partition={kind=\"dirichlet\",alpha=0.5,min_size=100}"]);
+    assert!(e.contains("partition.min_size") && e.contains("100 clients x 100 samples exceeds the 4800"), "{e}");
+    let e = run_err(&["partition={kind=\"shards\",shards_per_client=49}"]);
+    assert!(e.contains("4900 shards for 4800 samples"), "{e}");
+}

@@ -176,6 +176,7 @@ impl ExperimentConfig {
     /// by `plan`: a paper preset can be planned before its data is at hand.
     pub fn validate_run(&self) -> Result<(), ConfigError> {
         self.data.validate(self.model.arch)?;
+        self.partition.validate(self.clients.total, self.data.samples_per_client)?;
         self.model.validate_run()?;
         self.training.validate()?;
         self.controller.validate()?;
