@@ -25,18 +25,29 @@ fn head_change_norm(h: &Head, global: &Head) -> f64 {
     l2(h.weight.iter().zip(&global.weight).chain(h.bias.iter().zip(&global.bias)).map(|(x, g)| x - g))
 }
 
-/// Applies the configured bounds to the round's accepted uploads: the uploads that stay (clipped where the
-/// action says so) and, by schedule slot, the reasons of those dropped. Without a bound, nothing changes.
+/// The round's uploads after the `[robust]` bounds.
+pub(crate) struct Bounded {
+    /// Kept uploads, clipped where the action says so (each clip noted on the upload).
+    pub kept: Vec<Arrival>,
+    /// Refused uploads by schedule slot, with the reason.
+    pub dropped: Vec<(usize, String)>,
+    /// The kept uploads' part norms (after clipping): the next round's reference pool. Empty without a bound.
+    pub accepted_norms: Vec<Vec<f64>>,
+}
+
+/// Applies the configured bounds to the round's accepted uploads, their limits drawn from this round's norms
+/// pooled with `history` (the norms accepted in the previous round). Without a bound, nothing changes.
 pub(crate) fn bound_arrivals(
     arrived: Vec<Arrival>,
     global: &LoraState,
     head: &Head,
     mode: FeedbackMode,
     cfg: &RobustConfig,
-) -> (Vec<Arrival>, Vec<(usize, String)>) {
+    history: &[Vec<f64>],
+) -> Bounded {
     let bound = cfg.bound();
     if bound.is_off() || arrived.is_empty() {
-        return (arrived, Vec::new());
+        return Bounded { kept: arrived, dropped: Vec::new(), accepted_norms: Vec::new() };
     }
     let modules = global.modules.len();
     let norms: Vec<Vec<f64>> = arrived
@@ -47,35 +58,36 @@ pub(crate) fn bound_arrivals(
             n
         })
         .collect();
+    // A history of another layout (a run resumed with other modules cannot happen, but a damaged one could)
+    // is not a reference.
+    let history: Vec<Vec<f64>> = history.iter().filter(|h| h.len() == modules + 1).cloned().collect();
     let part_name = |p: usize| {
         if p < modules { global.shapes[p].name.clone() } else { "the head".to_string() }
     };
-    let mut kept = Vec::with_capacity(arrived.len());
-    let mut dropped = Vec::new();
-    for (mut a, excess) in arrived.into_iter().zip(bound.excesses(&norms)) {
+    let describe =
+        |e: &Excess| format!("{} changes by {:.4e}, over its limit {:.4e}", part_name(e.part), e.norm, e.limit);
+    let mut out = Bounded { kept: Vec::with_capacity(arrived.len()), dropped: Vec::new(), accepted_norms: Vec::new() };
+    for ((mut a, excess), mut n) in arrived.into_iter().zip(bound.excesses(&norms, &history)).zip(norms) {
         let Some(first) = excess.first() else {
-            kept.push(a);
+            out.accepted_norms.push(n);
+            out.kept.push(a);
             continue;
         };
         match cfg.action {
-            BoundAction::Reject => dropped.push((
-                a.slot,
-                format!(
-                    "norm bound: {} changes by {:.4e}, over its limit {:.4e} ([robust])",
-                    part_name(first.part),
-                    first.norm,
-                    first.limit
-                ),
-            )),
+            BoundAction::Reject => out.dropped.push((a.slot, format!("norm bound: {} ([robust])", describe(first)))),
             BoundAction::Clip => {
                 for e in &excess {
                     clip(&mut a, e, global, head, mode);
+                    n[e.part] = e.limit;
                 }
-                kept.push(a);
+                let parts: Vec<String> = excess.iter().map(describe).collect();
+                a.note = Some(format!("clipped by the norm bound: {} ([robust])", parts.join("; ")));
+                out.accepted_norms.push(n);
+                out.kept.push(a);
             }
         }
     }
-    (kept, dropped)
+    out
 }
 
 /// Scales one part's change down to its limit.

@@ -59,6 +59,10 @@ pub struct Meta {
     pub last_accuracy: Option<f64>,
     pub last_test_loss: Option<f64>,
     pub rank: usize,
+    /// Per accepted upload of the last round that had any, its part norms (LoRA modules, then the head): the
+    /// `[robust]` bound pools them with the next round's, so one or two uploads cannot set their own limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub robust_history: Vec<Vec<f64>>,
     /// SHA-256 of the resolved config (`ExperimentConfig::digest`), so a resume with another config is refused.
     /// Stable across toolchains, unlike the hash checkpoints carried before it.
     #[serde(default)]

@@ -35,10 +35,8 @@ pub enum EngineError {
     Wireless(#[from] fedsoft_wireless::WirelessError),
     /// The global model or its test loss became non-finite; the run stops before recording the round, so its
     /// last checkpoint stays good.
-    #[error(
-        "{what} after round {round}; the run stops at its last checkpoint (a [robust] bound keeps such uploads out)"
-    )]
-    Diverged { round: u64, what: String },
+    #[error("{what} after round {round}; the run stops at its last checkpoint ({hint})")]
+    Diverged { round: u64, what: String, hint: String },
 }
 
 impl EngineError {

@@ -110,6 +110,8 @@ pub(crate) struct Arrival {
     pub cost: UploadCost,
     pub upload: ClientUpload,
     pub update: SparseUpdate,
+    /// What the server changed in the upload before using it (a `[robust]` clip), for its client record.
+    pub note: Option<String>,
 }
 
 /// A sparsifier or feedback step refused its input: reported against the `[method]` section.

@@ -73,7 +73,11 @@ impl Experiment {
         let results = pool.run_round(self, &task, &start.clients)?;
         let pool_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let (arrived, failed) = self.admit(&task, &start, results, &log.state);
+        let admitted = self.admit(&task, &start, results, &log.state);
+        if !admitted.accepted_norms.is_empty() {
+            log.state.meta.robust_history = admitted.accepted_norms;
+        }
+        let (arrived, failed) = (admitted.kept, admitted.dropped);
         // The pool's time is the clients' training plus their sparsification and encoding (in process they
         // run one after another; remote clients run in parallel and the server waits for them).
         let local_sparsify_s: f64 = arrived.iter().map(|a| a.upload.sparsify_s).sum::<f64>().min(pool_s);
@@ -99,7 +103,11 @@ impl Experiment {
         if !log.state.global.all_finite()
             || !log.state.head.weight.iter().chain(&log.state.head.bias).all(|v| v.is_finite())
         {
-            return Err(EngineError::Diverged { round, what: "the global model became non-finite".into() });
+            return Err(EngineError::Diverged {
+                round,
+                what: "the global model became non-finite".into(),
+                hint: self.divergence_hint(),
+            });
         }
         log.control.observe(&ctx, uplink.round_delay_s);
 
@@ -109,7 +117,11 @@ impl Experiment {
             let t = Instant::now();
             let (accuracy, loss) = self.evaluate(&log.state.global, &log.state.head)?;
             if !loss.is_finite() {
-                return Err(EngineError::Diverged { round, what: format!("the global model's test loss is {loss}") });
+                return Err(EngineError::Diverged {
+                    round,
+                    what: format!("the global model's test loss is {loss}"),
+                    hint: self.divergence_hint(),
+                });
             }
             split.eval_s += t.elapsed().as_secs_f64();
             evaluation = Some((accuracy, loss));
@@ -119,15 +131,28 @@ impl Experiment {
         log.record(self, outcome)
     }
 
+    /// What to try when the model diverges: a norm bound if none is set; otherwise the bound let it through
+    /// (a lone first upload under a relative bound), or the training itself diverged (the learning rate).
+    fn divergence_hint(&self) -> String {
+        if self.cfg.robust.bound().is_off() {
+            "a [robust] bound (median_factor or max_norm) keeps huge uploads out".into()
+        } else {
+            "the [robust] bound in force did not prevent it: set robust.max_norm (a lone upload has no median to \
+             compare with) or lower training.lr if honest training diverges"
+                .into()
+        }
+    }
+
     /// The server's side of collecting: each pool result checked by [`Experiment::accept`] and costed, then
-    /// the `[robust]` bounds. Returns the admitted arrivals (in schedule order) and each refusal by slot.
+    /// the `[robust]` bounds. Returns the admitted arrivals (in schedule order), every refusal by slot, and the
+    /// admitted uploads' part norms for the next round's bound (empty without one).
     fn admit(
         &self,
         task: &RoundTask<'_>,
         start: &RoundStart,
         results: Vec<Result<crate::pool::ClientUpload, String>>,
         state: &checkpoint::RunState,
-    ) -> (Vec<Arrival>, Vec<(usize, String)>) {
+    ) -> crate::bounds::Bounded {
         let w = &self.cfg.wireless;
         let bit_model = BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead };
         let numel = LoraState::numel(&state.global);
@@ -144,17 +169,18 @@ impl Experiment {
                         encoded_bits: 8 * upload.bytes.len() as u64,
                     };
                     let samples = self.task.partition.clients[client].len();
-                    arrived.push(Arrival { slot, samples, cost, upload, update });
+                    arrived.push(Arrival { slot, samples, cost, upload, update, note: None });
                 }
                 Err(reason) => failed.push((slot, reason)),
             }
         }
         let mode = self.cfg.method.feedback_mode;
-        let (arrived, over_bound) =
-            crate::bounds::bound_arrivals(arrived, &state.global, &state.head, mode, &self.cfg.robust);
-        failed.extend(over_bound);
+        let history = &state.meta.robust_history;
+        let bounded =
+            crate::bounds::bound_arrivals(arrived, &state.global, &state.head, mode, &self.cfg.robust, history);
+        failed.extend(bounded.dropped);
         failed.sort_by_key(|f| f.0);
-        (arrived, failed)
+        crate::bounds::Bounded { dropped: failed, ..bounded }
     }
 
     /// FedAvg of the uploads that arrived in time (`kept`, positions into `arrived`), weighted by samples: each

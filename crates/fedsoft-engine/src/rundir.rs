@@ -19,8 +19,8 @@ pub const MARKER: &str = "fedsoft-run.json";
 pub const LOCK: &str = ".fedsoft.lock";
 
 /// Entries fedsoft itself may have put in a directory before its run starts: the serving secret that
-/// `serve --issue-token` creates, and a TSFA pilot's own run directory.
-const OWN_BEFORE_START: [&str; 4] = [MARKER, LOCK, "secret", "pilot"];
+/// `serve --issue-token` creates, the address `serve` is listening on, and a TSFA pilot's own run directory.
+const OWN_BEFORE_START: [&str; 5] = [MARKER, LOCK, "secret", "listen.addr", "pilot"];
 
 /// What the marker holds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

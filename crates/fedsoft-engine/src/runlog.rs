@@ -241,6 +241,7 @@ fn client_records(exp: &Experiment, o: &Outcome) -> Vec<ClientRecord> {
                 train_loss: a.upload.train_loss,
                 dropped,
                 reason: dropped.then(|| "simulated outage: delay above rounds.outage_delay_s".into()),
+                note: a.note.clone(),
                 train_wall_s: a.upload.train_s,
                 transfer_s: a.upload.transfer_s,
             }
@@ -262,6 +263,7 @@ fn client_records(exp: &Experiment, o: &Outcome) -> Vec<ClientRecord> {
             train_loss: f64::NAN,
             dropped: true,
             reason: Some(reason.clone()),
+            note: None,
             train_wall_s: 0.0,
             transfer_s: None,
         });

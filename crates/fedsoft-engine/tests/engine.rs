@@ -606,6 +606,55 @@ fn norm_bounds_keep_a_poisoning_client_out() {
     assert_eq!(adapter(&tmp.path().join("honest")), adapter(&bounded));
 }
 
+/// The median bound holds when a round admits only one or two uploads: two give no median that one attacker
+/// cannot move (the smaller sets the reference), and a lone upload is compared with the uploads accepted in
+/// the previous round. A clip is recorded against its client with the norms. A lone first upload has nothing
+/// to be compared with; the run then stops naming `max_norm` instead of claiming a bound kept it out.
+#[test]
+fn norm_bounds_hold_in_rounds_of_one_or_two_uploads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let opts = |out: &Path| RunOptions {
+        out_dir: out.to_path_buf(),
+        resume: false,
+        cache: PathBuf::from("/nonexistent-cache"),
+        stop_after: None,
+    };
+    let poisoned = |extra: &[&str], name: &str| {
+        let exp = Experiment::prepare(&config(&model, &data, extra), Path::new("/nonexistent-cache")).unwrap();
+        let out = tmp.path().join(name);
+        let r = exp.run_with(&mut Poisoner(Default::default()), &opts(&out), |_| {});
+        let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("clients.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (r, rows)
+    };
+    // Two scheduled, one of them poisoning: refused every round.
+    let (r, rows) = poisoned(&["clients.per_round=2", "robust.median_factor=5"], "two");
+    assert!(r.unwrap().final_test_loss.is_some_and(f64::is_finite));
+    let refused = rows.iter().filter(|r| r["reason"].as_str().is_some_and(|s| s.starts_with("norm bound"))).count();
+    assert_eq!(refused, 4, "{rows:?}");
+    // Clipped instead: kept, and each clip recorded with the part and norms.
+    let (r, rows) = poisoned(&["clients.per_round=2", "robust.median_factor=5", "robust.action=\"clip\""], "clip2");
+    assert!(r.unwrap().final_test_loss.is_some_and(f64::is_finite));
+    let notes: Vec<&str> = rows.iter().filter_map(|r| r["note"].as_str()).collect();
+    assert_eq!(notes.len(), 4, "{rows:?}");
+    assert!(
+        notes.iter().all(|n| n.starts_with("clipped by the norm bound: ") && n.contains("over its limit")),
+        "{notes:?}"
+    );
+    // One scheduled: the first round's lone upload has no reference, so a relative bound cannot hold it, and
+    // the message says what would.
+    let (r, _) = poisoned(&["clients.per_round=1", "robust.median_factor=5"], "one");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("the [robust] bound in force did not prevent it: set robust.max_norm"), "{e}");
+    let (r, _) = poisoned(&["clients.per_round=1"], "one-open");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("a [robust] bound (median_factor or max_norm) keeps huge uploads out"), "{e}");
+}
+
 /// A checkpoint carries a digest of its metadata and tensors: one edited after it was written (the round
 /// counter in its header, a byte of a tensor) is refused on resume, naming the file.
 #[test]

@@ -162,9 +162,12 @@ pub struct ClientRecord {
     pub delay_s: f64,
     pub train_loss: f64,
     pub dropped: bool,
-    /// Why a dropped client's upload did not count (outage, crash, deadline, validation).
+    /// Why a dropped client's upload did not count (outage, crash, deadline, validation, a norm bound).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// What the server changed in a kept upload before using it (a `[robust]` clip, with the norms).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
     /// Real seconds of local training, as the client measured them.
     #[serde(default)]
     pub train_wall_s: f64,
