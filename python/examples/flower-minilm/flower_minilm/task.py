@@ -30,7 +30,7 @@ NUM_CLASSES = 4
 DEFAULTS: dict[str, object] = {
     "num-server-rounds": 5, "num-clients": 10, "per-round": 5, "method": "soft", "controller": "tsfa",
     "rank": 8, "rho": 0.75, "seed": 0, "local-steps": 4, "batch-size": 8, "lr": 0.002, "max-len": 32,
-    "sentences": 2000, "test-sentences": 200, "out": "",
+    "sentences": 2000, "test-sentences": 200, "node-wait-s": 120.0, "out": "",
 }
 
 
