@@ -88,8 +88,8 @@ pub struct PlanArgs {
     /// Print the plan as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Also simulate the online controller alone for this many rounds.
-    #[arg(long, value_name = "ROUNDS")]
+    /// Also simulate the online controller alone for this many rounds (at least 1).
+    #[arg(long, value_name = "ROUNDS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub simulate: Option<u64>,
     /// Values of kappa_V (V's calibration factor) to simulate.
     #[arg(long, value_delimiter = ',', default_values_t = vec![0.1, 1.0, 10.0])]

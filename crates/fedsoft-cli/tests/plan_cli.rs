@@ -124,3 +124,10 @@ fn report_names_a_directory_that_holds_no_run() {
     assert!(!ok && err.contains("RUNS"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn a_simulation_of_no_rounds_is_refused_instead_of_printing_zeros() {
+    let (ok, out, err) = fedsoft(&["plan", "--simulate", "0", "--seeds", "10"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("--simulate") && err.contains("0 is not in 1..=1000000"), "{err}");
+}
