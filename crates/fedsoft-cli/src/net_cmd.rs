@@ -55,7 +55,8 @@ pub struct JoinArgs {
     /// This machine's copy of the pre-trained checkpoint (sets model.path).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Override a field of the server's config locally, e.g. --set training.device="cuda:0" (repeatable).
+    /// Override a local field of the server's config: model.path, data.path, training.device, training.threads
+    /// or training.execution, e.g. --set training.device="cuda:0" (repeatable); any other field is refused.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Asset cache (default: $FEDSOFT_CACHE or .cache/fedsoft).

@@ -544,6 +544,11 @@ fn join_gives_up_on_a_silent_server_and_reports_permanent_mistakes_at_once() {
     assert!(!ok && err.contains("no contact"), "{err}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
 
+    // A field of the experiment itself is refused at once, naming it; where the files are is the client's own.
+    let (ok, err, took) = join(&format!("http://127.0.0.1:{port}"), &["--set", "lora.rank=4", "--patience", "600"]);
+    assert!(!ok && err.contains("lora.rank: a client may set only model.path, data.path"), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
     let (ok, err, took) = join(&format!("127.0.0.1:{port}"), &["--patience", "600"]);
     assert!(!ok && err.contains("--server") && err.contains("scheme"), "{err}");
     assert!(took < Duration::from_secs(10), "took {took:?}");

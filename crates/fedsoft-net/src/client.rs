@@ -125,7 +125,31 @@ fn fatal(client: u32, s: &Status) -> Option<NetError> {
 }
 
 /// Takes part in the server's run until it is finished.
+/// The fields a client may set for itself: where this machine keeps the model and data, and how it computes.
+/// Everything else is the server's experiment; a client that changed it (its rank, its method) would send
+/// uploads the server cannot use.
+pub const LOCAL_FIELDS: [&str; 5] =
+    ["model.path", "data.path", "training.device", "training.threads", "training.execution"];
+
+/// Refuses a `--set` that `join` cannot apply, before anything connects.
+fn check_local_overrides(overrides: &[String]) -> Result<(), NetError> {
+    for o in overrides {
+        let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
+        if !LOCAL_FIELDS.contains(&key) {
+            return Err(NetError::setup(
+                "--set",
+                format!(
+                    "{key}: a client may set only {}; the rest of the experiment is the server's",
+                    LOCAL_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
+    check_local_overrides(&opts.overrides)?;
     if opts.server.starts_with("https://") && opts.ca.is_none() {
         return Err(NetError::setup("--ca", "an https server needs the PEM of the CA that signed its certificate"));
     }
