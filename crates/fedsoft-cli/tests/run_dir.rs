@@ -1,21 +1,11 @@
 //! A run directory is the run's own: `fedsoft run` never writes over a user's files, and a second writer on
 //! the same `--out` is refused at once while the first runs.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 mod common;
 
-use common::fedsoft;
-
-fn require_assets() {
-    let cache = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/fedsoft"));
-    let dinov2 = fedsoft_data::assets::find("dinov2").unwrap();
-    assert!(
-        fedsoft_data::assets::installed(cache, dinov2).is_some(),
-        "the packaged assets are not fetched; run `cargo run -p fedsoft -- fetch` first"
-    );
-}
+use common::{fedsoft, require_assets};
 
 const SMALL: [&str; 10] = [
     "--set",
@@ -33,7 +23,7 @@ const SMALL: [&str; 10] = [
 #[test]
 #[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
 fn a_users_config_beside_the_output_is_never_overwritten() {
-    require_assets();
+    require_assets(&["dinov2", "fashion-mnist"]);
     let tmp = tempfile::tempdir().unwrap();
     let mine = tmp.path().join("myexp");
     std::fs::create_dir_all(&mine).unwrap();
@@ -55,7 +45,7 @@ fn a_users_config_beside_the_output_is_never_overwritten() {
 #[test]
 #[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
 fn a_second_run_on_the_same_directory_is_refused_while_the_first_writes_it() {
-    require_assets();
+    require_assets(&["dinov2", "fashion-mnist"]);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("shared");
     let first = |seed: &str| {

@@ -106,7 +106,7 @@ impl Experiment {
             return Err(EngineError::Diverged {
                 round,
                 what: "the global model became non-finite".into(),
-                hint: self.divergence_hint(),
+                hint: self.cfg.robust.divergence_hint().into(),
             });
         }
         log.control.observe(&ctx, uplink.round_delay_s);
@@ -120,7 +120,7 @@ impl Experiment {
                 return Err(EngineError::Diverged {
                     round,
                     what: format!("the global model's test loss is {loss}"),
-                    hint: self.divergence_hint(),
+                    hint: self.cfg.robust.divergence_hint().into(),
                 });
             }
             split.eval_s += t.elapsed().as_secs_f64();
@@ -129,18 +129,6 @@ impl Experiment {
 
         let outcome = Outcome { round, rho, start, arrived, failed, uplink, covariance, evaluation, split, t_round };
         log.record(self, outcome)
-    }
-
-    /// What to try when the model diverges: a norm bound if none is set; otherwise the bound let it through
-    /// (a lone first upload under a relative bound), or the training itself diverged (the learning rate).
-    fn divergence_hint(&self) -> String {
-        if self.cfg.robust.bound().is_off() {
-            "a [robust] bound (median_factor or max_norm) keeps huge uploads out".into()
-        } else {
-            "the [robust] bound in force did not prevent it: set robust.max_norm (a lone upload has no median to \
-             compare with) or lower training.lr if honest training diverges"
-                .into()
-        }
     }
 
     /// The server's side of collecting: each pool result checked by [`Experiment::accept`] and costed, then

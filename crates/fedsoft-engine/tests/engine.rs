@@ -16,12 +16,24 @@ fn config(model: &Path, data: &Path, extra: &[&str]) -> ExperimentConfig {
     tiny_config(model, data, extra)
 }
 
+/// Options for a run of the fixture in `out` (the fixture needs no asset cache).
+fn options(out: &Path, resume: bool, stop_after: Option<u64>) -> RunOptions {
+    RunOptions { out_dir: out.to_path_buf(), resume, cache: PathBuf::from("/nonexistent-cache"), stop_after }
+}
+
 fn run(cfg: &ExperimentConfig, out: &Path, resume: bool, stop_after: Option<u64>) -> Vec<RoundRecord> {
     let exp = Experiment::prepare(cfg, Path::new("/nonexistent-cache")).unwrap();
-    let opts =
-        RunOptions { out_dir: out.to_path_buf(), resume, cache: PathBuf::from("/nonexistent-cache"), stop_after };
-    exp.run(&opts, |_| {}).unwrap();
+    exp.run(&options(out, resume, stop_after), |_| {}).unwrap();
     read_metrics(out)
+}
+
+/// A run's `clients.jsonl` as JSON values (none when it wrote no file).
+fn client_rows(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("clients.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn read_metrics(out: &Path) -> Vec<RoundRecord> {
@@ -479,13 +491,7 @@ fn a_checkpoint_keyed_by_the_old_hash_resumes_once_and_is_rekeyed_by_the_config_
     st.meta.config_sha256 = String::new();
     st.meta.config_hash = Some(12345);
     fedsoft_engine::checkpoint::save(&other, &st).unwrap();
-    let opts = RunOptions {
-        out_dir: other.clone(),
-        resume: true,
-        cache: PathBuf::from("/nonexistent-cache"),
-        stop_after: None,
-    };
-    let e = exp.run(&opts, |_| {}).unwrap_err().to_string();
+    let e = exp.run(&options(&other, true, None), |_| {}).unwrap_err().to_string();
     assert!(e.contains("was written by a different config"), "{e}");
 }
 
@@ -507,14 +513,8 @@ fn resume_refuses_logs_that_lost_rounds_the_checkpoint_covers() {
         } else {
             std::fs::remove_file(&path).unwrap();
         }
-        let opts = RunOptions {
-            out_dir: out.clone(),
-            resume: true,
-            cache: PathBuf::from("/nonexistent-cache"),
-            stop_after: None,
-        };
         let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
-        let e = exp.run(&opts, |_| {}).unwrap_err();
+        let e = exp.run(&options(&out, true, None), |_| {}).unwrap_err();
         assert!(matches!(e, EngineError::File { ref path, .. } if path == &out.join(file)), "{e:?}");
         let e = e.to_string();
         let what = if damage == "cut" { "holds no record of round 1" } else { "holds no round at all" };
@@ -557,6 +557,19 @@ impl fedsoft_engine::engine::ClientPool for Poisoner {
     }
 }
 
+/// The fixture with `extra` overrides run in `<dir>/<name>` with [`Poisoner`]'s pool: its outcome and directory.
+fn run_poisoned(
+    dir: &Path,
+    (model, data): (&Path, &Path),
+    extra: &[&str],
+    name: &str,
+) -> (Result<fedsoft_engine::metrics::Summary, EngineError>, PathBuf) {
+    let exp = Experiment::prepare(&config(model, data, extra), Path::new("/nonexistent-cache")).unwrap();
+    let out = dir.join(name);
+    let r = exp.run_with(&mut Poisoner(Default::default()), &options(&out, false, None), |_| {});
+    (r, out)
+}
+
 /// Norm bounds (`[robust]`): without them a poisoner makes the run stop with an error (never a success with a
 /// broken model); with a median bound its uploads are rejected with the reason, or clipped, and the run ends
 /// with a finite model; honest runs are unchanged by a bound.
@@ -564,18 +577,7 @@ impl fedsoft_engine::engine::ClientPool for Poisoner {
 fn norm_bounds_keep_a_poisoning_client_out() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = fixture(tmp.path());
-    let opts = |out: &Path| RunOptions {
-        out_dir: out.to_path_buf(),
-        resume: false,
-        cache: PathBuf::from("/nonexistent-cache"),
-        stop_after: None,
-    };
-    let poisoned = |extra: &[&str], name: &str| {
-        let exp = Experiment::prepare(&config(&model, &data, extra), Path::new("/nonexistent-cache")).unwrap();
-        let out = tmp.path().join(name);
-        let r = exp.run_with(&mut Poisoner(Default::default()), &opts(&out), |_| {});
-        (r, out)
-    };
+    let poisoned = |extra: &[&str], name: &str| run_poisoned(tmp.path(), (&model, &data), extra, name);
     let (r, _) = poisoned(&[], "open");
     let e = r.unwrap_err();
     assert!(matches!(e, EngineError::Diverged { .. }), "{e:?}");
@@ -585,11 +587,7 @@ fn norm_bounds_keep_a_poisoning_client_out() {
     let (r, out) = poisoned(&["robust.median_factor=5"], "reject");
     let summary = r.unwrap();
     assert!(summary.final_test_loss.is_some_and(f64::is_finite) && summary.completed);
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("clients.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = client_rows(&out);
     let refused = rows.iter().filter(|r| r["reason"].as_str().is_some_and(|s| s.starts_with("norm bound"))).count();
     assert_eq!(refused, 4, "one poisoned upload refused per round");
     assert!(read_metrics(&out).iter().all(|r| r.dropped == 1));
@@ -614,22 +612,9 @@ fn norm_bounds_keep_a_poisoning_client_out() {
 fn norm_bounds_hold_in_rounds_of_one_or_two_uploads() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = fixture(tmp.path());
-    let opts = |out: &Path| RunOptions {
-        out_dir: out.to_path_buf(),
-        resume: false,
-        cache: PathBuf::from("/nonexistent-cache"),
-        stop_after: None,
-    };
     let poisoned = |extra: &[&str], name: &str| {
-        let exp = Experiment::prepare(&config(&model, &data, extra), Path::new("/nonexistent-cache")).unwrap();
-        let out = tmp.path().join(name);
-        let r = exp.run_with(&mut Poisoner(Default::default()), &opts(&out), |_| {});
-        let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("clients.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (r, rows)
+        let (r, out) = run_poisoned(tmp.path(), (&model, &data), extra, name);
+        (r, client_rows(&out))
     };
     // Two scheduled, one of them poisoning: refused every round.
     let (r, rows) = poisoned(&["clients.per_round=2", "robust.median_factor=5"], "two");

@@ -112,39 +112,23 @@ macro_rules! sweep_variant {
     };
 }
 
+/// One candidate setting of the Fig. 3 sweep: its overrides with each method the sweep compares.
+macro_rules! sweep_setting {
+    ($setting:literal, $overrides:tt) => {
+        [
+            sweep_variant!($setting, "ilora", $overrides),
+            sweep_variant!($setting, "rlora", $overrides),
+            sweep_variant!($setting, "fedlodrop", $overrides),
+        ]
+    };
+}
+
 fn fig3_power_variants() -> Vec<VariantSpec> {
-    vec![
-        sweep_variant!("a", "ilora", ["rounds.total=30", "data.samples_per_client=48", "partition.kind=\"iid\""]),
-        sweep_variant!("a", "rlora", ["rounds.total=30", "data.samples_per_client=48", "partition.kind=\"iid\""]),
-        sweep_variant!("a", "fedlodrop", ["rounds.total=30", "data.samples_per_client=48", "partition.kind=\"iid\""]),
-        sweep_variant!("b", "ilora", ["rounds.total=20", "data.samples_per_client=96", "partition.kind=\"iid\""]),
-        sweep_variant!("b", "rlora", ["rounds.total=20", "data.samples_per_client=96", "partition.kind=\"iid\""]),
-        sweep_variant!("b", "fedlodrop", ["rounds.total=20", "data.samples_per_client=96", "partition.kind=\"iid\""]),
-        sweep_variant!(
+    [
+        sweep_setting!("a", ["rounds.total=30", "data.samples_per_client=48", "partition.kind=\"iid\""]),
+        sweep_setting!("b", ["rounds.total=20", "data.samples_per_client=96", "partition.kind=\"iid\""]),
+        sweep_setting!(
             "c",
-            "ilora",
-            [
-                "rounds.total=30",
-                "data.samples_per_client=48",
-                "partition.kind=\"dirichlet\"",
-                "partition.alpha=0.5",
-                "partition.min_size=8"
-            ]
-        ),
-        sweep_variant!(
-            "c",
-            "rlora",
-            [
-                "rounds.total=30",
-                "data.samples_per_client=48",
-                "partition.kind=\"dirichlet\"",
-                "partition.alpha=0.5",
-                "partition.min_size=8"
-            ]
-        ),
-        sweep_variant!(
-            "c",
-            "fedlodrop",
             [
                 "rounds.total=30",
                 "data.samples_per_client=48",
@@ -154,6 +138,7 @@ fn fig3_power_variants() -> Vec<VariantSpec> {
             ]
         ),
     ]
+    .concat()
 }
 
 const METHODS: [VariantSpec; 6] = [

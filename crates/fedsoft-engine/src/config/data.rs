@@ -104,10 +104,7 @@ impl PartitionConfig {
     /// on the data itself is checked again when it is split).
     pub fn validate(&self, clients: usize, samples_per_client: Option<usize>) -> Result<(), ConfigError> {
         let samples = samples_per_client.map_or(usize::MAX, |s| s.saturating_mul(clients));
-        self.0.check(clients, samples).map_err(|e| match e {
-            fedsoft_core::CoreError::Invalid { what, detail } => ConfigError::invalid(what, detail),
-            other => ConfigError::invalid("partition", other.to_string()),
-        })
+        self.0.check(clients, samples).map_err(|e| ConfigError::from_core("partition", e))
     }
 }
 

@@ -20,6 +20,14 @@ impl ConfigError {
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         ConfigError::Invalid { field: field.into(), detail: detail.into() }
     }
+
+    /// A core check's refusal of a config section: the field the core names, or the section itself.
+    pub fn from_core(section: &str, e: fedsoft_core::CoreError) -> Self {
+        match e {
+            fedsoft_core::CoreError::Invalid { what, detail } => ConfigError::invalid(what, detail),
+            other => ConfigError::invalid(section, other.to_string()),
+        }
+    }
 }
 
 impl From<fedsoft_wireless::WirelessError> for ConfigError {

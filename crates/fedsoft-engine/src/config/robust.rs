@@ -20,9 +20,17 @@ impl RobustConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.bound().validate().map_err(|e| match e {
-            fedsoft_core::CoreError::Invalid { what, detail } => ConfigError::invalid(what, detail),
-            other => ConfigError::invalid("robust", other.to_string()),
-        })
+        self.bound().validate().map_err(|e| ConfigError::from_core("robust", e))
+    }
+
+    /// What to try when the global model diverges: a bound if none is set; otherwise the one in force let the
+    /// upload through (a lone first upload under a relative bound), or honest training itself diverged.
+    pub fn divergence_hint(&self) -> &'static str {
+        if self.bound().is_off() {
+            "a [robust] bound (median_factor or max_norm) keeps huge uploads out"
+        } else {
+            "the [robust] bound in force did not prevent it: set robust.max_norm (a lone upload has no median to \
+             compare with) or lower training.lr if honest training diverges"
+        }
     }
 }
