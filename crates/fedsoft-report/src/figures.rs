@@ -184,9 +184,9 @@ fn delay(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
     let references = budgets.iter().map(|&y| Reference { label: format!("latency budget {y:.3} s"), y }).collect();
     // One deep fade can take a round a hundred times longer than the rest; the axis keeps the rest readable.
     let per_round: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
-    let keep =
-        means.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(budgets.iter().copied()).fold(0.0, f64::max);
-    let y_max = robust_top(&per_round, keep);
+    // The running mean starts at the first round's delay, so it is judged with the rounds, not kept whole.
+    let means_too = per_round.iter().copied().chain(means.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    let y_max = robust_top(&means_too.collect::<Vec<_>>(), budgets.iter().copied().fold(0.0, f64::max));
     let above: Vec<f64> = per_round.iter().copied().filter(|&d| y_max.is_some_and(|t| d > t)).collect();
     let clipped = match y_max {
         Some(_) => format!(
