@@ -271,7 +271,10 @@ mod rogue {
     pub type Auth = Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>;
     pub type Client = FederationClient<InterceptedService<Channel, Auth>>;
 
-    pub async fn connect(port: u16, id: u32, token: String) -> Client {
+    /// The session of one rogue "process" (its connections share it).
+    pub type Session = std::sync::Arc<std::sync::Mutex<Option<u64>>>;
+
+    pub async fn connect(port: u16, id: u32, token: String, session: Session) -> Client {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
         let channel = loop {
             match channel.connect().await {
@@ -282,13 +285,18 @@ mod rogue {
         let auth: Auth = Box::new(move |mut req: Request<()>| {
             req.metadata_mut().insert("fedsoft-client", id.to_string().parse().unwrap());
             req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            if let Some(s) = *session.lock().unwrap() {
+                req.metadata_mut().insert("fedsoft-session", s.to_string().parse().unwrap());
+            }
             Ok(req)
         });
         FederationClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20)
     }
 
-    pub async fn join(c: &mut Client) -> Result<String, tonic::Status> {
-        c.join(JoinRequest {}).await.map(|r| r.into_inner().config_toml)
+    pub async fn join(c: &mut Client, session: &Session) -> Result<String, tonic::Status> {
+        let reply = c.join(JoinRequest {}).await?.into_inner();
+        *session.lock().unwrap() = Some(reply.session);
+        Ok(reply.config_toml)
     }
 
     pub async fn task(c: &mut Client, round: u64) -> Task {
@@ -298,6 +306,10 @@ mod rogue {
                 _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         }
+    }
+
+    pub async fn poll_once(c: &mut Client) -> Result<(), tonic::Status> {
+        c.poll(PollRequest {}).await.map(|_| ())
     }
 
     pub async fn upload(c: &mut Client, req: UploadRequest) -> Result<UploadReply, tonic::Status> {
@@ -331,8 +343,17 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
 
     let mut honest = client(&s, port, 0, &t0);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let mut c = rt.block_on(rogue::connect(port, 1, t1.clone()));
-    let cfg_text = rt.block_on(rogue::join(&mut c)).unwrap();
+    let session = rogue::Session::default();
+    let mut c = rt.block_on(rogue::connect(port, 1, t1.clone(), session.clone()));
+    let cfg_text = rt.block_on(rogue::join(&mut c, &session)).unwrap();
+    // Polls come from the process that joined: one without a session, or with another, is refused.
+    let other = rogue::Session::default();
+    let mut c3 = rt.block_on(rogue::connect(port, 1, t1.clone(), other.clone()));
+    let e = rt.block_on(rogue::poll_once(&mut c3)).unwrap_err();
+    assert!(e.message().contains("join first"), "{e:?}");
+    *other.lock().unwrap() = Some(session.lock().unwrap().unwrap() ^ 1);
+    let e = rt.block_on(rogue::poll_once(&mut c3)).unwrap_err();
+    assert!(e.message().contains("another process has joined as client 1"), "{e:?}");
     let cfg = fedsoft_engine::ExperimentConfig::from_toml(&cfg_text, "server", &[]).unwrap();
     let exp = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).unwrap();
     // An honest upload for a task, which each round then spoils in its own way.
@@ -393,12 +414,15 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
     assert!(!r.accepted && r.reason.contains("non-finite"), "{}", r.reason);
     let r = rt.block_on(rogue::upload(&mut c, request(0, u.bytes.clone(), &u.head))).unwrap();
     assert!(!r.accepted && r.reason.contains("stale"), "{}", r.reason);
+    // One for a round that has not begun is early, not stale.
+    let r = rt.block_on(rogue::upload(&mut c, request(9, u.bytes.clone(), &u.head))).unwrap();
+    assert!(!r.accepted && r.reason.starts_with("early upload for round 9: "), "{}", r.reason);
 
     // Round 3: the same honest upload twice at once: one is accepted, the other refused as a repeat (or as
     // late, should the round already have closed).
     let t = rt.block_on(rogue::task(&mut c, 3));
     let (u, _) = honest_upload(&t);
-    let mut c2 = rt.block_on(rogue::connect(port, 1, t1.clone()));
+    let mut c2 = rt.block_on(rogue::connect(port, 1, t1.clone(), session.clone()));
     let req = request(3, u.bytes.clone(), &u.head);
     let (a, b) = rt.block_on(async { tokio::join!(rogue::upload(&mut c, req.clone()), rogue::upload(&mut c2, req)) });
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -538,6 +562,9 @@ fn join_gives_up_on_a_silent_server_and_reports_permanent_mistakes_at_once() {
     };
     let (ok, err, took) = join(&format!("http://127.0.0.1:{port}"), &["--rpc-timeout", "1", "--patience", "2"]);
     assert!(!ok && err.contains("no contact"), "{err}");
+    // The patience is what was waited (not a backoff beyond it), and the cause reads as words, not Rust's Debug.
+    assert!(err.contains(" s (--patience 2 s): ") && !err.contains("for 3."), "{err}");
+    assert!(!err.contains("Status {") && !err.contains("Error("), "{err}");
     assert!(took < Duration::from_secs(60), "took {took:?}");
     // The patience bounds each call too: the 60 s default deadline does not outlast a patience of 2 s.
     let (ok, err, took) = join(&format!("http://127.0.0.1:{port}"), &["--patience", "2"]);
@@ -568,7 +595,14 @@ fn garbage_tls_files_are_reported_before_loading() {
     std::fs::write(&garbage, b"this is not a certificate\n").unwrap();
     let fake = s.root.join("fake.pem");
     std::fs::write(&fake, b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
-    for (cert, key, want) in [(&garbage, &garbage, "garbage.pem"), (&fake, &fake, "fake.pem")] {
+    let missing = s.root.join("missing-key.pem");
+    let cases = [
+        (&garbage, &garbage, "garbage.pem"),
+        (&fake, &fake, "fake.pem"),
+        // A file that is not there is reported against its field, once.
+        (&fake, &missing, "error: serve.tls_key: "),
+    ];
+    for (cert, key, want) in cases {
         let started = Instant::now();
         let o = fedsoft()
             .args(["serve", s.config.to_str().unwrap(), "--out", s.root.join("tls-out").to_str().unwrap()])
@@ -582,4 +616,45 @@ fn garbage_tls_files_are_reported_before_loading() {
         assert!(!err.contains("listening"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(20));
     }
+}
+
+/// One client id is one process: a second `join` with the id of a live client is refused, saying so, once
+/// its patience is spent; after the first process is killed, a restarted one takes its place.
+#[test]
+fn a_second_process_for_a_live_client_id_is_refused_and_a_restart_takes_the_place() {
+    // Only client 0 runs, so each round waits out its 5 s deadline: the run outlasts the test.
+    let s = setup(&["rounds.total=40", "serve.round_deadline_s=5"]);
+    let out = s.root.join("served");
+    let t0 = token(&s, &out, 0);
+    let mut srv = server(&s, &out, 0, &[]);
+    let port = bound_port(&out);
+    let joined = |what: &str| {
+        let until = Instant::now() + Duration::from_secs(120);
+        while !std::fs::read_to_string(s.root.join("client-0.log")).unwrap_or_default().contains("joined") {
+            assert!(Instant::now() < until, "{what} never joined:\n{}", log(&s));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut first = client(&s, port, 0, &t0);
+    joined("client 0");
+    let started = Instant::now();
+    let second = fedsoft()
+        .args(["join", "--server", &format!("http://127.0.0.1:{port}"), "--client-id", "0", "--token", &t0])
+        .args(["--state", s.root.join("second").to_str().unwrap(), "--patience", "4"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second process was let in as client 0:\n{err}");
+    assert!(err.contains("client 0 is already taking part from another process"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(first.try_wait().unwrap().is_none(), "the first process must keep its place");
+
+    first.kill().unwrap();
+    let _ = first.wait();
+    std::fs::remove_file(s.root.join("client-0.log")).unwrap();
+    let mut again = client(&s, port, 0, &t0);
+    joined("the restarted client 0");
+    let _ = again.kill();
+    let _ = srv.kill();
+    let _ = (again.wait(), srv.wait());
 }

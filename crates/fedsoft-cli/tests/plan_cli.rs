@@ -95,6 +95,28 @@ fn errors_name_the_file_or_field_and_exit_non_zero() {
     assert!(!err.contains("panicked"));
 }
 
+/// A link whose every setting is in range but whose product is no radio (a bandwidth of 1e-300 Hz, a mean
+/// SNR of -300 dB) is refused by plan and run alike, naming the link and the delay it gives, instead of
+/// `plan` printing 300-digit delays and `V = inf` with exit code 0 and `run` blaming `tsfa.v`.
+#[test]
+fn an_impossible_link_is_refused_by_plan_and_run_naming_the_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (set, says) in [
+        ("wireless.bandwidth_hz=1e-300", "bandwidth_hz = 1e-300 with the cell's mean SNRs (10.0 to 10.0 dB)"),
+        ("wireless.bandwidth_hz=1e300", "round delay of 4.547e-294 s"),
+        ("wireless.channel.mean_snr_db=-300", "mean SNRs (-300.0 to -300.0 dB)"),
+    ] {
+        let out = tmp.path().join(set.replace(['.', '='], "-"));
+        for args in [vec!["plan", "--set", set], vec!["run", "--set", set, "--out", out.to_str().unwrap()]] {
+            let (ok, stdout, err) = fedsoft(&args);
+            assert!(!ok, "{args:?} was accepted:\n{stdout}");
+            assert!(err.contains("error: wireless: ") && err.contains(says), "{args:?}: {err}");
+            assert!(err.contains("the planner works with delays of 1e-9 to 1e9 s"), "{err}");
+            assert!(!err.contains("tsfa.v"), "{err}");
+        }
+    }
+}
+
 #[test]
 fn help_explains_the_commands() {
     let (ok, out, _) = fedsoft(&["plan", "--help"]);

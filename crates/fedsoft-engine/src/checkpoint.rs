@@ -116,22 +116,55 @@ fn serialize(owned: &Owned, header: Option<std::collections::HashMap<String, Str
     safetensors::serialize(views, header).map_err(|e| e.to_string())
 }
 
-/// One client's memory as a file of its own (what `fedsoft join` keeps on the client's disk).
+/// One client's memory as a file of its own (what `fedsoft join` keeps on the client's disk), carrying a
+/// SHA-256 of its client id and tensors like a checkpoint does: a memory damaged on the client's disk would
+/// otherwise steer every later upload of that client, silently.
 pub fn memory_to_bytes(client: usize, m: &ClientMemory) -> Vec<u8> {
     let mut owned = Owned::new();
     push_memory(&mut owned, client, m);
-    serialize(&owned, None).expect("memory tensors are consistent")
+    let tensors = owned.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice())).collect();
+    let sum = digest(&memory_label(client), tensors);
+    let header = std::collections::HashMap::from([(DIGEST_KEY.to_string(), sum)]);
+    serialize(&owned, Some(header)).expect("memory tensors are consistent")
 }
 
-/// Reads what [`memory_to_bytes`] wrote; `path` only names the file in errors.
+/// What a memory file's digest covers besides its tensors: whose memory it is.
+fn memory_label(client: usize) -> String {
+    format!("client {client} memory")
+}
+
+/// Reads what [`memory_to_bytes`] wrote, refusing a file whose digest is missing or does not match and
+/// error-feedback values that are not finite; `path` only names the file in errors.
 pub fn memory_from_bytes(
     bytes: &[u8],
     client: usize,
     shapes: &[ModuleShape],
     path: &Path,
 ) -> Result<ClientMemory, EngineError> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| EngineError::file(path, e))?;
+    let stored = header.metadata().as_ref().and_then(|m| m.get(DIGEST_KEY)).ok_or_else(|| {
+        EngineError::file(
+            path,
+            format!(
+                "no `{DIGEST_KEY}` entry in the header, so it cannot be checked (written by an older fedsoft, or \
+                 not a client memory); remove it to start client {client}'s memory afresh"
+            ),
+        )
+    })?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| EngineError::file(path, e))?;
-    read_memory(&st, client, shapes, path)
+    let views = st.tensors();
+    let tensors = views.iter().map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())).collect();
+    if digest(&memory_label(client), tensors) != *stored {
+        return Err(EngineError::file(
+            path,
+            format!("its contents do not match the digest written with it (edited, damaged, or not client {client}'s)"),
+        ));
+    }
+    let memory = read_memory(&st, client, shapes, path)?;
+    if memory.feedback.as_ref().is_some_and(|f| !f.all_finite()) {
+        return Err(EngineError::file(path, "the error-feedback memory holds non-finite values"));
+    }
+    Ok(memory)
 }
 
 fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>, EngineError> {

@@ -3,6 +3,7 @@
 //! uplink; aggregate; evaluate on schedule; record; checkpoint. The run's files are opened and closed around
 //! the rounds ([`crate::runlog`]).
 
+use crate::ExperimentConfig;
 use crate::checkpoint;
 use crate::config::PayloadSize;
 use crate::error::EngineError;
@@ -78,6 +79,23 @@ impl Experiment {
             log.state.meta.robust_history = admitted.accepted_norms;
         }
         let (arrived, failed) = (admitted.kept, admitted.dropped);
+        // A round whose every upload was refused for non-finite values has no model to move and never will:
+        // the clients' local training diverged. Going on would end "completed" at chance accuracy.
+        if arrived.is_empty() && !failed.is_empty() && failed.iter().all(|(_, r)| r.contains("non-finite")) {
+            let lr = format!("lower training.lr (now {:e}) if it is too large", cfg.training.lr);
+            // Before any upload was aggregated the model is the initial one, so the learning rate is the cause;
+            // later, an earlier upload may have broken the model the clients trained from.
+            let hint = if log.state.meta.ledger.uploads == 0 {
+                format!("the clients' local training diverged from the initial model: {lr}")
+            } else {
+                format!(
+                    "the clients' local training diverged: {lr}; if an earlier upload broke the model, {}",
+                    cfg.robust.divergence_hint()
+                )
+            };
+            let what = format!("every upload of the round ({}) held non-finite values", failed.len());
+            return Err(EngineError::Diverged { round, what, hint });
+        }
         // The pool's time is the clients' training plus their sparsification and encoding (in process they
         // run one after another; remote clients run in parallel and the server waits for them).
         let local_sparsify_s: f64 = arrived.iter().map(|a| a.upload.sparsify_s).sum::<f64>().min(pool_s);
@@ -106,7 +124,7 @@ impl Experiment {
             return Err(EngineError::Diverged {
                 round,
                 what: "the global model became non-finite".into(),
-                hint: self.cfg.robust.divergence_hint().into(),
+                hint: divergence_hint(cfg, &arrived),
             });
         }
         log.control.observe(&ctx, uplink.round_delay_s);
@@ -120,7 +138,7 @@ impl Experiment {
                 return Err(EngineError::Diverged {
                     round,
                     what: format!("the global model's test loss is {loss}"),
-                    hint: self.cfg.robust.divergence_hint().into(),
+                    hint: divergence_hint(cfg, &arrived),
                 });
             }
             split.eval_s += t.elapsed().as_secs_f64();
@@ -208,5 +226,21 @@ impl Experiment {
             }
             _ => Ok(None),
         }
+    }
+}
+
+/// What to change when the global model diverged: the clients' own training, when their reported losses
+/// already ran away (a learning rate no model survives), else the bound on what one upload may do.
+fn divergence_hint(cfg: &ExperimentConfig, arrived: &[Arrival]) -> String {
+    let runaway: Vec<usize> =
+        arrived.iter().filter(|a| !a.upload.train_loss.is_finite()).map(|a| a.upload.client).collect();
+    if runaway.is_empty() {
+        cfg.robust.divergence_hint().to_string()
+    } else {
+        format!(
+            "the local training of client(s) {runaway:?} diverged (training loss not finite): lower training.lr, \
+             now {:e}",
+            cfg.training.lr
+        )
     }
 }

@@ -63,6 +63,9 @@ fn bad_values_name_their_field() {
         (MINIMAL, &["lora.rank=4", "training.optimizer_state=\"sometimes\""], "--set training.optimizer_state"),
         (MINIMAL, &["training.optimizer_state=\"sometimes\""], "expected `fresh` or `keep`"),
         (MINIMAL, &["training.pooling=3"], "--set training.pooling=3"),
+        // ... and the message names the field inside the merged document, not only serde's type complaint.
+        (MINIMAL, &["lora.rank=abc"], "--set lora.rank=abc: lora.rank: invalid type: string \"abc\", expected usize"),
+        (MINIMAL, &["method.name=\"foo\""], "method.name: unknown variant `foo`"),
         // Switching a variant field by field is read as a whole; one left incomplete names what is missing.
         (MINIMAL, &["partition.kind=\"dirichlet\"", "partition.alpha=0.3"], "missing field `min_size`"),
         (MINIMAL, &["partition.kind=\"dirichlet\"", "lora.rank=4"], "--set partition.kind=\"dirichlet\""),

@@ -640,6 +640,19 @@ fn norm_bounds_hold_in_rounds_of_one_or_two_uploads() {
     assert!(e.contains("a [robust] bound (median_factor or max_norm) keeps huge uploads out"), "{e}");
 }
 
+/// A learning rate no model survives stops the run with a message about the learning rate, not about
+/// `[robust]`: the clients' own training losses show where the divergence began.
+#[test]
+fn a_runaway_learning_rate_is_named_as_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = fixture(tmp.path());
+    let exp =
+        Experiment::prepare(&config(&model, &data, &["training.lr=1e30"]), Path::new("/nonexistent-cache")).unwrap();
+    let e = exp.run(&options(&tmp.path().join("lr"), false, None), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("diverged from the initial model: lower training.lr (now 1e30) if it is too large"), "{e}");
+    assert!(!e.contains("[robust]"), "{e}");
+}
+
 /// A checkpoint carries a digest of its metadata and tensors: one edited after it was written (the round
 /// counter in its header, a byte of a tensor) is refused on resume, naming the file.
 #[test]

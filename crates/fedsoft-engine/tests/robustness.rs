@@ -45,8 +45,14 @@ fn damaged_checkpoints_and_memories_never_panic() {
         }
         let mem = damaged(&memory_bytes, case);
         let outcome = std::panic::catch_unwind(|| memory_from_bytes(&mem, *client, &shapes, Path::new("memory")));
-        assert!(outcome.is_ok(), "case {case}: the memory reader panicked");
+        let Ok(result) = outcome else { panic!("case {case}: the memory reader panicked") };
+        // A client's memory carries a digest too: every change to it is refused.
+        assert!(result.is_err() || mem == memory_bytes, "case {case}: a damaged client memory was accepted");
     }
+    assert_eq!(&memory_from_bytes(&memory_bytes, *client, &shapes, Path::new("memory")).unwrap(), memory);
+    // Another client's memory is not this one's, even intact.
+    let e = memory_from_bytes(&memory_bytes, client + 1, &shapes, Path::new("memory-7.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("memory-7.safetensors") && e.to_string().contains("digest"), "{e}");
     // Only the rare "damage" that rewrote bytes to their own values leaves the original.
     assert!(loaded * 100 <= total, "{loaded} of {total} damaged copies were identical to the original");
 }

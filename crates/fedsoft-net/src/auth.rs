@@ -16,6 +16,11 @@ pub struct Tokens {
 
 const MIN_SECRET: usize = 16;
 
+/// A problem with the secret file, named by its field and path once.
+fn secret_file(path: &Path, detail: impl std::fmt::Display) -> NetError {
+    NetError::setup("serve.secret_file", format!("{}: {detail}", path.display()))
+}
+
 impl Tokens {
     pub fn new(secret: Vec<u8>) -> Result<Self, NetError> {
         if secret.len() < MIN_SECRET {
@@ -29,7 +34,7 @@ impl Tokens {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path).map_err(|e| NetError::io(path, e))?.permissions().mode();
+            let mode = std::fs::metadata(path).map_err(|e| secret_file(path, e))?.permissions().mode();
             if mode & 0o077 != 0 {
                 return Err(NetError::setup(
                     "serve.secret_file",
@@ -42,9 +47,12 @@ impl Tokens {
                 ));
             }
         }
-        let text = std::fs::read(path).map_err(|e| NetError::io(path, e))?;
+        let text = std::fs::read(path).map_err(|e| secret_file(path, e))?;
         let trimmed = text.trim_ascii().to_vec();
-        Tokens::new(trimmed).map_err(|e| NetError::setup("serve.secret_file", format!("{}: {e}", path.display())))
+        if trimmed.len() < MIN_SECRET {
+            return Err(secret_file(path, format!("the secret needs at least {MIN_SECRET} bytes")));
+        }
+        Tokens::new(trimmed)
     }
 
     /// The secret of `path`, created there (random, owner-only permissions) when absent: a run directory

@@ -8,12 +8,13 @@ use crate::proto::federation_client::FederationClient;
 use crate::proto::{JoinRequest, PollRequest, UploadRequest, poll_reply};
 use crate::server::message_limit as server_message_limit;
 use crate::wire::{f32_bytes, f32s, factors};
-use crate::{AUTH_KEY, CLIENT_KEY, NetError};
+use crate::{AUTH_KEY, CLIENT_KEY, NetError, SESSION_KEY};
 use fedsoft_core::budget::DropRatio;
 use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::engine::{Experiment, RoundTask};
 use fedsoft_model::adapters::Head;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -54,12 +55,17 @@ type Client = FederationClient<InterceptedService<Channel, Auth>>;
 struct Auth {
     client: MetadataValue<tonic::metadata::Ascii>,
     bearer: MetadataValue<tonic::metadata::Ascii>,
+    /// The session of this process's latest join (none before it).
+    session: Arc<Mutex<Option<u64>>>,
 }
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         req.metadata_mut().insert(CLIENT_KEY, self.client.clone());
         req.metadata_mut().insert(AUTH_KEY, self.bearer.clone());
+        if let Some(session) = *self.session.lock().expect("session") {
+            req.metadata_mut().insert(SESSION_KEY, MetadataValue::from(session));
+        }
         Ok(req)
     }
 }
@@ -108,7 +114,7 @@ fn endpoint(opts: &JoinOptions) -> Result<Endpoint, NetError> {
 }
 
 async fn connect(endpoint: &Endpoint, auth: &Auth) -> Result<Client, String> {
-    let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
+    let channel = endpoint.connect().await.map_err(|e| crate::causes(&e))?;
     Ok(FederationClient::with_interceptor(channel, auth.clone()))
 }
 
@@ -156,6 +162,7 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
     let auth = Auth {
         client: opts.client.to_string().parse().map_err(|_| NetError::setup("--client-id", "not ASCII"))?,
         bearer: format!("Bearer {}", opts.token).parse().map_err(|_| NetError::setup("--token", "not ASCII"))?,
+        session: Arc::new(Mutex::new(None)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -171,18 +178,24 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
     let unreachable = |detail: String, since: Instant| NetError::Unreachable {
         server: opts.server.clone(),
         seconds: since.elapsed().as_secs_f64(),
+        patience: opts.patience_s,
         detail,
     };
     // Every failure that a retry may fix (no connection, a call past its deadline, a lost stream) waits with
     // backoff and counts against the patience.
     let mut last_error = String::new();
+    // Whether the server holds this process's session; a restarted server does not, and the client joins again.
+    let mut joined = false;
+    let mut taken_since: Option<Instant> = None;
     'connection: loop {
         if !last_error.is_empty() {
-            if last_contact.elapsed().as_secs_f64() > opts.patience_s {
+            // The wait never runs past the patience: the last retry comes when it ends, not a backoff later.
+            let left = opts.patience_s - last_contact.elapsed().as_secs_f64();
+            if left <= 0.0 {
                 return Err(unreachable(std::mem::take(&mut last_error), last_contact));
             }
             tracing::info!(error = %last_error, ?backoff, "no answer from the server; retrying");
-            std::thread::sleep(backoff);
+            std::thread::sleep(backoff.min(Duration::from_secs_f64(left)));
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         let mut rpc = match runtime.block_on(connect(&endpoint, &auth)) {
@@ -193,9 +206,21 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
                 continue;
             }
         };
-        if exp.is_none() {
+        if !joined {
             let reply = match runtime.block_on(rpc.join(JoinRequest {})) {
                 Ok(r) => r.into_inner(),
+                Err(s) if s.code() == Code::AlreadyExists => {
+                    // Another process is this client, or was until it crashed: its place frees once the server
+                    // stops hearing from it, so wait as long as the patience allows, then give up saying why.
+                    let since = *taken_since.get_or_insert_with(Instant::now);
+                    if since.elapsed().as_secs_f64() > opts.patience_s {
+                        return Err(NetError::Refused { client: opts.client, detail: s.message().to_string() });
+                    }
+                    tracing::warn!(reason = %s.message(), "client id taken; waiting for it to free");
+                    std::thread::sleep(Duration::from_secs(1));
+                    last_contact = Instant::now();
+                    continue 'connection;
+                }
                 Err(s) => match fatal(opts.client, &s) {
                     Some(e) => return Err(e),
                     None => {
@@ -204,9 +229,15 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
                     }
                 },
             };
-            let cfg = ExperimentConfig::from_toml(&reply.config_toml, "the server's experiment", &opts.overrides)?;
-            tracing::info!(client = opts.client, name = %cfg.name, "joined; preparing the model and data");
-            exp = Some(Experiment::prepare(&cfg, &opts.cache)?);
+            *auth.session.lock().expect("session") = Some(reply.session);
+            joined = true;
+            if exp.is_none() {
+                let cfg = ExperimentConfig::from_toml(&reply.config_toml, "the server's experiment", &opts.overrides)?;
+                tracing::info!(client = opts.client, name = %cfg.name, "joined; preparing the model and data");
+                exp = Some(Experiment::prepare(&cfg, &opts.cache)?);
+            } else {
+                tracing::info!(client = opts.client, "joined again");
+            }
         }
         let exp = exp.as_ref().expect("prepared");
         let limit = server_message_limit(exp);
@@ -214,6 +245,11 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
         loop {
             let reply = match runtime.block_on(rpc.poll(PollRequest {})) {
                 Ok(r) => r.into_inner(),
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    joined = false;
+                    last_error = format!("poll: {}", s.message());
+                    continue 'connection;
+                }
                 Err(s) => match fatal(opts.client, &s) {
                     Some(e) => return Err(e),
                     None => {
@@ -248,6 +284,7 @@ pub fn join(opts: &JoinOptions) -> Result<JoinSummary, NetError> {
                         Err(s) => match fatal(opts.client, &s) {
                             Some(e) => return Err(e),
                             None => {
+                                joined &= s.code() != Code::FailedPrecondition;
                                 last_error = format!("upload: {}", s.message());
                                 continue 'connection;
                             }

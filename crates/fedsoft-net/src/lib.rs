@@ -31,8 +31,8 @@ pub enum NetError {
     #[error("the server refused client {client}: {detail}")]
     Refused { client: u32, detail: String },
     /// No contact with the server for longer than the client's patience.
-    #[error("no contact with {server} for {seconds:.0} s: {detail}")]
-    Unreachable { server: String, seconds: f64, detail: String },
+    #[error("no contact with {server} for {seconds:.1} s (--patience {patience} s): {detail}")]
+    Unreachable { server: String, seconds: f64, patience: f64, detail: String },
 }
 
 impl NetError {
@@ -44,6 +44,23 @@ impl NetError {
     }
 }
 
+/// An error and its sources as one line (`a: b: c`), for errors whose `Display` alone says only "transport
+/// error" and whose `Debug` is Rust's struct syntax.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = s.source();
+    }
+    parts.join(": ")
+}
+
 /// Metadata keys of the two authentication entries.
 pub const CLIENT_KEY: &str = "fedsoft-client";
 pub const AUTH_KEY: &str = "authorization";
+/// Metadata key of the session a join handed out (`JoinReply.session`).
+pub const SESSION_KEY: &str = "fedsoft-session";

@@ -58,3 +58,29 @@ impl MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedsoft_core::lora::LoraState;
+
+    #[test]
+    fn a_memory_damaged_on_the_clients_disk_is_refused_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shapes = vec![ModuleShape::new("m", 4, 3, 2)];
+        let mut feedback = LoraState::zeros(&shapes).unwrap();
+        feedback.modules[0].b[1] = 0.25;
+        let memory = ClientMemory { feedback: Some(feedback), optimizer: None };
+        let store = MemoryStore::open(tmp.path(), 7).unwrap();
+        store.save(3, &memory).unwrap();
+        assert_eq!(store.before(4, &shapes).unwrap(), memory);
+        // One bit flipped in the last value: same size, same layout, other numbers.
+        let path = store.path(3);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        let e = store.before(4, &shapes).unwrap_err().to_string();
+        assert!(e.contains("memory-3.safetensors") && e.contains("do not match the digest"), "{e}");
+    }
+}

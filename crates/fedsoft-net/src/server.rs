@@ -8,7 +8,7 @@ use crate::auth::Tokens;
 use crate::proto::federation_server::{Federation, FederationServer};
 use crate::proto::{self, JoinReply, JoinRequest, PollReply, PollRequest, UploadReply, UploadRequest, poll_reply};
 use crate::wire::{f32_bytes, f32s, factors_bytes};
-use crate::{AUTH_KEY, CLIENT_KEY, NetError};
+use crate::{AUTH_KEY, CLIENT_KEY, NetError, SESSION_KEY};
 use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::checkpoint::ClientMemory;
 use fedsoft_engine::engine::{ClientPool, ClientUpload, Experiment, RoundTask, RunOptions};
@@ -24,6 +24,27 @@ use tonic::{Request, Response, Status};
 /// How long a poll waits for work before it answers "ask again": clients hear of a new round at once
 /// instead of at their next poll.
 const LONG_POLL: Duration = Duration::from_secs(10);
+
+/// How long a client that has joined counts as connected after it was last heard from while it holds no
+/// task. A connected client is never silent for longer than one long poll, so three of them leave room for a
+/// slow network without letting a crashed client block its own restart for long. While it works on a task of
+/// the open round it counts as connected until the round closes (local training may outlast any poll).
+const LIVE: Duration = Duration::from_secs(30);
+
+/// The process that currently is a client id: the session its join was given and when it was last heard.
+struct Session {
+    id: u64,
+    last_seen: Instant,
+}
+
+/// A session id no earlier join of this server handed out (the counter), unguessable across restarts (std's
+/// per-process random hash keys). Not a credential: the token authenticates; this only tells processes apart.
+fn new_session(counter: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(counter);
+    h.finish() ^ counter
+}
 
 /// An upload on its way from a handler to the engine, with the channel its verdict goes back on.
 struct Incoming {
@@ -50,6 +71,43 @@ struct Hub {
     /// Clients that have been told the run is over.
     told_finished: BTreeSet<u32>,
     joined: BTreeSet<u32>,
+    /// The latest round opened, to tell a late upload from an early one while no round is open.
+    last_round: Option<u64>,
+    /// The process that is each client id now (see [`LIVE`]).
+    sessions: BTreeMap<u32, Session>,
+    sessions_issued: u64,
+}
+
+impl Hub {
+    /// Whether the process holding `client`'s session is still taking part: heard from recently, or
+    /// working on a task of the open round (local training may outlast any poll interval).
+    fn live(&self, client: u32, session: &Session) -> bool {
+        let c = client as usize;
+        let working = self.round.as_ref().is_some_and(|o| o.handed_out.contains_key(&c) && !o.answered.contains(&c));
+        working || session.last_seen.elapsed() < LIVE
+    }
+
+    /// Checks that a poll or upload comes from the process that holds `client`'s session, and notes that it
+    /// was heard from.
+    fn heard(&mut self, client: u32, presented: Option<u64>) -> Result<(), Status> {
+        let Some(current) = self.sessions.get_mut(&client) else {
+            // Joined before this server started (it was restarted), or never: the client joins again.
+            return Err(Status::failed_precondition(format!(
+                "client {client} has no session with this server: join first"
+            )));
+        };
+        match presented {
+            Some(s) if s == current.id => {
+                current.last_seen = Instant::now();
+                Ok(())
+            }
+            Some(_) => Err(Status::permission_denied(format!(
+                "another process has joined as client {client} since this one did; only one process may be client \
+                 {client} at a time"
+            ))),
+            None => Err(Status::failed_precondition(format!("no `{SESSION_KEY}` metadata: join first"))),
+        }
+    }
 }
 
 struct Service {
@@ -75,6 +133,14 @@ impl Service {
         }
         open.handed_out.entry(c).or_insert_with(Instant::now);
         Some(poll_reply::State::Task(open.task.clone()))
+    }
+
+    /// The authenticated client id of a poll or upload, from the process that holds its session.
+    fn session_client<T>(&self, req: &Request<T>) -> Result<u32, Status> {
+        let id = self.client(req)?;
+        let presented = req.metadata().get(SESSION_KEY).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        self.hub.lock().expect("hub").heard(id, presented)?;
+        Ok(id)
     }
 
     /// The authenticated client id of a request.
@@ -108,14 +174,26 @@ impl Federation for Service {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         let id = self.client(&req)?;
         let mut hub = self.hub.lock().expect("hub");
+        if let Some(held) = hub.sessions.get(&id).filter(|s| hub.live(id, s)) {
+            let ago = held.last_seen.elapsed().as_secs_f64();
+            tracing::warn!(client = id, "refused: a second process joined as this client");
+            return Err(Status::already_exists(format!(
+                "client {id} is already taking part from another process (last heard {ago:.0} s ago); a client id \
+                 is one process. If that process has stopped, its place is free {} s after it was last heard",
+                LIVE.as_secs()
+            )));
+        }
+        hub.sessions_issued += 1;
+        let session = new_session(hub.sessions_issued);
+        hub.sessions.insert(id, Session { id: session, last_seen: Instant::now() });
         if hub.joined.insert(id) {
             tracing::info!(client = id, "joined");
         }
-        Ok(Response::new(JoinReply { config_toml: hub.config_toml.clone(), num_clients: hub.num_clients }))
+        Ok(Response::new(JoinReply { config_toml: hub.config_toml.clone(), num_clients: hub.num_clients, session }))
     }
 
     async fn poll(&self, req: Request<PollRequest>) -> Result<Response<PollReply>, Status> {
-        let id = self.client(&req)?;
+        let id = self.session_client(&req)?;
         let until = tokio::time::Instant::now() + LONG_POLL;
         loop {
             // Registered before the state is read, so news that lands in between is not missed.
@@ -133,7 +211,7 @@ impl Federation for Service {
     }
 
     async fn upload(&self, req: Request<UploadRequest>) -> Result<Response<UploadReply>, Status> {
-        let id = self.client(&req)? as usize;
+        let id = self.session_client(&req)? as usize;
         let request = req.into_inner();
         let refuse = |reason: String| {
             tracing::warn!(client = id, round = request.round, %reason, "upload refused");
@@ -142,10 +220,17 @@ impl Federation for Service {
         let inbox = {
             let mut hub = self.hub.lock().expect("hub");
             match hub.round.as_mut() {
-                None => return refuse(format!("stale upload for round {}: no round is open", request.round)),
+                None => {
+                    let when = match hub.last_round {
+                        Some(last) if request.round <= last => format!("stale upload for round {}", request.round),
+                        _ => format!("early upload for round {}", request.round),
+                    };
+                    return refuse(format!("{when}: no round is open"));
+                }
                 Some(open) if open.task.round != request.round => {
+                    let when = if request.round < open.task.round { "stale" } else { "early" };
                     return refuse(format!(
-                        "stale upload for round {}: round {} is open",
+                        "{when} upload for round {}: round {} is open",
                         request.round, open.task.round
                     ));
                 }
@@ -199,13 +284,16 @@ impl ClientPool for RemoteClients {
             head_bias: f32_bytes(&task.head.bias),
             deadline_s: self.deadline.as_secs_f64(),
         };
-        self.hub.lock().expect("hub").round = Some(OpenRound {
+        let mut hub = self.hub.lock().expect("hub");
+        hub.last_round = Some(task.round);
+        hub.round = Some(OpenRound {
             task: message,
             scheduled: clients.to_vec(),
             handed_out: BTreeMap::new(),
             answered: BTreeSet::new(),
             inbox: tx,
         });
+        drop(hub);
         self.news.notify_waiters();
         tracing::info!(round = task.round, ?clients, rho = task.rho.get(), "round open");
         let deadline = Instant::now() + self.deadline;
@@ -330,8 +418,10 @@ pub fn transport_check(
     let addr: SocketAddr = listen.parse().map_err(|e| NetError::setup("serve.listen", format!("{listen:?}: {e}")))?;
     let tls = match (&cfg.serve.tls_cert, &cfg.serve.tls_key) {
         (Some(cert), Some(key)) => {
-            let cert_pem = std::fs::read(cert).map_err(|e| NetError::io(cert, e))?;
-            let key_pem = std::fs::read(key).map_err(|e| NetError::io(key, e))?;
+            let read = |field: &str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| NetError::setup(field, format!("{}: {e}", path.display())))
+            };
+            let (cert_pem, key_pem) = (read("serve.tls_cert", cert)?, read("serve.tls_key", key)?);
             let has = |pem: &[u8], label: &str| String::from_utf8_lossy(pem).contains(label);
             if !has(&cert_pem, "-----BEGIN CERTIFICATE-----") {
                 return Err(NetError::setup(
@@ -351,7 +441,12 @@ pub fn transport_check(
             Server::builder().tls_config(tls.clone()).map_err(|e| {
                 NetError::setup(
                     "serve.tls_cert",
-                    format!("{} with key {}: not a usable certificate and key: {e:?}", cert.display(), key.display()),
+                    format!(
+                        "{} with key {}: not a usable certificate and key: {}",
+                        cert.display(),
+                        key.display(),
+                        crate::causes(&e)
+                    ),
                 )
             })?;
             Some(tls)
@@ -392,6 +487,9 @@ pub fn serve(
         finished: false,
         told_finished: BTreeSet::new(),
         joined: BTreeSet::new(),
+        last_round: None,
+        sessions: BTreeMap::new(),
+        sessions_issued: 0,
     }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

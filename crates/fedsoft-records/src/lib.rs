@@ -95,7 +95,7 @@ pub struct UnknownMethod(pub String);
 impl std::fmt::Display for UnknownMethod {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = MethodKind::ALL.iter().map(|m| m.as_str()).collect();
-        write!(f, "method: unknown method {:?}; expected one of {}", self.0, names.join(", "))
+        write!(f, "unknown method {:?}; expected one of {}", self.0, names.join(", "))
     }
 }
 

@@ -92,7 +92,10 @@ impl ExperimentConfig {
             let mut doc: toml::Table = toml::from_str(text).map_err(parse_err)?;
             let parse = |doc: &toml::Table| -> Result<ExperimentConfig, String> {
                 let merged = toml::to_string(doc).map_err(|e| e.to_string())?;
-                toml::from_str(&merged).map_err(|e| e.message().to_string())
+                toml::from_str(&merged).map_err(|e| match field_of_error(doc) {
+                    Some(field) => format!("{field}: {}", e.message()),
+                    None => e.message().to_string(),
+                })
             };
             // Every override is applied before the document is read, so a variant can be switched one field
             // at a time (`--set partition.kind="dirichlet" --set partition.alpha=0.3 ...`). When the result
@@ -188,4 +191,13 @@ impl ExperimentConfig {
     pub fn orthogonality(&self) -> f64 {
         self.training.orthogonality.unwrap_or_else(|| self.method.name.default_orthogonality_weight())
     }
+}
+
+/// The dotted field that keeps `doc` from being a config (`lora.rank` for `--set lora.rank=abc`): a line
+/// number in the merged document would point at text the user never wrote, and serde's message alone ("invalid
+/// type: string \"abc\", expected usize") does not say where.
+fn field_of_error(doc: &toml::Table) -> Option<String> {
+    let err = serde_path_to_error::deserialize::<_, ExperimentConfig>(toml::Value::Table(doc.clone())).err()?;
+    let path = err.path().to_string();
+    (path != ".").then_some(path)
 }

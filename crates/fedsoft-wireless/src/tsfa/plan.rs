@@ -97,6 +97,11 @@ pub struct TsfaPlan {
 /// Scheduled sets drawn to average a non-closed-form dense-upload delay over (D15).
 const AVERAGE_SETS: u64 = 256;
 
+/// The dense round delays the planner accepts, seconds. Every input can be in range on its own and still
+/// multiply into a link no radio has (1e-300 Hz of bandwidth, a mean SNR of -300 dB): outside this range
+/// `V` overflows or vanishes, and the message should name the link, not `V`.
+const PLAUSIBLE_DELAY_S: std::ops::RangeInclusive<f64> = 1e-9..=1e9;
+
 impl TsfaPlan {
     pub fn new(inputs: PlanInputs, settings: TsfaSettings) -> Result<Self, WirelessError> {
         let PlanInputs { cell, uplink, value_bits, index_overhead, params_per_rank, per_round, seed } = inputs;
@@ -122,10 +127,38 @@ impl TsfaPlan {
         };
         let s = &settings;
         let offline = plan_offline(&s.bound, &link, &s.candidate_ranks, s.rho_min, s.rho_max)?;
+        let dense = link.dense_delay(offline.best_rank);
+        if !(dense.is_finite() && PLAUSIBLE_DELAY_S.contains(&dense)) {
+            let snrs: Vec<f64> = cell.mean_snr.iter().map(|&g| crate::units::linear_to_db(g)).collect();
+            let (lo, hi) = snrs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+            return Err(WirelessError::invalid(
+                "wireless",
+                format!(
+                    "bandwidth_hz = {:e} with the cell's mean SNRs ({lo:.1} to {hi:.1} dB) gives a dense upload at \
+                     rank {} a round delay of {dense:.3e} s; the planner works with delays of {:e} to {:e} s: check \
+                     wireless.bandwidth_hz and wireless.channel",
+                    uplink.bandwidth_hz,
+                    offline.best_rank,
+                    PLAUSIBLE_DELAY_S.start(),
+                    PLAUSIBLE_DELAY_S.end()
+                ),
+            ));
+        }
         let v_wsp = match s.v_wsp {
             Some(v) => v,
             None => {
-                calibrate_v(s.v_kappa, link.tau_bar, link.dense_delay(offline.best_rank), s.bound.psi, offline.best_rho)
+                let v = calibrate_v(s.v_kappa, link.tau_bar, dense, s.bound.psi, offline.best_rho);
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(WirelessError::invalid(
+                        "tsfa.v_kappa",
+                        format!(
+                            "calibrates V w_sp to {v:e} (budget {:.3e} s, dense delay {dense:.3e} s at rank {}); \
+                             set tsfa.v_wsp directly or bring the budget near the link's delays",
+                            link.tau_bar, offline.best_rank
+                        ),
+                    ));
+                }
+                v
             }
         };
         Ok(TsfaPlan { cell, link, offline, v_wsp, uplink, per_round, seed, settings })
