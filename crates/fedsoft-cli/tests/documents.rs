@@ -119,3 +119,32 @@ fn the_readme_is_a_users_guide_whose_links_resolve() {
         assert!(root().join(file).exists(), "README links to {target}, which does not exist");
     }
 }
+
+/// The crate table of ARCHITECTURE.md says what each crate must not depend on; its manifests say what it does.
+/// A rule broken here is either a wrong arrow in the code or a sentence to correct in the table.
+#[test]
+fn no_crate_depends_on_what_architecture_md_forbids_it() {
+    let burn = ["burn", "burn-autodiff", "burn-backend", "burn-flex"];
+    let rules: [(&str, &[&str]); 8] = [
+        ("crates/fedsoft-core", &[&burn[..], &["fedsoft-model", "fedsoft-engine", "tokio", "tonic"]].concat()),
+        ("crates/fedsoft-wireless", &[&burn[..], &["fedsoft-model", "fedsoft-engine"]].concat()),
+        ("crates/fedsoft-data", &[&burn[..], &["fedsoft-model", "fedsoft-engine"]].concat()),
+        ("crates/fedsoft-model", &["fedsoft-engine", "fedsoft-data", "fedsoft-net"]),
+        ("crates/fedsoft-engine", &["fedsoft", "fedsoft-net", "fedsoft-report"]),
+        ("crates/fedsoft-report", &[&burn[..], &["fedsoft-model", "fedsoft-engine"]].concat()),
+        ("crates/fedsoft-net", &[&burn[..], &["fedsoft-model"]].concat()),
+        ("python", &[&burn[..], &["fedsoft-model", "fedsoft-engine"]].concat()),
+    ];
+    for (dir, forbidden) in rules {
+        let manifest: toml::Table =
+            toml::from_str(&std::fs::read_to_string(root().join(dir).join("Cargo.toml")).unwrap()).unwrap();
+        let deps = manifest.get("dependencies").and_then(|d| d.as_table()).cloned().unwrap_or_default();
+        for name in deps.keys() {
+            assert!(!forbidden.contains(&name.as_str()), "{dir} depends on {name}, which ARCHITECTURE.md forbids it");
+        }
+    }
+    let records: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root().join("crates/fedsoft-records/Cargo.toml")).unwrap()).unwrap();
+    let deps: Vec<&String> = records["dependencies"].as_table().unwrap().keys().collect();
+    assert_eq!(deps, ["serde"], "fedsoft-records depends on nothing but serde");
+}

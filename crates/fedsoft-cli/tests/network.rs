@@ -359,7 +359,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
     // An honest upload for a task, which each round then spoils in its own way.
     let honest_upload = |t: &fedsoft_net::proto::Task| {
         let global = factors(exp.shapes(), &t.factors).unwrap();
-        let head = fedsoft_model::adapters::Head {
+        let head = fedsoft_engine::Head {
             hidden: exp.head_dims().0,
             classes: exp.head_dims().1,
             weight: f32s(&t.head_weight, "w").unwrap(),
@@ -369,7 +369,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
         let (u, _) = exp.client_update(1, &task, Default::default()).unwrap();
         (u, global)
     };
-    let request = |round: u64, update: Vec<u8>, head: &fedsoft_model::adapters::Head| UploadRequest {
+    let request = |round: u64, update: Vec<u8>, head: &fedsoft_engine::Head| UploadRequest {
         round,
         update,
         head_weight: f32_bytes(&head.weight),

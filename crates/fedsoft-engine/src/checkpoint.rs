@@ -63,6 +63,10 @@ pub struct Meta {
     /// `[robust]` bound pools them with the next round's, so one or two uploads cannot set their own limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub robust_history: Vec<Vec<f64>>,
+    /// Test accuracy and loss of the model before the first round (the figures' round-0 point); absent in
+    /// checkpoints written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_evaluation: Option<(f64, f64)>,
     /// SHA-256 of the resolved config (`ExperimentConfig::digest`), so a resume with another config is refused.
     /// Stable across toolchains, unlike the hash checkpoints carried before it.
     #[serde(default)]

@@ -29,3 +29,6 @@ pub mod workers;
 
 pub use config::{ConfigError, ExperimentConfig};
 pub use error::EngineError;
+/// The classifier head as plain numbers (what crosses the network beside the factors); re-exported so that
+/// the network layer reaches the model only through the engine.
+pub use fedsoft_model::adapters::Head;

@@ -43,6 +43,10 @@ impl Experiment {
         pool.restore(std::mem::take(&mut log.state.memories));
         let total = self.cfg.rounds.total;
         let end = opts.stop_after.map_or(total, |s| s.min(total));
+        if log.state.next_round == 0 && log.state.meta.initial_evaluation.is_none() {
+            // Where training starts from: the figures' round-0 point, and the baseline every gain is read against.
+            log.state.meta.initial_evaluation = Some(self.evaluate(&log.state.global, &log.state.head)?);
+        }
         for round in log.state.next_round..end {
             let rec = self.play_round(pool, &mut log, round)?;
             let checkpoint_due = round + 1 == total

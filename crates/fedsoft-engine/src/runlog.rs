@@ -195,6 +195,8 @@ impl RunLog {
             num_classes: exp.task.classes.len(),
             rank: exp.rank,
             orthogonality: Some(cfg.orthogonality()),
+            initial_test_accuracy: state.meta.initial_evaluation.map(|(a, _)| a),
+            initial_test_loss: state.meta.initial_evaluation.map(|(_, l)| l),
             final_test_accuracy: state.meta.last_accuracy,
             final_test_loss: state.meta.last_test_loss,
             avg_delay_s: state.meta.delay_sum_s / state.next_round.max(1) as f64,

@@ -213,29 +213,23 @@ fn the_horizon_rule_runs_and_resumes_exactly() {
     assert_eq!(comparable(&run(&cfg, &part, true, None)), comparable(&whole));
 }
 
+/// Where a bad setting is caught matters: a mistake in the config itself is refused while the config is read
+/// (before any model or data file is opened), and only what needs the files (a data path, more samples than
+/// the split holds) is refused while preparing, still before the first round.
 #[test]
 fn bad_configs_fail_before_training_naming_the_field() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = fixture(tmp.path());
     let text = std::fs::read_to_string(tmp.path().join("task.csv")).unwrap();
     assert!(!text.is_empty());
-    let try_cfg = |o: &[&str]| -> String {
-        let base = config(&model, &data, &[]);
-        let toml = base.to_toml();
-        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
-        match ExperimentConfig::from_toml(&toml, "tiny.toml", &o) {
-            Err(e) => e.to_string(),
-            Ok(c) => Experiment::prepare(&c, Path::new("/nonexistent-cache"))
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        }
+    let read = |o: &str| {
+        let toml = config(&model, &data, &[]).to_toml();
+        ExperimentConfig::from_toml(&toml, "tiny.toml", &[o.to_string()])
     };
     for (o, want) in [
         ("method.name=\"topk\"", "unknown variant `topk`"),
         ("lora.rank=17", "lora.rank"),
         ("clients.per_round=9", "clients.per_round"),
-        ("data.path=\"/no/such/file.csv\"", "data.path"),
         ("controller.rho=1.0", "controller.rho"),
         ("training.device=\"tpu\"", "training.device"),
         ("rounds.total=0", "rounds"),
@@ -251,11 +245,25 @@ fn bad_configs_fail_before_training_naming_the_field() {
         ("clients.total=1000000000", "clients.total"),
         ("data.image_size=100000", "data.image_size"),
         ("training.local_epochs=1000000000", "local_epochs"),
+    ] {
+        let e = match read(o) {
+            Err(e) => e.to_string(),
+            Ok(c) => match c.validate_run() {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("{o}: accepted while reading the config (the files were not needed to refuse it)"),
+            },
+        };
+        assert!(e.contains(want), "{o}: {e}");
+    }
+    // These need the files: refused while preparing, and nothing is written.
+    for (o, want) in [
+        ("data.path=\"/no/such/file.csv\"", "data.path"),
         // More samples than the split holds is refused, not clamped to what exists.
         ("data.samples_per_client=1000000000000", "data.samples_per_client: 1000000000000 per client x"),
         ("data.test_samples=1000000000", "data.test_samples: 1000000000 asked for, but the test split holds"),
     ] {
-        let e = try_cfg(&[o]);
+        let cfg = read(o).unwrap_or_else(|e| panic!("{o}: refused before the files were read: {e}"));
+        let e = Experiment::prepare(&cfg, Path::new("/nonexistent-cache")).err().expect(o).to_string();
         assert!(e.contains(want), "{o}: {e}");
     }
 }
@@ -394,11 +402,17 @@ fn batched_execution_matches_per_client_training() {
         v
     };
     let split = ["partition={ kind = \"dirichlet\", alpha = 0.5, min_size = 4 }"];
-    for state in ["fresh", "keep"] {
+    // ILoRA without the regulariser, with fresh and kept optimiser state; SOFT with its orthogonality term,
+    // sparsification and error feedback.
+    for (method, state) in [("ilora", "fresh"), ("ilora", "keep"), ("soft", "fresh")] {
         let opt = format!("training.optimizer_state=\"{state}\"");
-        let mut common = vec!["method.name=\"ilora\"", "controller.kind=\"fixed\"", opt.as_str()];
+        let name = format!("method.name=\"{method}\"");
+        let state = format!("{method}-{state}");
+        let mut common = vec![name.as_str(), "controller.kind=\"fixed\"", opt.as_str()];
         common.extend(split);
         let with = |x: &'static str| -> Vec<&str> { common.iter().copied().chain([x]).collect() };
+        let regularised = config(&model, &data, &common).orthogonality() > 0.0;
+        assert_eq!(regularised, method == "soft", "{state}: the orthogonality term is on for SOFT only");
         let per_client = tmp.path().join(format!("{state}-per-client"));
         let a = run(&config(&model, &data, &with("training.execution=\"per_client\"")), &per_client, false, None);
         let batched = tmp.path().join(format!("{state}-batched"));

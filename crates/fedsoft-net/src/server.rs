@@ -10,10 +10,10 @@ use crate::proto::{self, JoinReply, JoinRequest, PollReply, PollRequest, UploadR
 use crate::wire::{f32_bytes, f32s, factors_bytes};
 use crate::{AUTH_KEY, CLIENT_KEY, NetError, SESSION_KEY};
 use fedsoft_engine::ExperimentConfig;
+use fedsoft_engine::Head;
 use fedsoft_engine::checkpoint::ClientMemory;
 use fedsoft_engine::engine::{ClientPool, ClientUpload, Experiment, RoundTask, RunOptions};
 use fedsoft_engine::metrics::{RoundRecord, Summary};
-use fedsoft_model::adapters::Head;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, mpsc};

@@ -188,6 +188,12 @@ pub struct Summary {
     /// The orthogonality weight λ in force (absent in runs written before it was recorded).
     #[serde(default)]
     pub orthogonality: Option<f64>,
+    /// Test accuracy and loss of the model before the first round (absent in runs written before it was
+    /// measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_test_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_test_loss: Option<f64>,
     /// Test accuracy and loss at the last evaluation; `null` when the run never evaluated.
     pub final_test_accuracy: Option<f64>,
     pub final_test_loss: Option<f64>,
@@ -225,6 +231,8 @@ mod tests {
             num_classes: 10,
             rank: 8,
             orthogonality: Some(0.01),
+            initial_test_accuracy: None,
+            initial_test_loss: None,
             final_test_accuracy: None,
             final_test_loss: Some(1.5),
             avg_delay_s: 1.2,

@@ -107,8 +107,13 @@ fn accuracy(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option
         title: "Test accuracy vs round".into(),
         stem: "accuracy".into(),
         caption: format!(
-            "Accuracy of the global model on the test set at each evaluated round (the paper's Fig. 3); the axis \
-             spans the data, not 0-1. Last evaluation: {}.",
+            "Accuracy of the global model on the test set at each evaluated round (the paper's Fig. 3){}; the \
+             axis spans the data, not 0-1. Last evaluation: {}.",
+            if runs.iter().any(|r| r.summary.initial_test_accuracy.is_some()) {
+                ", round 0 being the model before training"
+            } else {
+                ""
+            },
             finals(runs)
         ),
     }))
@@ -184,17 +189,29 @@ fn delay(runs: &[Run], out: &Path, files: &mut Vec<PathBuf>) -> Result<Option<Se
     let references = budgets.iter().map(|&y| Reference { label: format!("latency budget {y:.3} s"), y }).collect();
     // One deep fade can take a round a hundred times longer than the rest; the axis keeps the rest readable.
     let per_round: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
-    // The running mean starts at the first round's delay, so it is judged with the rounds, not kept whole.
-    let means_too = per_round.iter().copied().chain(means.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-    let y_max = robust_top(&means_too.collect::<Vec<_>>(), budgets.iter().copied().fold(0.0, f64::max));
-    let above: Vec<f64> = per_round.iter().copied().filter(|&d| y_max.is_some_and(|t| d > t)).collect();
-    let clipped = match y_max {
-        Some(_) => format!(
+    // The axis is set by the rounds alone: the running mean starts at the first round's delay, and a deep fade
+    // there would otherwise flatten every later round (and the budget line) to the floor.
+    let y_max = robust_top(&per_round, budgets.iter().copied().fold(0.0, f64::max));
+    let above = |points: &[Series]| -> Vec<f64> {
+        points.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|&d| y_max.is_some_and(|t| d > t)).collect()
+    };
+    let (rounds_above, means_above) = (above(&series), above(&means));
+    let highest = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let clipped = match (y_max, means_above.is_empty()) {
+        (None, _) => String::new(),
+        (Some(_), true) => format!(
             " {} round(s) above the axis (up to {:.2} s) are drawn as triangles on its top edge.",
-            above.len(),
-            above.iter().copied().fold(0.0, f64::max)
+            rounds_above.len(),
+            highest(&rounds_above)
         ),
-        None => String::new(),
+        (Some(_), false) => format!(
+            " {} round(s) (up to {:.2} s) and the running mean's first {} point(s) (up to {:.2} s) lie above the \
+             axis and are drawn as triangles on its top edge.",
+            rounds_above.len(),
+            highest(&rounds_above),
+            means_above.len(),
+            highest(&means_above)
+        ),
     };
     let ends: Vec<String> = runs
         .iter()

@@ -451,6 +451,8 @@ pub(crate) mod tests {
             num_classes: 10,
             rank: 8,
             orthogonality: Some(0.01),
+            initial_test_accuracy: None,
+            initial_test_loss: None,
             final_test_accuracy: Some(acc),
             final_test_loss: Some(1.0),
             avg_delay_s: 1.0,

@@ -17,15 +17,20 @@ pub struct Run {
 }
 
 impl Run {
-    /// `(round, accuracy)` of the evaluated rounds; rounds count from 1 in figures.
+    /// `(round, accuracy)` of the evaluated rounds; rounds count from 1 in figures, and round 0 is the
+    /// model before training (where the run measured it).
     pub fn accuracy(&self) -> Vec<(f64, f64)> {
-        self.rounds.iter().filter_map(|r| r.test_accuracy.map(|a| ((r.round + 1) as f64, a))).collect()
+        let initial = self.summary.initial_test_accuracy.map(|a| (0.0, a));
+        initial
+            .into_iter()
+            .chain(self.rounds.iter().filter_map(|r| r.test_accuracy.map(|a| ((r.round + 1) as f64, a))))
+            .collect()
     }
 
     /// `(cumulative paper-count uplink bits, accuracy)` of the evaluated rounds.
     pub fn accuracy_vs_bits(&self) -> Vec<(f64, f64)> {
         let mut total = 0u64;
-        let mut out = Vec::new();
+        let mut out: Vec<(f64, f64)> = self.summary.initial_test_accuracy.map(|a| (0.0, a)).into_iter().collect();
         for r in &self.rounds {
             total += r.uplink_bits_paper;
             if let Some(a) = r.test_accuracy {
@@ -154,6 +159,22 @@ mod tests {
         let runs = load_runs(&[a, b, c]).unwrap();
         let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels, ["ilora/fixed (with/seed-1)", "ilora/fixed (without/seed-1)", "flasc/fixed"]);
+    }
+
+    #[test]
+    fn the_model_before_training_is_round_zero_of_the_accuracy_curves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+        fake_run(&old, "soft");
+        fake_run(&new, "soft");
+        let mut runs = load_runs(&[old, new.clone()]).unwrap();
+        runs[0].rounds[0].test_accuracy = Some(0.6);
+        runs[1].rounds[0].test_accuracy = Some(0.6);
+        runs[1].summary.initial_test_accuracy = Some(0.1);
+        // A run written before the initial evaluation existed has no round-0 point.
+        assert_eq!(runs[0].accuracy(), vec![(1.0, 0.6)]);
+        assert_eq!(runs[1].accuracy(), vec![(0.0, 0.1), (1.0, 0.6)]);
+        assert_eq!(runs[1].accuracy_vs_bits(), vec![(0.0, 0.1), (1.0, 0.6)]);
     }
 
     #[test]

@@ -31,31 +31,37 @@ pub fn attention(
     heads: usize,
     bias: Option<&Tensor<2>>,
 ) -> Tensor<3> {
+    fused(&queries, &keys, &values, heads, bias).unwrap_or_else(|| composed([queries, keys, values], heads, bias))
+}
+
+/// The custom operation, or `None` where it does not apply (another backend or type, shapes that do not
+/// fit), and burn's composed operations run instead. Apart so that the tests can tell which ran.
+fn fused(
+    queries: &Tensor<3>,
+    keys: &Tensor<3>,
+    values: &Tensor<3>,
+    heads: usize,
+    bias: Option<&Tensor<2>>,
+) -> Option<Tensor<3>> {
     let ([b, tq, h], [bk, t, hk]) = (queries.dims(), keys.dims());
     let fits = [b, tq, t, h, heads].iter().all(|&n| n > 0)
         && h % heads == 0
         && (bk, hk) == (b, h)
         && values.dims() == [b, t, h]
         && bias.is_none_or(|m| m.dims() == [b, t]);
-    let flex_bias = match bias {
-        _ if !fits => None,
-        None => Some(None),
-        Some(m) => m.clone().try_into_primitive::<Flex>().ok().filter(|m| m.dtype() == DType::F32).map(Some),
+    let bias = match bias {
+        _ if !fits => return None,
+        None => None,
+        Some(m) => Some(m.clone().try_into_primitive::<Flex>().ok().filter(|m| m.dtype() == DType::F32)?),
     };
-    if let Some(bias) = flex_bias {
-        let shape = Shape { heads, d: h / heads, tq, t };
-        let step = AttentionBackward { shape };
-        let op = super::custom_op_n([&queries, &keys, &values], step, |[q, k, v]| {
-            let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
-            let bias = bias.as_ref().map(contiguous);
-            let (ctx, weights) = forward(&shape, &q, &k, &v, bias.as_ref());
-            (ctx, Saved { q, k, v, weights })
-        });
-        if let Some(ctx) = op {
-            return ctx;
-        }
-    }
-    composed([queries, keys, values], heads, bias)
+    let shape = Shape { heads, d: h / heads, tq, t };
+    let step = AttentionBackward { shape };
+    super::custom_op_n([queries, keys, values], step, |[q, k, v]| {
+        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+        let bias = bias.as_ref().map(contiguous);
+        let (ctx, weights) = forward(&shape, &q, &k, &v, bias.as_ref());
+        (ctx, Saved { q, k, v, weights })
+    })
 }
 
 /// The same attention from burn's own operations (queries, keys, values), for tensors of other backends
@@ -206,7 +212,7 @@ impl Backward<Flex, 3> for AttentionBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_support::{assert_relative, in_pool, values};
+    use crate::kernels::test_support::{assert_relative, values};
     use burn::tensor::{Device, TensorData};
 
     fn tensor(dims: [usize; 3], seed: usize, device: &Device) -> Tensor<3> {
@@ -233,7 +239,9 @@ mod tests {
         );
         let bias = bias.then(|| padding(b, t));
         let y = if ours {
-            attention(q.clone(), k.clone(), v.clone(), heads, bias.as_ref())
+            // The custom operation itself, never the fallback: were it to fall back, this would compare burn
+            // with burn.
+            fused(&q, &k, &v, heads, bias.as_ref()).expect("the custom attention applies to flex f32 tensors")
         } else {
             composed([q.clone(), k.clone(), v.clone()], heads, bias.as_ref())
         };
@@ -274,11 +282,23 @@ mod tests {
         assert!(y.iter().all(|v| v.is_finite()));
     }
 
+    /// The public entry runs the custom operation where it applies (tracked and untracked flex f32), and
+    /// falls back to burn's operations, with the same result, where it does not (mismatched bias shape).
     #[test]
-    fn bits_do_not_depend_on_the_thread_count() {
-        let shape = (8, 17, 17, 6, 64);
-        let one = in_pool(1, || run(true, shape, false));
-        assert_eq!(one, in_pool(3, || run(true, shape, false)));
+    fn the_custom_operation_runs_wherever_it_applies() {
+        let (b, t, heads, d) = (2, 5, 2, 4);
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let (q, k, v) = (
+                tensor([b, t, heads * d], 1, &device),
+                tensor([b, t, heads * d], 2, &device),
+                tensor([b, t, heads * d], 3, &device),
+            );
+            assert!(fused(&q, &k, &v, heads, None).is_some(), "{device:?}");
+            assert!(fused(&q, &k, &v, heads, Some(&padding(b, t))).is_some(), "{device:?}");
+            let wrong_bias = Tensor::<2>::zeros([b, t + 1], &Device::flex());
+            assert!(fused(&q, &k, &v, heads, Some(&wrong_bias)).is_none());
+            assert!(fused(&q, &k, &v, 3, None).is_none(), "8 columns do not split into 3 heads");
+        }
     }
 
     #[test]
