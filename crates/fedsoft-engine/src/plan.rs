@@ -5,10 +5,10 @@ use crate::config::ControllerKind;
 use crate::config::ExperimentConfig;
 use crate::error::EngineError;
 use fedsoft_wireless::channel::Cell;
-use fedsoft_wireless::control::{HorizonController, OnlineRule, RatioController};
+use fedsoft_wireless::control::{OnlineRule, RatioController};
 use fedsoft_wireless::rate::RateModel;
 use fedsoft_wireless::simulate::{Scenario, SimulationSummary, simulate};
-use fedsoft_wireless::tsfa::{LyapunovController, OfflinePlan, PlanInputs, RatioRule, TsfaPlan, calibrate_v};
+use fedsoft_wireless::tsfa::{LyapunovController, OfflinePlan, PlanInputs, RatioRule, TsfaPlan};
 use fedsoft_wireless::units::linear_to_db;
 use fedsoft_wireless::uplink::Uplink;
 use serde::{Deserialize, Serialize};
@@ -62,29 +62,18 @@ impl Planner {
     /// per `kappa_V`, then the finite-horizon rule.
     pub fn simulate(&self, rounds: u64, kappas: &[f64], seeds: u64) -> Result<Vec<RuleSummary>, EngineError> {
         let r = self.tsfa.offline.best_rank;
-        let t = &self.config.tsfa.settings;
         let seeds = seeds.max(1);
         let mut out = Vec::new();
         for &k in kappas {
             if !(k.is_finite() && k > 0.0) {
                 return Err(EngineError::invalid("--kappa", format!("must be positive, got {k}")));
             }
-            let v = calibrate_v(
-                k,
-                self.tsfa.link.tau_bar,
-                self.tsfa.link.dense_delay(r),
-                t.bound.psi,
-                self.tsfa.offline.best_rho,
-            );
-            let runs = self.over_seeds(rounds, seeds, || {
-                Ok(Box::new(LyapunovController::new(v, t.bound.psi, t.rho_min, t.rho_max, self.tsfa.link.tau_bar)?))
-            })?;
+            let v = self.tsfa.calibrated_v(k);
+            let runs = self.over_seeds(rounds, seeds, || Ok(Box::new(self.tsfa.lyapunov_with_v(v)?)))?;
             out.push(RuleSummary::new(OnlineRule::Lyapunov, Some(k), Some(v), self.tsfa.link.tau_bar, &runs));
         }
-        let runs = self.over_seeds(rounds, seeds, || {
-            let a_bar = self.tsfa.link.dense_delay(r);
-            Ok(Box::new(HorizonController::new(t.bound.psi, t.rho_min, t.rho_max, self.tsfa.link.tau_bar, a_bar)?))
-        })?;
+        let horizon = RatioRule::Online(OnlineRule::Horizon);
+        let runs = self.over_seeds(rounds, seeds, || Ok(self.tsfa.ratio_controller(horizon, r)?))?;
         out.push(RuleSummary::new(OnlineRule::Horizon, None, None, self.tsfa.link.tau_bar, &runs));
         Ok(out)
     }

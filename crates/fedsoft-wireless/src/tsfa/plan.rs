@@ -166,8 +166,20 @@ impl TsfaPlan {
 
     /// The paper's online controller with this plan's `V`, range and budget.
     pub fn lyapunov(&self) -> Result<LyapunovController, WirelessError> {
+        self.lyapunov_with_v(self.v_wsp)
+    }
+
+    /// The same controller with another `V w_sp` (`fedsoft plan --kappa` compares several).
+    pub fn lyapunov_with_v(&self, v_wsp: f64) -> Result<LyapunovController, WirelessError> {
         let s = &self.settings;
-        LyapunovController::new(self.v_wsp, s.bound.psi, s.rho_min, s.rho_max, self.link.tau_bar)
+        LyapunovController::new(v_wsp, s.bound.psi, s.rho_min, s.rho_max, self.link.tau_bar)
+    }
+
+    /// `V w_sp` calibrated with `kappa` at this plan's operating point (`r*`, `rho*`), as the plan's own `V`
+    /// is from `tsfa.v_kappa`.
+    pub fn calibrated_v(&self, kappa: f64) -> f64 {
+        let r = self.offline.best_rank;
+        calibrate_v(kappa, self.link.tau_bar, self.link.dense_delay(r), self.settings.bound.psi, self.offline.best_rho)
     }
 
     /// The registry of ratio rules: `rule` at `rank` (a new rule is one arm here).
