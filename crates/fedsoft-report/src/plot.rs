@@ -185,10 +185,54 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(160, 160, 160))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_corner(&c.series, (x0, x1), (y0, y1)).position())
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
+}
+
+/// A corner of the plotting area for the legend box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corner {
+    UpperRight,
+    LowerRight,
+    UpperLeft,
+    LowerLeft,
+}
+
+impl Corner {
+    fn position(self) -> SeriesLabelPosition {
+        match self {
+            Corner::UpperRight => SeriesLabelPosition::UpperRight,
+            Corner::LowerRight => SeriesLabelPosition::LowerRight,
+            Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
+        }
+    }
+}
+
+/// The corner whose neighbourhood (the outer 40 % of each axis) holds the fewest data points, so the legend
+/// covers no curve's end where it can avoid it: a rising accuracy curve ends top right, a falling loss bottom
+/// right. Ties go to the upper right, then lower right.
+pub fn legend_corner(series: &[Series], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Corner {
+    let (w, h) = ((x1 - x0).max(f64::MIN_POSITIVE), (y1 - y0).max(f64::MIN_POSITIVE));
+    let points: Vec<(f64, f64)> =
+        series.iter().flat_map(|s| s.points.iter().map(|&(x, y)| ((x - x0) / w, (y.min(y1) - y0) / h))).collect();
+    let near = |right: bool, upper: bool| {
+        points
+            .iter()
+            .filter(|&&(x, y)| (if right { x >= 0.6 } else { x <= 0.4 }) && (if upper { y >= 0.6 } else { y <= 0.4 }))
+            .count()
+    };
+    [
+        (Corner::UpperRight, near(true, true)),
+        (Corner::LowerRight, near(true, false)),
+        (Corner::UpperLeft, near(false, true)),
+        (Corner::LowerLeft, near(false, false)),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, n)| n)
+    .map_or(Corner::UpperRight, |(c, _)| c)
 }
 
 /// One heatmap panel: an `r × r` matrix of values in `[0, 1]`.
@@ -323,7 +367,26 @@ pub fn heatmaps(
 
 #[cfg(test)]
 mod tests {
-    use super::{integer_tick, robust_top, tidy};
+    use super::{Corner, Series, integer_tick, legend_corner, robust_top, tidy};
+    use plotters::style::RGBColor;
+
+    fn series(points: &[(f64, f64)]) -> Series {
+        let points = points.to_vec();
+        Series { label: "s".into(), points, colour: RGBColor(0, 0, 0), faint: false, dashed: false, band: vec![] }
+    }
+
+    /// A rising accuracy curve ends top right, where the legend used to hide its last point; a falling loss
+    /// ends bottom right; a curve that leaves the right side free keeps the legend there.
+    #[test]
+    fn the_legend_goes_where_no_curve_ends() {
+        let rising = series(&[(0.0, 0.1), (5.0, 0.62), (10.0, 0.71), (15.0, 0.74), (20.0, 0.77)]);
+        assert_eq!(legend_corner(&[rising], (0.0, 20.0), (0.1, 0.8)), Corner::LowerRight);
+        let falling = series(&[(1.0, 2.0), (5.0, 0.9), (10.0, 0.5), (20.0, 0.3)]);
+        assert_eq!(legend_corner(&[falling], (1.0, 20.0), (0.3, 2.0)), Corner::UpperRight);
+        let both = [series(&[(0.0, 0.1), (10.0, 0.5), (20.0, 0.9)]), series(&[(0.0, 0.9), (10.0, 0.5), (20.0, 0.1)])];
+        let corner = legend_corner(&both, (0.0, 20.0), (0.1, 0.9));
+        assert_eq!(corner, Corner::UpperRight, "every corner holds one end: the first in order");
+    }
 
     #[test]
     fn round_ticks_are_whole_numbers_or_nothing() {
