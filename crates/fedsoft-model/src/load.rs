@@ -59,7 +59,8 @@ pub fn module_name(family: Family, layer: usize, target: Target) -> String {
     format!("{stack}.layer.{layer}.{leaf}")
 }
 
-/// Where the adapters go: `targets` in `layers` (all when `None`), rank `r`, scale `alpha / r`.
+/// Where the adapters go: `targets` in `layers` (all when `None`, checked by [`crate::geometry`]) at the
+/// checkpoint's widths and module names, rank `r`, scale `alpha / r`.
 pub fn adapter_plan(
     spec: &EncoderSpec,
     r: usize,
@@ -67,37 +68,19 @@ pub fn adapter_plan(
     targets: &[Target],
     layers: Option<&[usize]>,
 ) -> Result<AdapterPlan, ModelError> {
-    let all: Vec<usize> = (0..spec.layers).collect();
-    let layers = layers.unwrap_or(&all);
-    if let Some(&bad) = layers.iter().find(|&&l| l >= spec.layers) {
-        return Err(ModelError::invalid(
-            "lora.layers",
-            format!("block {bad} does not exist: the model has {}", spec.layers),
-        ));
-    }
-    if targets.is_empty() {
-        return Err(ModelError::invalid("lora.targets", "is empty"));
-    }
-    if let Some(dup) = layers.iter().enumerate().find_map(|(i, l)| layers[..i].contains(l).then_some(*l)) {
-        return Err(ModelError::invalid("lora.layers", format!("block {dup} is listed twice")));
-    }
-    if let Some(dup) = targets.iter().enumerate().find_map(|(i, t)| targets[..i].contains(t).then_some(*t)) {
-        return Err(ModelError::invalid("lora.targets", format!("{dup:?} is listed twice")));
-    }
+    let modules = crate::geometry::adapted_modules(spec.layers, targets, layers)?;
     let mut shapes = Vec::new();
     let mut slots = HashMap::new();
-    for &l in layers {
-        for &t in targets {
-            let (d, k) = t.dims(spec.hidden, spec.intermediate);
-            if r == 0 || r > d.min(k) {
-                return Err(ModelError::invalid(
-                    "lora.rank",
-                    format!("{r} is outside 1..={} for {}", d.min(k), module_name(spec.family, l, t)),
-                ));
-            }
-            slots.insert((l, t), shapes.len());
-            shapes.push(ModuleShape::new(module_name(spec.family, l, t), d, k, r));
+    for (l, t) in modules {
+        let (d, k) = t.dims(spec.hidden, spec.intermediate);
+        if r == 0 || r > d.min(k) {
+            return Err(ModelError::invalid(
+                "lora.rank",
+                format!("{r} is outside 1..={} for {}", d.min(k), module_name(spec.family, l, t)),
+            ));
         }
+        slots.insert((l, t), shapes.len());
+        shapes.push(ModuleShape::new(module_name(spec.family, l, t), d, k, r));
     }
     Ok(AdapterPlan { shapes, slots, scale: (alpha / r as f64) as f32 })
 }

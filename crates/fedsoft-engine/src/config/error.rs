@@ -30,6 +30,16 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The model crate's refusal of the LoRA geometry (`fedsoft_model::geometry`), against the field it names.
+    pub fn from_model(e: fedsoft_model::error::ModelError) -> Self {
+        match e {
+            fedsoft_model::error::ModelError::Invalid { field, problem } => ConfigError::invalid(field, problem),
+            other => ConfigError::invalid("lora", other.to_string()),
+        }
+    }
+}
+
 impl From<fedsoft_wireless::WirelessError> for ConfigError {
     fn from(e: fedsoft_wireless::WirelessError) -> Self {
         match e {

@@ -96,41 +96,20 @@ impl ExperimentConfig {
         }
     }
 
-    /// Blocks that carry adapters.
-    pub fn adapted_layers(&self) -> Result<Vec<usize>, ConfigError> {
-        let g = self.geometry()?;
-        let layers = self.lora.layers.clone().unwrap_or_else(|| (0..g.layers).collect());
-        if let Some(&bad) = layers.iter().find(|&&l| l >= g.layers) {
-            return Err(ConfigError::invalid(
-                "lora.layers",
-                format!("block {bad} does not exist: the model has {}", g.layers),
-            ));
-        }
-        if let Some(dup) = layers.iter().enumerate().find_map(|(i, l)| layers[..i].contains(l).then_some(*l)) {
-            return Err(ConfigError::invalid(
-                "lora.layers",
-                format!("block {dup} is listed twice: each block takes one adapter per target"),
-            ));
-        }
-        if let Some(dup) =
-            self.lora.targets.iter().enumerate().find_map(|(i, t)| self.lora.targets[..i].contains(t).then_some(*t))
-        {
-            return Err(ConfigError::invalid("lora.targets", format!("{dup:?} is listed twice")));
-        }
-        Ok(layers)
-    }
-
-    /// Adapted modules at rank `r`, named `layer.N.target`.
+    /// Adapted modules at rank `r`, named `layer.N.target`, from the model crate's geometry (the same checks
+    /// the loader applies to the checkpoint) at the widths the architecture names.
     pub fn lora_shapes(&self, r: usize) -> Result<Vec<ModuleShape>, ConfigError> {
         let g = self.geometry()?;
-        let mut shapes = Vec::new();
-        for l in self.adapted_layers()? {
-            for t in &self.lora.targets {
+        let modules =
+            fedsoft_model::geometry::adapted_modules(g.layers, &self.lora.targets, self.lora.layers.as_deref())
+                .map_err(ConfigError::from_model)?;
+        Ok(modules
+            .into_iter()
+            .map(|(l, t)| {
                 let (d, k) = t.dims(g.hidden, g.intermediate);
-                shapes.push(ModuleShape::new(format!("layer.{l}.{}", t.as_str()), d, k, r));
-            }
-        }
-        Ok(shapes)
+                ModuleShape::new(format!("layer.{l}.{}", t.as_str()), d, k, r)
+            })
+            .collect())
     }
 
     /// `sum_l (d_l + k_l)`: LoRA entries per unit of rank.
@@ -157,21 +136,10 @@ impl ExportConfig {
 }
 
 impl LoraConfig {
-    /// `width` gives the narrowest adapted layer (the largest rank the model allows); it is asked only once the
-    /// targets and layers are known to be sound.
+    /// `width` gives the narrowest adapted layer (the largest rank the model allows), checking the targets and
+    /// layers on the way.
     pub fn validate(&self, width: impl FnOnce() -> Result<usize, ConfigError>) -> Result<(), ConfigError> {
-        let mut targets = self.targets.clone();
-        targets.sort();
-        targets.dedup();
-        if targets.is_empty() {
-            return Err(ConfigError::invalid("lora.targets", "is empty: name at least one layer to adapt"));
-        }
-        if targets.len() != self.targets.len() {
-            return Err(ConfigError::invalid("lora.targets", "lists a layer twice"));
-        }
-        if self.layers.as_ref().is_some_and(Vec::is_empty) {
-            return Err(ConfigError::invalid("lora.layers", "is empty: omit it to adapt every block"));
-        }
+        // Targets and layers are checked where the geometry is worked out (`fedsoft_model::geometry`).
         let width = width()?;
         if self.rank == 0 || self.rank > width {
             return Err(ConfigError::invalid(
