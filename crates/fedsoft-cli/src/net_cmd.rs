@@ -62,7 +62,8 @@ pub struct JoinArgs {
     /// Asset cache (default: $FEDSOFT_CACHE or .cache/fedsoft).
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Give up after this many seconds without reaching the server (it also bounds each call's deadline).
+    /// Give up after this many seconds without reaching the server, or of being refused because another live
+    /// process is this client id (it also bounds each call's deadline).
     #[arg(long, default_value_t = 600.0)]
     pub patience: f64,
     /// Deadline in seconds of each call to the server; a call past it counts as no contact.
