@@ -349,7 +349,7 @@ fn decode_module(rd: &mut Reader<'_>, shape: &ModuleShape) -> Result<SparseModul
     let raw = rd.take(4 * nnz, "values")?;
     let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     if let Some(p) = values.iter().position(|v| !v.is_finite()) {
-        return Err(CoreError::Decode(format!("module {name}: non-finite value at entry {}", indices[p])));
+        return Err(CoreError::NonFinite { module: name.to_string(), entry: indices[p] as u64 });
     }
     Ok(SparseModule { indices, values })
 }

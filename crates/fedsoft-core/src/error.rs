@@ -14,6 +14,10 @@ pub enum CoreError {
     /// An encoded upload could not be decoded.
     #[error("malformed upload: {0}")]
     Decode(String),
+    /// A well-formed upload holding a value that is not finite: what a client whose training diverged sends,
+    /// told apart from damaged bytes so the server can say which it was.
+    #[error("malformed upload: module {module}: non-finite value at entry {entry}")]
+    NonFinite { module: String, entry: u64 },
 }
 
 impl CoreError {

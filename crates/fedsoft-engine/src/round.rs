@@ -78,26 +78,16 @@ impl Experiment {
         let results = pool.run_round(self, &task, &start.clients)?;
         let pool_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let admitted = self.admit(&task, &start, results, &log.state);
+        let (admitted, non_finite) = self.admit(&task, &start, results, &log.state);
         if !admitted.accepted_norms.is_empty() {
             log.state.meta.robust_history = admitted.accepted_norms;
         }
         let (arrived, failed) = (admitted.kept, admitted.dropped);
         // A round whose every upload was refused for non-finite values has no model to move and never will:
         // the clients' local training diverged. Going on would end "completed" at chance accuracy.
-        if arrived.is_empty() && !failed.is_empty() && failed.iter().all(|(_, r)| r.contains("non-finite")) {
-            let lr = format!("lower training.lr (now {:e}) if it is too large", cfg.training.lr);
-            // Before any upload was aggregated the model is the initial one, so the learning rate is the cause;
-            // later, an earlier upload may have broken the model the clients trained from.
-            let hint = if log.state.meta.ledger.uploads == 0 {
-                format!("the clients' local training diverged from the initial model: {lr}")
-            } else {
-                format!(
-                    "the clients' local training diverged: {lr}; if an earlier upload broke the model, {}",
-                    cfg.robust.divergence_hint()
-                )
-            };
+        if arrived.is_empty() && !non_finite.is_empty() && non_finite.len() == failed.len() {
             let what = format!("every upload of the round ({}) held non-finite values", failed.len());
+            let hint = divergence_hint(cfg, &non_finite, log.state.meta.ledger.uploads > 0);
             return Err(EngineError::Diverged { round, what, hint });
         }
         // The pool's time is the clients' training plus their sparsification and encoding (in process they
@@ -128,7 +118,7 @@ impl Experiment {
             return Err(EngineError::Diverged {
                 round,
                 what: "the global model became non-finite".into(),
-                hint: divergence_hint(cfg, &arrived),
+                hint: divergence_hint(cfg, &runaway(&arrived), true),
             });
         }
         log.control.observe(&ctx, uplink.round_delay_s);
@@ -142,7 +132,7 @@ impl Experiment {
                 return Err(EngineError::Diverged {
                     round,
                     what: format!("the global model's test loss is {loss}"),
-                    hint: divergence_hint(cfg, &arrived),
+                    hint: divergence_hint(cfg, &runaway(&arrived), true),
                 });
             }
             split.eval_s += t.elapsed().as_secs_f64();
@@ -155,22 +145,30 @@ impl Experiment {
 
     /// The server's side of collecting: each pool result checked by [`Experiment::accept`] and costed, then
     /// the `[robust]` bounds. Returns the admitted arrivals (in schedule order), every refusal by slot, and the
-    /// admitted uploads' part norms for the next round's bound (empty without one).
+    /// admitted uploads' part norms for the next round's bound (empty without one); beside them, the clients
+    /// refused for non-finite values.
     fn admit(
         &self,
         task: &RoundTask<'_>,
         start: &RoundStart,
         results: Vec<Result<crate::pool::ClientUpload, String>>,
         state: &checkpoint::RunState,
-    ) -> crate::bounds::Bounded {
+    ) -> (crate::bounds::Bounded, Vec<usize>) {
         let w = &self.cfg.wireless;
         let bit_model = BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead };
         let numel = LoraState::numel(&state.global);
         let mut arrived = Vec::new();
         let mut failed = Vec::new();
+        let mut non_finite = Vec::new();
         for (slot, (&client, result)) in start.clients.iter().zip(results).enumerate() {
-            let checked =
-                result.and_then(|u| self.accept(task, &u).map(|update| (u, update)).map_err(|r| r.to_string()));
+            let checked = result.and_then(|u| {
+                self.accept(task, &u).map(|update| (u, update)).map_err(|r| {
+                    if r.is_non_finite() {
+                        non_finite.push(client);
+                    }
+                    r.to_string()
+                })
+            });
             match checked {
                 Ok((upload, update)) => {
                     let cost = UploadCost {
@@ -190,7 +188,7 @@ impl Experiment {
             crate::bounds::bound_arrivals(arrived, &state.global, &state.head, mode, &self.cfg.robust, history);
         failed.extend(bounded.dropped);
         failed.sort_by_key(|f| f.0);
-        crate::bounds::Bounded { dropped: failed, ..bounded }
+        (crate::bounds::Bounded { dropped: failed, ..bounded }, non_finite)
     }
 
     /// FedAvg of the uploads that arrived in time (`kept`, positions into `arrived`), weighted by samples: each
@@ -233,18 +231,22 @@ impl Experiment {
     }
 }
 
-/// What to change when the global model diverged: the clients' own training, when their reported losses
-/// already ran away (a learning rate no model survives), else the bound on what one upload may do.
-fn divergence_hint(cfg: &ExperimentConfig, arrived: &[Arrival]) -> String {
-    let runaway: Vec<usize> =
-        arrived.iter().filter(|a| !a.upload.train_loss.is_finite()).map(|a| a.upload.client).collect();
-    if runaway.is_empty() {
-        cfg.robust.divergence_hint().to_string()
-    } else {
-        format!(
-            "the local training of client(s) {runaway:?} diverged (training loss not finite): lower training.lr, \
-             now {:e}",
-            cfg.training.lr
-        )
+/// Clients whose own training ran away (a training loss that is not finite).
+fn runaway(arrived: &[Arrival]) -> Vec<usize> {
+    arrived.iter().filter(|a| !a.upload.train_loss.is_finite()).map(|a| a.upload.client).collect()
+}
+
+/// What to change when the run diverged. When `runaway` clients' own training ran away, the learning rate
+/// first; before any upload was aggregated (`aggregated_before` false) the model they trained from is the
+/// initial one, so it is the only cause. Otherwise the bound on what one upload may do.
+fn divergence_hint(cfg: &ExperimentConfig, runaway: &[usize], aggregated_before: bool) -> String {
+    let lr = format!("lower training.lr (now {:e}) if it is too large", cfg.training.lr);
+    match (runaway.is_empty(), aggregated_before) {
+        (true, _) => cfg.robust.divergence_hint().to_string(),
+        (false, false) => format!("the local training of client(s) {runaway:?} diverged from the initial model: {lr}"),
+        (false, true) => format!(
+            "the local training of client(s) {runaway:?} diverged: {lr}; if an earlier upload broke the model, {}",
+            cfg.robust.divergence_hint()
+        ),
     }
 }

@@ -20,10 +20,20 @@ pub enum Rejection {
     OverBudget { entries: usize, method: MethodKind, rho: f64, budget: usize },
     #[error("non-finite values in the update")]
     NonFiniteUpdate,
+    /// The decoder found a value that is not finite (its words say where).
+    #[error("{0}")]
+    NonFiniteEncoded(String),
     #[error("head has {weights} + {biases} values, expected {want_weights} + {want_biases}")]
     HeadShape { weights: usize, biases: usize, want_weights: usize, want_biases: usize },
     #[error("non-finite values in the head")]
     NonFiniteHead,
+}
+
+impl Rejection {
+    /// Whether the upload held values that are not finite: what a client whose training diverged sends.
+    pub fn is_non_finite(&self) -> bool {
+        matches!(self, Rejection::NonFiniteUpdate | Rejection::NonFiniteEncoded(_) | Rejection::NonFiniteHead)
+    }
 }
 
 impl Experiment {
@@ -32,11 +42,10 @@ impl Experiment {
     /// round's ratio.
     pub fn accept(&self, task: &RoundTask<'_>, upload: &ClientUpload) -> Result<SparseUpdate, Rejection> {
         // A decoding error already says "malformed upload"; say it once.
-        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| {
-            Rejection::Malformed(match e {
-                fedsoft_core::CoreError::Decode(_) => e.to_string(),
-                other => format!("malformed upload: {other}"),
-            })
+        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| match e {
+            fedsoft_core::CoreError::NonFinite { .. } => Rejection::NonFiniteEncoded(e.to_string()),
+            fedsoft_core::CoreError::Decode(_) => Rejection::Malformed(e.to_string()),
+            other => Rejection::Malformed(format!("malformed upload: {other}")),
         })?;
         if u64::from(msg.round) != task.round {
             return Err(Rejection::Stale { sent: u64::from(msg.round), current: task.round });

@@ -23,8 +23,13 @@ fn secret_file(path: &Path, detail: impl std::fmt::Display) -> NetError {
 
 impl Tokens {
     pub fn new(secret: Vec<u8>) -> Result<Self, NetError> {
+        Self::checked(secret).map_err(|problem| NetError::setup("serve.secret_file", problem))
+    }
+
+    /// The one check of a secret, its problem in words for the caller to place.
+    fn checked(secret: Vec<u8>) -> Result<Self, String> {
         if secret.len() < MIN_SECRET {
-            return Err(NetError::setup("serve.secret_file", format!("the secret needs at least {MIN_SECRET} bytes")));
+            return Err(format!("the secret needs at least {MIN_SECRET} bytes"));
         }
         Ok(Tokens { secret })
     }
@@ -49,10 +54,7 @@ impl Tokens {
         }
         let text = std::fs::read(path).map_err(|e| secret_file(path, e))?;
         let trimmed = text.trim_ascii().to_vec();
-        if trimmed.len() < MIN_SECRET {
-            return Err(secret_file(path, format!("the secret needs at least {MIN_SECRET} bytes")));
-        }
-        Tokens::new(trimmed)
+        Self::checked(trimmed).map_err(|problem| secret_file(path, problem))
     }
 
     /// The secret of `path`, created there (random, owner-only permissions) when absent: a run directory

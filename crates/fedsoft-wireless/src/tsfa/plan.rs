@@ -144,24 +144,25 @@ impl TsfaPlan {
                 ),
             ));
         }
-        let v_wsp = match s.v_wsp {
+        let mut plan = TsfaPlan { cell, link, offline, v_wsp: 0.0, uplink, per_round, seed, settings };
+        plan.v_wsp = match plan.settings.v_wsp {
             Some(v) => v,
             None => {
-                let v = calibrate_v(s.v_kappa, link.tau_bar, dense, s.bound.psi, offline.best_rho);
+                let v = plan.calibrated_v(plan.settings.v_kappa);
                 if !(v.is_finite() && v > 0.0) {
                     return Err(WirelessError::invalid(
                         "tsfa.v_kappa",
                         format!(
                             "calibrates V w_sp to {v:e} (budget {:.3e} s, dense delay {dense:.3e} s at rank {}); \
                              set tsfa.v_wsp directly or bring the budget near the link's delays",
-                            link.tau_bar, offline.best_rank
+                            plan.link.tau_bar, plan.offline.best_rank
                         ),
                     ));
                 }
                 v
             }
         };
-        Ok(TsfaPlan { cell, link, offline, v_wsp, uplink, per_round, seed, settings })
+        Ok(plan)
     }
 
     /// The paper's online controller with this plan's `V`, range and budget.
