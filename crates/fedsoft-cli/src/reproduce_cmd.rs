@@ -5,8 +5,11 @@
 //!
 //! Runs go to `<out>/<figure>/<variant>/seed-<s>`. A finished run is reused only when the digest of its
 //! resolved config equals the one asked for; an interrupted one under the same config is resumed; anything
-//! else in its place is run again, saying why. So the command can be stopped, started again, and `--seeds`
-//! raised later without repeating work.
+//! else in its place is run again, saying why. Each finished run is also kept in
+//! `<page dir>/results/progress/<figure>.json` until its figure is complete, and a figure's complete record
+//! keeps its runs, so the stored records alone (no run directories) spare a fresh checkout the runs already
+//! made: the command can be stopped, started again elsewhere, and `--seeds` raised later without repeating
+//! work.
 
 use crate::report_cmd::register_font;
 use crate::run_cmd::execute;
@@ -15,8 +18,9 @@ use fedsoft_data::assets;
 use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::config::ControllerKind;
 use fedsoft_report::page;
-use fedsoft_report::record::{FigureRecord, RunRecord, SCHEMA, Setting, VariantRecord, VariantSetting};
+use fedsoft_report::record::{FigureRecord, Progress, RunRecord, SCHEMA, Setting, VariantRecord, VariantSetting};
 use fedsoft_report::registry::{self, FigureSpec};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -83,21 +87,44 @@ fn whole_ratios(rank: usize) -> String {
     (1..rank).take(3).map(|m| format!("{}", 1.0 - m as f64 / rank as f64)).collect::<Vec<_>>().join(", ")
 }
 
-/// A finished run under `<out>/<figure>/<variant>/seed-*` with the same config digest (a figure's variant and
-/// a power sweep's can be the same run).
-fn twin(out: &Path, digest: &str, except: &Path) -> Option<PathBuf> {
-    let dirs = |p: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-            .map(|e| e.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
-    dirs(out)
-        .iter()
-        .flat_map(|f| dirs(f))
-        .flat_map(|v| dirs(&v))
-        .find(|d| d != except && finished(d) && stored_digest(d).as_deref() == Some(digest))
+/// Finished runs under `<out>/<figure>/<variant>/seed-*` by config digest (a figure's variant and a power
+/// sweep's can be the same run). Built on first need by reading every run's config once, then kept up to date
+/// as runs finish, so looking up a run costs nothing however many there are.
+#[derive(Default)]
+struct Twins {
+    index: Option<HashMap<String, PathBuf>>,
+}
+
+impl Twins {
+    fn build(out: &Path) -> HashMap<String, PathBuf> {
+        let dirs = |p: &Path| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|e| e.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let mut index = HashMap::new();
+        for dir in dirs(out).iter().flat_map(|f| dirs(f)).flat_map(|v| dirs(&v)) {
+            if finished(&dir)
+                && let Some(d) = stored_digest(&dir)
+            {
+                index.entry(d).or_insert(dir);
+            }
+        }
+        index
+    }
+
+    fn find(&mut self, out: &Path, digest: &str, except: &Path) -> Option<PathBuf> {
+        let index = self.index.get_or_insert_with(|| Self::build(out));
+        index.get(digest).filter(|d| *d != except && finished(d)).cloned()
+    }
+
+    fn finished(&mut self, digest: &str, dir: &Path) {
+        if let Some(index) = &mut self.index {
+            index.entry(digest.into()).or_insert_with(|| dir.to_path_buf());
+        }
+    }
 }
 
 /// Copies a finished run directory (small: the frozen model is not in it) to `to`, through a temporary name so
@@ -125,7 +152,15 @@ fn copy_run(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Runs (or reuses, or resumes) one run; says why when it throws an old directory away.
-fn ensure_run(cfg: &ExperimentConfig, digest: &str, dir: &Path, out: &Path, cache: &Path, label: &str) -> Result<bool> {
+fn ensure_run(
+    cfg: &ExperimentConfig,
+    digest: &str,
+    dir: &Path,
+    out: &Path,
+    twins: &mut Twins,
+    cache: &Path,
+    label: &str,
+) -> Result<bool> {
     let mut resume = false;
     if dir.exists() {
         match stored_digest(dir) {
@@ -143,7 +178,7 @@ fn ensure_run(cfg: &ExperimentConfig, digest: &str, dir: &Path, out: &Path, cach
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
     }
-    if let Some(from) = if resume { None } else { twin(out, digest, dir) } {
+    if let Some(from) = if resume { None } else { twins.find(out, digest, dir) } {
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
@@ -152,6 +187,7 @@ fn ensure_run(cfg: &ExperimentConfig, digest: &str, dir: &Path, out: &Path, cach
         return Ok(false);
     }
     execute(cfg, dir, resume, cache, label)?;
+    twins.finished(digest, dir);
     Ok(true)
 }
 
@@ -222,15 +258,35 @@ fn configs(fig: &FigureSpec, seeds: u64, extra: &[String]) -> Result<Vec<Vec<Exp
     Ok(out)
 }
 
+/// The runs of `fig` kept in its complete record from an earlier `reproduce`, if it has one (a damaged one is
+/// said and not reused: it is rewritten when this figure finishes).
+fn earlier_record(results: &Path, fig: &FigureSpec) -> Option<FigureRecord> {
+    let path = FigureRecord::path(results, fig.id);
+    if !path.exists() {
+        return None;
+    }
+    match FigureRecord::read(&path) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("{}: {e}; its runs are not reused", fig.id);
+            None
+        }
+    }
+}
+
 fn reproduce(
     fig: &FigureSpec,
     cfgs: &[Vec<ExperimentConfig>],
     args: &ReproduceArgs,
     cache: &Path,
     results: &Path,
+    twins: &mut Twins,
 ) -> Result<()> {
     let started = Instant::now();
-    let (mut ran, mut reused) = (0, 0);
+    let (mut ran, mut reused, mut stored) = (0, 0, 0);
+    let earlier = earlier_record(results, fig);
+    let progress_path = Progress::path(results, fig.id);
+    let mut progress = Progress::read(&progress_path, fig.id)?;
     let mut variants = Vec::new();
     for (v, per_seed) in fig.variants.iter().zip(cfgs) {
         let mut runs = Vec::new();
@@ -238,13 +294,28 @@ fn reproduce(
             let dir = args.out.join(fig.id).join(v.label).join(format!("seed-{seed}"));
             let label = format!("{} {} seed {seed}", fig.id, v.label);
             let digest = cfg.digest();
-            if ensure_run(cfg, &digest, &dir, &args.out, cache, &label)? {
+            let kept = progress.find(v.label, seed, &digest).cloned().or_else(|| {
+                earlier
+                    .as_ref()
+                    .and_then(|r| r.variant(v.label))
+                    .and_then(|r| r.runs.iter().find(|r| r.seed == seed && r.config_sha256 == digest))
+                    .cloned()
+            });
+            if let Some(run) = kept {
+                stored += 1;
+                runs.push(run);
+                continue;
+            }
+            if ensure_run(cfg, &digest, &dir, &args.out, twins, cache, &label)? {
                 ran += 1;
             } else {
                 reused += 1;
             }
             let run = fedsoft_report::load_runs(std::slice::from_ref(&dir))?.remove(0);
-            runs.push(RunRecord::from_run(&run, seed, digest)?);
+            let record = RunRecord::from_run(&run, seed, digest)?;
+            progress.keep(v.label, record.clone());
+            progress.write(&progress_path)?;
+            runs.push(record);
         }
         variants.push(VariantRecord {
             label: v.label.into(),
@@ -263,11 +334,20 @@ fn reproduce(
         setting: setting(&cfgs[0][0]),
         variants,
     };
-    record.write(&FigureRecord::path(results, fig.id))?;
+    let path = FigureRecord::path(results, fig.id);
+    record.write(&path)?;
+    if progress_path.exists() {
+        std::fs::remove_file(&progress_path).with_context(|| format!("removing {}", progress_path.display()))?;
+        if let Some(dir) = progress_path.parent() {
+            // Only when empty: another figure may be part-way.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
     println!(
-        "{}: {ran} runs made, {reused} reused; record in {} ({:.1} min)",
+        "{}: {ran} runs made, {reused} reused from run directories, {stored} from stored records; record in {} \
+         ({:.1} min)",
         fig.id,
-        FigureRecord::path(results, fig.id).display(),
+        path.display(),
         started.elapsed().as_secs_f64() / 60.0
     );
     Ok(())
@@ -305,8 +385,9 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     let resolved: Vec<Vec<Vec<ExperimentConfig>>> =
         chosen.iter().map(|fig| configs(fig, args.seeds, &args.overrides)).collect::<Result<_>>()?;
     let results = page::results_dir(&page_path);
+    let mut twins = Twins::default();
     for (fig, cfgs) in chosen.iter().zip(&resolved) {
-        reproduce(fig, cfgs, args, &cache, &results)?;
+        reproduce(fig, cfgs, args, &cache, &results, &mut twins)?;
     }
     register_font(&cache)?;
     page::write(&page_path)?;

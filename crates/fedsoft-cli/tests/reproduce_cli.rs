@@ -37,15 +37,16 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
     };
     let args = with_rounds("2");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let results = page.parent().unwrap().join("results");
     let (ok, stdout, err) = fedsoft(&argv);
     assert!(ok, "{err}");
     assert!(stdout.contains("4 runs made, 0 reused") && stdout.contains("page written"), "{stdout}");
+    assert!(!results.join("progress").exists(), "a complete figure leaves no progress file");
     for v in ["with", "without"] {
         for s in [1, 2] {
             assert!(out.join(format!("fig4/{v}/seed-{s}/summary.json")).is_file());
         }
     }
-    let results = page.parent().unwrap().join("results");
     assert!(results.join("fig4.json").is_file() && results.join("fig4.png").is_file());
     let text = std::fs::read_to_string(&page).unwrap();
     assert!(text.starts_with("# Which of the paper's claims hold"), "{text}");
@@ -87,12 +88,25 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
     // Again under the same config: nothing is retrained and the page is whole again.
     let stamp = std::fs::metadata(out.join("fig4/with/seed-1/metrics.jsonl")).unwrap().modified().unwrap();
     let (ok, stdout, err) = fedsoft(&argv);
-    assert!(ok && stdout.contains("0 runs made, 4 reused"), "{stdout}{err}");
+    assert!(
+        ok && stdout.contains("0 runs made, 0 reused from run directories, 4 from stored records"),
+        "{stdout}{err}"
+    );
     assert_eq!(std::fs::metadata(out.join("fig4/with/seed-1/metrics.jsonl")).unwrap().modified().unwrap(), stamp);
     assert_eq!(std::fs::read_to_string(&page).unwrap(), text);
     assert!(!results.join("fig7.png").exists());
     let (ok, _, err) = fedsoft(&check);
     assert!(ok, "{err}");
+
+    // A fresh checkout has the tracked page and records but no run directories: the stored runs serve.
+    std::fs::rename(&out, tmp.path().join("runs-kept")).unwrap();
+    let (ok, stdout, err) = fedsoft(&argv);
+    assert!(
+        ok && stdout.contains("0 runs made, 0 reused from run directories, 4 from stored records"),
+        "{stdout}{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), text);
+    std::fs::rename(tmp.path().join("runs-kept"), &out).unwrap();
 
     // Under another config the runs are made again, saying why, and the page describes the new setting.
     let args3 = with_rounds("3");
@@ -107,6 +121,76 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
 
     let (ok, _, err) = fedsoft(&["reproduce", "fig9", "--out", out_s, "--page", page_s]);
     assert!(!ok && err.contains("unknown figure \"fig9\"") && err.contains("fig5-6"), "{err}");
+}
+
+#[test]
+#[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
+fn an_interrupted_figure_resumes_from_its_stored_runs_without_the_run_directories() {
+    require_assets(&["dinov2", "fashion-mnist", "dejavu-fonts"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, page) = (tmp.path().join("runs"), tmp.path().join("docs/results.md"));
+    let mut args: Vec<String> =
+        ["reproduce", "fig4", "--seeds", "2", "--out", out.to_str().unwrap(), "--page", page.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.extend(["--set", "rounds.total=2"].iter().chain(SMALL.iter()).map(|s| s.to_string()));
+    let progress = tmp.path().join("docs/results/progress/fig4.json");
+
+    // Stopped once the first run is kept, as a session that ends mid-figure is.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedsoft"))
+        .args(&args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !progress.is_file() {
+        assert!(std::time::Instant::now() < deadline, "no run was kept within 5 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "reproduce ended before keeping its first run");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&progress).unwrap()).unwrap();
+    let kept = kept["runs"].as_array().unwrap().len();
+    assert!((1..4).contains(&kept), "{kept} runs kept");
+    assert!(!tmp.path().join("docs/results/fig4.json").exists(), "no record for an unfinished figure");
+
+    // Elsewhere, with the records but none of the run directories: only the missing runs are made.
+    std::fs::remove_dir_all(&out).unwrap();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, err) = fedsoft(&argv);
+    assert!(ok, "{err}");
+    let expected = format!("{} runs made, 0 reused from run directories, {kept} from stored records", 4 - kept);
+    assert!(stdout.contains(&expected), "{stdout}");
+    assert!(!progress.exists() && !progress.parent().unwrap().exists(), "the figure is complete");
+
+    // The resumed figure is the figure run straight through: the same records (where and how long aside), the
+    // same page.
+    let record = |path: std::path::PathBuf| -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for variant in v["variants"].as_array_mut().unwrap() {
+            for run in variant["runs"].as_array_mut().unwrap() {
+                let summary = run["summary"].as_object_mut().unwrap();
+                summary.remove("wall_s");
+                summary.remove("out_dir");
+            }
+        }
+        v
+    };
+    let resumed = record(tmp.path().join("docs/results/fig4.json"));
+    let text = std::fs::read_to_string(&page).unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    let mut args2 = args.clone();
+    args2[5] = straight.path().join("runs").to_str().unwrap().into();
+    args2[7] = straight.path().join("docs/results.md").to_str().unwrap().into();
+    let argv2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    let (ok, _, err) = fedsoft(&argv2);
+    assert!(ok, "{err}");
+    assert_eq!(record(straight.path().join("docs/results/fig4.json")), resumed);
+    assert_eq!(std::fs::read_to_string(straight.path().join("docs/results.md")).unwrap(), text);
 }
 
 #[test]

@@ -177,6 +177,79 @@ impl FigureRecord {
     }
 }
 
+/// The runs of a figure finished so far, kept in `<page dir>/results/progress/<figure>.json` until the figure's
+/// record is complete. Because it lives beside the page (and can be committed with it), an unfinished figure
+/// resumes from its stored runs on another machine or in a fresh checkout, where the run directories are gone;
+/// the page never reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub schema: u32,
+    pub figure: String,
+    pub runs: Vec<StoredRun>,
+}
+
+/// One finished run and the variant it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRun {
+    pub variant: String,
+    pub run: RunRecord,
+}
+
+impl Progress {
+    pub fn new(figure: &str) -> Self {
+        Progress { schema: SCHEMA, figure: figure.into(), runs: Vec::new() }
+    }
+
+    /// `<page dir>/results/progress/<figure>.json`.
+    pub fn path(results_dir: &Path, figure: &str) -> PathBuf {
+        results_dir.join("progress").join(format!("{figure}.json"))
+    }
+
+    /// The stored progress, or an empty one where there is none. A file of another schema or figure is an
+    /// error naming it, not an empty start: its runs would otherwise be made again without a word.
+    pub fn read(path: &Path, figure: &str) -> Result<Self, ReportError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Progress::new(figure)),
+            Err(e) => return Err(ReportError::input(path, e)),
+        };
+        let p: Progress = serde_json::from_str(&text).map_err(|e| ReportError::input(path, e))?;
+        if p.schema != SCHEMA || p.figure != figure {
+            return Err(ReportError::input(
+                path,
+                format!(
+                    "holds figure {:?} at schema {} where {figure:?} at schema {SCHEMA} is asked for; remove the file",
+                    p.figure, p.schema
+                ),
+            ));
+        }
+        Ok(p)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), ReportError> {
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| ReportError::output(path, e))?;
+        text.push('\n');
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ReportError::output(dir, e))?;
+        }
+        crate::write_atomic(path, text.as_bytes())
+    }
+
+    /// The stored run of `variant` at `seed` made under the config with this digest, if any.
+    pub fn find(&self, variant: &str, seed: u64, digest: &str) -> Option<&RunRecord> {
+        self.runs
+            .iter()
+            .find(|s| s.variant == variant && s.run.seed == seed && s.run.config_sha256 == digest)
+            .map(|s| &s.run)
+    }
+
+    /// Keeps `run`, replacing an older run of the same variant and seed.
+    pub fn keep(&mut self, variant: &str, run: RunRecord) {
+        self.runs.retain(|s| !(s.variant == variant && s.run.seed == run.seed));
+        self.runs.push(StoredRun { variant: variant.into(), run });
+    }
+}
+
 /// Every figure record in `results_dir`, in the registry's order (files the registry does not know are an
 /// error naming them: a stale figure would otherwise vanish from the page without a word).
 pub fn read_all(results_dir: &Path) -> Result<Vec<FigureRecord>, ReportError> {
@@ -209,4 +282,42 @@ pub fn read_all(results_dir: &Path) -> Result<Vec<FigureRecord>, ReportError> {
     }
     out.sort_by_key(|r| known.iter().position(|k| *k == r.figure));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::tests::run;
+
+    #[test]
+    fn progress_keeps_one_run_per_variant_and_seed_and_finds_it_only_under_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Progress::path(dir.path(), "fig4");
+        let mut p = Progress::read(&path, "fig4").unwrap();
+        assert!(p.runs.is_empty());
+        p.keep("with", run(1, 0.5, 0.1));
+        p.keep("with", run(2, 0.6, 0.1));
+        p.keep("with", run(1, 0.7, 0.1));
+        p.write(&path).unwrap();
+        let back = Progress::read(&path, "fig4").unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.runs.len(), 2);
+        let digest = "0".repeat(64);
+        assert_eq!(back.find("with", 1, &digest).and_then(|r| r.summary.final_test_accuracy), Some(0.7));
+        assert!(back.find("with", 1, &"1".repeat(64)).is_none());
+        assert!(back.find("without", 1, &digest).is_none());
+        assert!(back.find("with", 3, &digest).is_none());
+    }
+
+    #[test]
+    fn progress_of_another_figure_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Progress::path(dir.path(), "fig4");
+        Progress::new("fig3").write(&path).unwrap();
+        let err = Progress::read(&path, "fig4").unwrap_err().to_string();
+        assert!(err.contains("progress/fig4.json") && err.contains("holds figure \"fig3\""), "{err}");
+        std::fs::write(&path, "{").unwrap();
+        let err = Progress::read(&path, "fig4").unwrap_err().to_string();
+        assert!(err.contains("progress/fig4.json"), "{err}");
+    }
 }
