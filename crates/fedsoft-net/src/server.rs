@@ -79,6 +79,23 @@ struct Hub {
 }
 
 impl Hub {
+    /// The open round, if an upload for `round` belongs to it; else why not: another round is open, or none is
+    /// (the upload is stale when its round was already opened, early otherwise).
+    fn open_round_for(&mut self, round: u64) -> Result<&mut OpenRound, String> {
+        let last = self.last_round;
+        match self.round.as_mut() {
+            Some(open) if open.task.round == round => Ok(open),
+            Some(open) => {
+                let when = if round < open.task.round { "stale" } else { "early" };
+                Err(format!("{when} upload for round {round}: round {} is open", open.task.round))
+            }
+            None if last.is_some_and(|l| round <= l) => {
+                Err(format!("stale upload for round {round}: no round is open"))
+            }
+            None => Err(format!("early upload for round {round}: no round is open")),
+        }
+    }
+
     /// Whether the process holding `client`'s session is still taking part: heard from recently, or
     /// working on a task of the open round (local training may outlast any poll interval).
     fn live(&self, client: u32, session: &Session) -> bool {
@@ -219,34 +236,20 @@ impl Federation for Service {
         };
         let inbox = {
             let mut hub = self.hub.lock().expect("hub");
-            match hub.round.as_mut() {
-                None => {
-                    let when = match hub.last_round {
-                        Some(last) if request.round <= last => format!("stale upload for round {}", request.round),
-                        _ => format!("early upload for round {}", request.round),
-                    };
-                    return refuse(format!("{when}: no round is open"));
-                }
-                Some(open) if open.task.round != request.round => {
-                    let when = if request.round < open.task.round { "stale" } else { "early" };
-                    return refuse(format!(
-                        "{when} upload for round {}: round {} is open",
-                        request.round, open.task.round
-                    ));
-                }
-                Some(open) if !open.scheduled.contains(&id) => {
-                    return refuse(format!("client {id} is not scheduled in round {}", request.round));
-                }
-                Some(open) if open.answered.contains(&id) => {
-                    return refuse(format!("client {id} already uploaded in round {}", request.round));
-                }
-                Some(open) => {
-                    // Taken now, under the lock: a second upload racing this one is refused as a repeat instead
-                    // of both being answered "accepted" and the later one replacing the first.
-                    open.answered.insert(id);
-                    open.inbox.clone()
-                }
+            let open = match hub.open_round_for(request.round) {
+                Ok(open) => open,
+                Err(reason) => return refuse(reason),
+            };
+            if !open.scheduled.contains(&id) {
+                return refuse(format!("client {id} is not scheduled in round {}", request.round));
             }
+            if open.answered.contains(&id) {
+                return refuse(format!("client {id} already uploaded in round {}", request.round));
+            }
+            // Taken now, under the lock: a second upload racing this one is refused as a repeat instead of both
+            // being answered "accepted" and the later one replacing the first.
+            open.answered.insert(id);
+            open.inbox.clone()
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let round = request.round;
@@ -552,4 +555,33 @@ pub fn serve(
     let _ = stop_tx.send(());
     let _ = runtime.block_on(server);
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(last_round: Option<u64>) -> Hub {
+        Hub {
+            config_toml: String::new(),
+            num_clients: 2,
+            round: None,
+            finished: false,
+            told_finished: BTreeSet::new(),
+            joined: BTreeSet::new(),
+            last_round,
+            sessions: BTreeMap::new(),
+            sessions_issued: 0,
+        }
+    }
+
+    #[test]
+    fn between_rounds_an_upload_is_stale_for_an_opened_round_and_early_for_a_later_one() {
+        let mut h = hub(Some(3));
+        assert_eq!(h.open_round_for(3).err().unwrap(), "stale upload for round 3: no round is open");
+        assert_eq!(h.open_round_for(0).err().unwrap(), "stale upload for round 0: no round is open");
+        assert_eq!(h.open_round_for(4).err().unwrap(), "early upload for round 4: no round is open");
+        let mut before_any = hub(None);
+        assert_eq!(before_any.open_round_for(0).err().unwrap(), "early upload for round 0: no round is open");
+    }
 }
