@@ -3,7 +3,7 @@
 //! Everything a client does to its LoRA factors before they leave the device, and everything the server
 //! does on reception, lives here as plain `f32` slices: the per-module factor state ([`lora`]), the exact
 //! upload budget ([`budget`]), the sparsifiers ([`sparsify`]), error feedback ([`feedback`]), aggregation
-//! and the covariance metric ([`aggregate`]), the wire format of an upload ([`encoding`]) and its bit
+//! and the covariance metric ([`aggregate`]), the classification head's values ([`head`]), the wire format of an upload ([`encoding`]) and its bit
 //! ledger ([`ledger`]), and data partitioners ([`partition`]). No tensor library is involved, so the
 //! simulator, the networked server and the benchmarks share one tested implementation.
 //!
@@ -16,6 +16,7 @@ pub mod budget;
 pub mod encoding;
 pub mod error;
 pub mod feedback;
+pub mod head;
 pub mod le;
 pub mod ledger;
 pub mod lora;

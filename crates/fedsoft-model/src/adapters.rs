@@ -37,32 +37,9 @@ impl AdapterPlan {
     }
 }
 
-/// The classification head's values: `[hidden x classes]` row-major weight and `[classes]` bias.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Head {
-    pub hidden: usize,
-    pub classes: usize,
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-}
-
-impl Head {
-    /// A fresh head: weights `N(0, 1/hidden)`-scaled uniform draws from the run seed, zero bias.
-    pub fn init(hidden: usize, classes: usize, seed: u64) -> Self {
-        use rand::RngExt;
-        let mut rng = fedsoft_core::rng::stream(seed, fedsoft_core::rng::Purpose::Init, &[u64::MAX - 1]);
-        let bound = 1.0 / (hidden as f32).sqrt();
-        Head {
-            hidden,
-            classes,
-            weight: (0..hidden * classes).map(|_| rng.random_range(-bound..bound)).collect(),
-            bias: vec![0.0; classes],
-        }
-    }
-    pub fn numel(&self) -> usize {
-        self.weight.len() + self.bias.len()
-    }
-}
+/// The head's values live in the backend-free core, where the server averages them; here they become
+/// trainable tensors.
+pub use fedsoft_core::head::Head;
 
 fn tensor2(v: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(v.to_vec(), [rows, cols]), device)
