@@ -120,7 +120,7 @@ impl Twins {
         index.get(digest).filter(|d| *d != except && finished(d)).cloned()
     }
 
-    fn finished(&mut self, digest: &str, dir: &Path) {
+    fn add(&mut self, digest: &str, dir: &Path) {
         if let Some(index) = &mut self.index {
             index.entry(digest.into()).or_insert_with(|| dir.to_path_buf());
         }
@@ -187,7 +187,7 @@ fn ensure_run(
         return Ok(false);
     }
     execute(cfg, dir, resume, cache, label)?;
-    twins.finished(digest, dir);
+    twins.add(digest, dir);
     Ok(true)
 }
 

@@ -164,12 +164,7 @@ impl FigureRecord {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), ReportError> {
-        let mut text = serde_json::to_string_pretty(self).map_err(|e| ReportError::output(path, e))?;
-        text.push('\n');
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ReportError::output(dir, e))?;
-        }
-        crate::write_atomic(path, text.as_bytes())
+        write_json(path, self)
     }
 
     pub fn variant(&self, label: &str) -> Option<&VariantRecord> {
@@ -227,12 +222,7 @@ impl Progress {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), ReportError> {
-        let mut text = serde_json::to_string_pretty(self).map_err(|e| ReportError::output(path, e))?;
-        text.push('\n');
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ReportError::output(dir, e))?;
-        }
-        crate::write_atomic(path, text.as_bytes())
+        write_json(path, self)
     }
 
     /// The stored run of `variant` at `seed` made under the config with this digest, if any.
@@ -248,6 +238,16 @@ impl Progress {
         self.runs.retain(|s| !(s.variant == variant && s.run.seed == run.seed));
         self.runs.push(StoredRun { variant: variant.into(), run });
     }
+}
+
+/// `value` as pretty JSON with a final newline, written atomically (its folder made first).
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ReportError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| ReportError::output(path, e))?;
+    text.push('\n');
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ReportError::output(dir, e))?;
+    }
+    crate::write_atomic(path, text.as_bytes())
 }
 
 /// Every figure record in `results_dir`, in the registry's order (files the registry does not know are an
