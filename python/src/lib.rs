@@ -1,4 +1,5 @@
-//! `fedsoft._native`: fedsoft's backend-free Rust crates (fedsoft-core, fedsoft-wireless) for Python.
+//! `fedsoft._native`: fedsoft's Rust crates for Python: the core and the wireless crate on numpy arrays, and
+//! the engine's whole run and client step for the Flower app ([`engine`]).
 //!
 //! Every function here converts its arguments, calls the crate function that the Rust engine calls, and
 //! converts the answer back, so a result in Python is the engine's result for the same inputs. The Python
@@ -7,6 +8,7 @@
 mod aggregate;
 mod convert;
 mod data;
+mod engine;
 mod sparsify;
 mod state;
 mod wireless;
@@ -21,5 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     aggregate::register(m)?;
     data::register(m)?;
     wireless::register(m)?;
+    engine::register(m)?;
     Ok(())
 }

@@ -320,7 +320,7 @@ mod rogue {
 #[test]
 fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
     use fedsoft_core::budget::DropRatio;
-    use fedsoft_engine::engine::{Experiment, RoundTask};
+    use fedsoft_engine::engine::{Client, Experiment, RoundTask};
     use fedsoft_net::proto::UploadRequest;
     use fedsoft_net::wire::{f32_bytes, f32s, factors};
 
@@ -366,7 +366,7 @@ fn wrong_tokens_are_refused_and_bad_uploads_never_reach_the_aggregate() {
             bias: f32s(&t.head_bias, "b").unwrap(),
         };
         let task = RoundTask { round: t.round, global: &global, head: &head, rho: DropRatio::new(t.rho).unwrap() };
-        let (u, _) = exp.client_update(1, &task, Default::default()).unwrap();
+        let u = Client::new(&exp, 1, Default::default()).update(&task).unwrap();
         (u, global)
     };
     let request = |round: u64, update: Vec<u8>, head: &fedsoft_engine::Head| UploadRequest {

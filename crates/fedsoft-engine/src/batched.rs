@@ -3,67 +3,61 @@
 //! (`fedsoft_model::train::train_grouped`). Compensation, sparsification and encoding are then each
 //! client's own, exactly as on the per-client path.
 
-use crate::checkpoint::ClientMemory;
-use crate::engine::{ClientUpload, Experiment, LocalBatches, RoundTask, Trained};
+use crate::client::{Client, LocalBatches, Trained};
 use crate::error::EngineError;
+use crate::pool::{ClientUpload, RoundTask};
 use fedsoft_model::adapters::Adapters;
 use fedsoft_model::train::{GroupJob, train_grouped};
 use std::sync::Mutex;
 use std::time::Instant;
 
-impl Experiment {
-    /// Every client of `clients` trained in one batched pass from this round's broadcast, then its upload and
-    /// its new memory, in schedule order. `memories` are the clients' memories in the same order. Each
-    /// client's `train_s` is its share of the shared training time.
-    pub fn batched_updates(
-        &self,
-        clients: &[usize],
-        task: &RoundTask<'_>,
-        memories: Vec<ClientMemory>,
-    ) -> Result<Vec<(ClientUpload, ClientMemory)>, EngineError> {
+impl Client<'_> {
+    /// Every client of `clients` trained in one batched pass from this round's broadcast, then each one's
+    /// upload (in the given order), each client's memory updated as [`Client::update`] would. Each client's
+    /// `train_s` is its share of the shared training time.
+    pub fn update_together(clients: &mut [Client<'_>], task: &RoundTask<'_>) -> Result<Vec<ClientUpload>, EngineError> {
+        let Some(exp) = clients.first().map(|c| c.exp) else {
+            return Ok(Vec::new());
+        };
         let t = Instant::now();
         let mut plans = Vec::with_capacity(clients.len());
-        for &client in clients {
-            plans.push(self.client_batches(client, task.round)?);
+        for client in clients.iter() {
+            plans.push(client.batches(task.round)?);
         }
-        let mut feedback = Vec::with_capacity(clients.len());
         let mut jobs = Vec::with_capacity(clients.len());
-        for ((&client, LocalBatches { indices, labels }), memory) in clients.iter().zip(&plans).zip(memories) {
-            let ClientMemory { feedback: kept, optimizer } = memory;
-            feedback.push(kept);
+        for (client, LocalBatches { indices, labels }) in clients.iter_mut().zip(&plans) {
             jobs.push(GroupJob {
-                adapters: Adapters::from_state(task.global, task.head, &self.device)?,
+                adapters: Adapters::from_state(task.global, task.head, &exp.device)?,
                 batches: indices
                     .iter()
                     .zip(labels)
                     .enumerate()
-                    .map(|(k, (idx, l))| (self.train_batch(client, task.round, k, idx), l.as_slice()))
+                    .map(|(k, (idx, l))| (client.batch(task.round, k, idx), l.as_slice()))
                     .collect(),
-                carried: self.carried_optimizer(optimizer),
+                carried: client.carried_optimizer(),
             });
         }
         // One job: the pass gets every thread for its (now larger) matrix products.
         let jobs = Mutex::new(jobs);
-        let trained = self
+        let trained = exp
             .workers()
             .map(1, |_| {
                 let jobs = std::mem::take(&mut *jobs.lock().unwrap_or_else(|p| p.into_inner()));
-                train_grouped(&self.backbone, jobs, &self.plan, &self.settings())
+                train_grouped(&exp.backbone, jobs, &exp.plan, &exp.settings())
             })
             .pop()
             .expect("one job")?;
-        let train_s = t.elapsed().as_secs_f64() / clients.len().max(1) as f64;
+        let train_s = t.elapsed().as_secs_f64() / clients.len() as f64;
         let mut out = Vec::with_capacity(clients.len());
-        for ((&client, result), kept) in clients.iter().zip(trained).zip(feedback) {
-            let local = result.adapters.to_state(&self.plan.shapes)?;
+        for (client, result) in clients.iter_mut().zip(trained) {
             let done = Trained {
-                local,
+                local: result.adapters.to_state(&exp.plan.shapes)?,
                 head: result.adapters.head(),
                 train_loss: result.loss,
                 train_s,
                 optimizer: result.carried,
             };
-            out.push(self.finish_update(client, task, kept, done)?);
+            out.push(client.finish_update(task, done)?);
         }
         Ok(out)
     }

@@ -3,7 +3,7 @@
 //! the offending parts scaled down to the limit.
 
 use crate::config::RobustConfig;
-use crate::engine::Arrival;
+use crate::server::Arrival;
 use fedsoft_core::feedback::FeedbackMode;
 use fedsoft_core::lora::LoraState;
 use fedsoft_core::robust::{BoundAction, Excess, l2};

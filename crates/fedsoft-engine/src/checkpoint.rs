@@ -93,9 +93,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
 }
 
 /// Named tensors waiting to be serialised: name, dtype, shape, little-endian bytes.
-type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+pub(crate) type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
 
-fn push_state(owned: &mut Owned, prefix: &str, s: &LoraState) {
+pub(crate) fn push_state(owned: &mut Owned, prefix: &str, s: &LoraState) {
     for (i, (shape, f)) in s.shapes.iter().zip(&s.modules).enumerate() {
         owned.push((format!("{prefix}.{i}.B"), Dtype::F32, vec![shape.d, shape.r], f32_bytes(&f.b)));
         owned.push((format!("{prefix}.{i}.A"), Dtype::F32, vec![shape.r, shape.k], f32_bytes(&f.a)));
@@ -103,7 +103,7 @@ fn push_state(owned: &mut Owned, prefix: &str, s: &LoraState) {
 }
 
 /// A client's memory as tensors `memory.{c}.{i}.B|A` (feedback) and `optimizer.{c}` (bytes).
-fn push_memory(owned: &mut Owned, client: usize, m: &ClientMemory) {
+pub(crate) fn push_memory(owned: &mut Owned, client: usize, m: &ClientMemory) {
     if let Some(f) = &m.feedback {
         push_state(owned, &format!("memory.{client}"), f);
     }
@@ -112,7 +112,10 @@ fn push_memory(owned: &mut Owned, client: usize, m: &ClientMemory) {
     }
 }
 
-fn serialize(owned: &Owned, header: Option<std::collections::HashMap<String, String>>) -> Result<Vec<u8>, String> {
+pub(crate) fn serialize(
+    owned: &Owned,
+    header: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
     let views: Vec<(String, TensorView)> = owned
         .iter()
         .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent sizes")))
@@ -171,7 +174,7 @@ pub fn memory_from_bytes(
     Ok(memory)
 }
 
-fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>, EngineError> {
+pub(crate) fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>, EngineError> {
     let t = st.tensor(name).map_err(|_| EngineError::file(path, format!("missing tensor {name}")))?;
     if t.dtype() != Dtype::F32 {
         return Err(EngineError::file(path, format!("tensor {name} is {:?}, expected F32", t.dtype())));
@@ -183,7 +186,12 @@ fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec
     Ok(v)
 }
 
-fn read_state(st: &SafeTensors, prefix: &str, shapes: &[ModuleShape], path: &Path) -> Result<LoraState, EngineError> {
+pub(crate) fn read_state(
+    st: &SafeTensors,
+    prefix: &str,
+    shapes: &[ModuleShape],
+    path: &Path,
+) -> Result<LoraState, EngineError> {
     let modules = shapes
         .iter()
         .enumerate()
@@ -197,7 +205,7 @@ fn read_state(st: &SafeTensors, prefix: &str, shapes: &[ModuleShape], path: &Pat
     LoraState::from_parts(shapes.to_vec(), modules).map_err(|e| EngineError::file(path, e))
 }
 
-fn read_memory(
+pub(crate) fn read_memory(
     st: &SafeTensors,
     client: usize,
     shapes: &[ModuleShape],

@@ -37,6 +37,9 @@ pub enum EngineError {
     /// last checkpoint stays good.
     #[error("{what} after round {round}; the run stops at its last checkpoint ({hint})")]
     Diverged { round: u64, what: String, hint: String },
+    /// What carries tasks to clients that are reached by messages failed as a whole (not one client).
+    #[error("round {round}: the clients could not be reached: {detail}")]
+    Transport { round: u64, detail: String },
 }
 
 impl EngineError {

@@ -4,8 +4,9 @@
 //! One frozen backbone is shared by every client; a client's persistent state is only its error-feedback
 //! memory (and, on request, its optimiser moments). Every random draw is keyed by `(seed, round, client)`,
 //! so methods compared under one seed see the same clients, batches and channels, and a resumed run
-//! continues exactly where it stopped. The client step is in [`crate::client`], the server's check of an
-//! upload in [`crate::validate`], the round driver in [`crate::round`].
+//! continues exactly where it stopped. The roles that use it: the client's half of a round in
+//! [`crate::client`], the server's half in [`crate::server`] (its check of an upload in [`crate::validate`]),
+//! the run's files in [`crate::runfiles`]; the round driver that composes them in [`crate::round`].
 
 use crate::checkpoint::{Meta, RunState};
 use crate::config::{ControllerKind, ExperimentConfig};
@@ -13,6 +14,7 @@ use crate::data::{TaskData, load_task};
 use crate::error::EngineError;
 use crate::loading::load_backbone;
 use crate::plan::Planner;
+use crate::validate::UploadCheck;
 use crate::workers::Workers;
 use burn::tensor::Device;
 use fedsoft_core::lora::LoraState;
@@ -46,6 +48,7 @@ pub struct Experiment {
     pub(crate) planner: Planner,
     pub(crate) rank: usize,
     pub(crate) sparsifier: Box<dyn Sparsifier>,
+    pub(crate) check: UploadCheck,
 }
 
 /// What the outside (the network layer, tools, tests) may read of a prepared experiment.
@@ -69,6 +72,10 @@ impl Experiment {
     pub fn planner(&self) -> &Planner {
         &self.planner
     }
+    /// What the server requires of an upload (validation's one home).
+    pub fn upload_check(&self) -> &UploadCheck {
+        &self.check
+    }
 }
 
 impl Experiment {
@@ -86,7 +93,9 @@ impl Experiment {
         let plan = adapter_plan(&backbone.spec, rank, cfg.lora.alpha, &cfg.lora.targets, cfg.lora.layers.as_deref())?;
         let task = load_task(cfg, cache, tokenizer.as_deref())?;
         let sparsifier = build(cfg.method.name, cfg.method.options);
-        Ok(Experiment { cfg: cfg.clone(), device, backbone, plan, task, planner, rank, sparsifier })
+        let head = (backbone.spec.hidden, task.classes.len());
+        let check = UploadCheck::new(plan.shapes.clone(), cfg.method.name, cfg.method.options, head);
+        Ok(Experiment { cfg: cfg.clone(), device, backbone, plan, task, planner, rank, sparsifier, check })
     }
 
     /// [`Experiment::prepare`] for a run writing to `opts.out_dir`: when `[tsfa.pilot]` is set (and the

@@ -144,48 +144,52 @@ pub fn import_peft(dir: &Path, shapes: &[ModuleShape]) -> Result<(LoraState, Hea
 /// Test samples in the probe.
 const PROBE_SAMPLES: usize = 4;
 
-impl crate::experiment::Experiment {
-    /// Writes `probe.safetensors` beside an exported adapter: inputs and the final model's logits.
-    pub(crate) fn write_probe(&self, dir: &Path, global: &LoraState, head: &Head) -> Result<(), EngineError> {
-        use burn::module::Module;
-        use fedsoft_model::backbone::Batch;
-        let k = PROBE_SAMPLES.min(self.task.test_labels.len());
-        if k == 0 {
-            return Ok(());
-        }
-        let idx: Vec<usize> = (0..k).collect();
-        let batch = self.task.test.batch(&idx, &self.device, None);
-        let frozen = fedsoft_model::adapters::Adapters::from_state(global, head, &self.device)?.valid();
-        let logits = self.backbone.logits(&batch, &frozen, &self.plan, self.cfg.training.pooling)?;
-        let f32s = |t: burn::tensor::TensorData| {
-            t.convert::<f32>().try_into_vec::<f32>().map_err(|e| EngineError::file(dir, format!("{e:?}")))
-        };
-        let i64s = |t: burn::tensor::TensorData| {
-            let v = t.convert::<i64>().try_into_vec::<i64>().map_err(|e| EngineError::file(dir, format!("{e:?}")))?;
-            Ok::<_, EngineError>(v.into_iter().flat_map(i64::to_le_bytes).collect::<Vec<u8>>())
-        };
-        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        match &batch {
-            Batch::Images(x) => {
-                let dims = x.dims().to_vec();
-                tensors.push(("pixel_values".into(), Dtype::F32, dims, bytes(&f32s(x.clone().into_data())?)));
-            }
-            Batch::Tokens { ids, mask, types } => {
-                let dims = ids.dims().to_vec();
-                for (name, data) in [
-                    ("input_ids", ids.clone().into_data()),
-                    ("attention_mask", mask.clone().into_data()),
-                    ("token_type_ids", types.clone().into_data()),
-                ] {
-                    tensors.push((name.into(), Dtype::I64, dims.clone(), i64s(data)?));
-                }
-            }
-        }
-        let dims = logits.dims().to_vec();
-        tensors.push(("logits".into(), Dtype::F32, dims, bytes(&f32s(logits.into_data())?)));
-        let views: Vec<(String, TensorView)> =
-            tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("sizes"))).collect();
-        let data = safetensors::serialize(views, None).map_err(|e| EngineError::file(dir, e))?;
-        write_atomic(&dir.join("probe.safetensors"), &data)
+/// Writes `probe.safetensors` beside an exported adapter: inputs and the final model's logits, so a reader
+/// of the export can check that it gives the logits fedsoft gave.
+pub(crate) fn write_probe(
+    exp: &crate::experiment::Experiment,
+    dir: &Path,
+    global: &LoraState,
+    head: &Head,
+) -> Result<(), EngineError> {
+    use burn::module::Module;
+    use fedsoft_model::backbone::Batch;
+    let k = PROBE_SAMPLES.min(exp.task.test_labels.len());
+    if k == 0 {
+        return Ok(());
     }
+    let idx: Vec<usize> = (0..k).collect();
+    let batch = exp.task.test.batch(&idx, &exp.device, None);
+    let frozen = fedsoft_model::adapters::Adapters::from_state(global, head, &exp.device)?.valid();
+    let logits = exp.backbone.logits(&batch, &frozen, &exp.plan, exp.cfg.training.pooling)?;
+    let f32s = |t: burn::tensor::TensorData| {
+        t.convert::<f32>().try_into_vec::<f32>().map_err(|e| EngineError::file(dir, format!("{e:?}")))
+    };
+    let i64s = |t: burn::tensor::TensorData| {
+        let v = t.convert::<i64>().try_into_vec::<i64>().map_err(|e| EngineError::file(dir, format!("{e:?}")))?;
+        Ok::<_, EngineError>(v.into_iter().flat_map(i64::to_le_bytes).collect::<Vec<u8>>())
+    };
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    match &batch {
+        Batch::Images(x) => {
+            let dims = x.dims().to_vec();
+            tensors.push(("pixel_values".into(), Dtype::F32, dims, bytes(&f32s(x.clone().into_data())?)));
+        }
+        Batch::Tokens { ids, mask, types } => {
+            let dims = ids.dims().to_vec();
+            for (name, data) in [
+                ("input_ids", ids.clone().into_data()),
+                ("attention_mask", mask.clone().into_data()),
+                ("token_type_ids", types.clone().into_data()),
+            ] {
+                tensors.push((name.into(), Dtype::I64, dims.clone(), i64s(data)?));
+            }
+        }
+    }
+    let dims = logits.dims().to_vec();
+    tensors.push(("logits".into(), Dtype::F32, dims, bytes(&f32s(logits.into_data())?)));
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("sizes"))).collect();
+    let data = safetensors::serialize(views, None).map_err(|e| EngineError::file(dir, e))?;
+    write_atomic(&dir.join("probe.safetensors"), &data)
 }

@@ -15,6 +15,8 @@ pub mod error;
 pub mod experiment;
 pub mod export;
 pub mod fixtures;
+pub mod handoff;
+mod jsonl;
 mod loading;
 pub mod metrics;
 pub mod pilot;
@@ -23,7 +25,7 @@ mod pool;
 mod round;
 pub mod rundir;
 mod runfiles;
-mod runlog;
+pub mod server;
 mod validate;
 pub mod workers;
 

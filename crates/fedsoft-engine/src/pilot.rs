@@ -5,8 +5,9 @@
 
 use crate::checkpoint;
 use crate::config::{ControllerKind, ExperimentConfig, SigmaPooling};
-use crate::engine::{Experiment, RunOptions, method_err};
+use crate::engine::{Experiment, RunOptions};
 use crate::error::EngineError;
+use crate::pool::method_err;
 use fedsoft_core::sparsify::MethodKind;
 use fedsoft_core::sparsify::svd::singular_values;
 use std::path::Path;

@@ -2,13 +2,12 @@
 //! clients (in this process, or remote through `fedsoft-net`), and what crosses it.
 
 use crate::checkpoint::ClientMemory;
+use crate::client::Client;
 use crate::config::Execution;
 use crate::error::EngineError;
 use crate::experiment::Experiment;
 use fedsoft_core::budget::DropRatio;
-use fedsoft_core::ledger::UploadCost;
 use fedsoft_core::lora::LoraState;
-use fedsoft_core::sparsify::SparseUpdate;
 use fedsoft_model::adapters::Head;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -59,7 +58,7 @@ pub trait ClientPool {
 /// Every client in this process, their memories kept here (and in checkpoints): side by side on
 /// [`Experiment::workers`] (each client's work depends only on its own inputs and the uploads come back in
 /// schedule order, so the round is the same whatever the thread count), or batched through one backbone pass
-/// (`training.execution = "batched"`, [`Experiment::batched_updates`]).
+/// (`training.execution = "batched"`, [`Client::update_together`]).
 #[derive(Default)]
 pub struct LocalClients {
     memories: BTreeMap<usize, ClientMemory>,
@@ -72,27 +71,25 @@ impl ClientPool for LocalClients {
         task: &RoundTask<'_>,
         clients: &[usize],
     ) -> Result<Vec<Result<ClientUpload, String>>, EngineError> {
-        let previous: Vec<ClientMemory> = clients.iter().map(|c| self.memories.remove(c).unwrap_or_default()).collect();
-        let done = match exp.cfg.training.execution {
+        let mut scheduled: Vec<Client<'_>> =
+            clients.iter().map(|&c| Client::new(exp, c, self.memories.remove(&c).unwrap_or_default())).collect();
+        let uploads = match exp.cfg.training.execution {
             Execution::PerClient => {
-                let previous: Vec<Mutex<Option<ClientMemory>>> =
-                    previous.into_iter().map(|m| Mutex::new(Some(m))).collect();
-                exp.workers().map(clients.len(), |i| {
-                    let memory = previous[i].lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
-                    exp.client_update(clients[i], task, memory)
-                })
+                let slots: Vec<Mutex<&mut Client<'_>>> = scheduled.iter_mut().map(Mutex::new).collect();
+                let done =
+                    exp.workers().map(slots.len(), |i| slots[i].lock().unwrap_or_else(|p| p.into_inner()).update(task));
+                done.into_iter().collect::<Result<Vec<_>, _>>()?
             }
-            Execution::Batched => exp.batched_updates(clients, task, previous)?.into_iter().map(Ok).collect(),
+            Execution::Batched => Client::update_together(&mut scheduled, task)?,
         };
-        let mut out = Vec::with_capacity(clients.len());
-        for (&client, result) in clients.iter().zip(done) {
-            let (upload, memory) = result?;
+        for client in scheduled {
+            let id = client.id();
+            let memory = client.into_memory();
             if !memory.is_empty() {
-                self.memories.insert(client, memory);
+                self.memories.insert(id, memory);
             }
-            out.push(Ok(upload));
         }
-        Ok(out)
+        Ok(uploads.into_iter().map(Ok).collect())
     }
     fn memories(&self) -> BTreeMap<usize, ClientMemory> {
         self.memories.clone()
@@ -100,18 +97,6 @@ impl ClientPool for LocalClients {
     fn restore(&mut self, memories: BTreeMap<usize, ClientMemory>) {
         self.memories = memories;
     }
-}
-
-/// An upload the server accepted this round.
-pub(crate) struct Arrival {
-    /// Position in the round's schedule.
-    pub slot: usize,
-    pub samples: usize,
-    pub cost: UploadCost,
-    pub upload: ClientUpload,
-    pub update: SparseUpdate,
-    /// What the server changed in the upload before using it (a `[robust]` clip), for its client record.
-    pub note: Option<String>,
 }
 
 /// A sparsifier or feedback step refused its input: reported against the `[method]` section.

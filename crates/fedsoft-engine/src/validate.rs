@@ -1,9 +1,9 @@
 //! The server's check of one upload before it can reach the aggregate.
 
-use crate::experiment::Experiment;
 use crate::pool::{ClientUpload, RoundTask};
 use fedsoft_core::encoding::decode;
-use fedsoft_core::sparsify::{MethodKind, MethodRules, SparseUpdate};
+use fedsoft_core::lora::ModuleShape;
+use fedsoft_core::sparsify::{MethodKind, MethodRules, SparseUpdate, SparsifierOptions};
 
 /// Why the server refused an upload; its text is the reason `clients.jsonl` records and the network reply
 /// carries.
@@ -36,13 +36,34 @@ impl Rejection {
     }
 }
 
-impl Experiment {
+/// What an upload must be for the server to take it: the adapted modules' shapes, the method and its budget
+/// options, the head's size. One value, built with the experiment, that the server's round and the networked
+/// server's early verdict both ask, so validation has one home.
+#[derive(Debug, Clone)]
+pub struct UploadCheck {
+    shapes: Vec<ModuleShape>,
+    method: MethodKind,
+    options: SparsifierOptions,
+    /// `(hidden, classes)` of the classification head.
+    head: (usize, usize),
+}
+
+impl UploadCheck {
+    pub(crate) fn new(
+        shapes: Vec<ModuleShape>,
+        method: MethodKind,
+        options: SparsifierOptions,
+        head: (usize, usize),
+    ) -> Self {
+        UploadCheck { shapes, method, options, head }
+    }
+
     /// The server's check of one upload before it may reach the aggregate: the wire format (lengths,
     /// checksum, module shapes), the round and sender, finite values, and the method's budget at this
     /// round's ratio.
     pub fn accept(&self, task: &RoundTask<'_>, upload: &ClientUpload) -> Result<SparseUpdate, Rejection> {
         // A decoding error already says "malformed upload"; say it once.
-        let msg = decode(&upload.bytes, &self.plan.shapes).map_err(|e| match e {
+        let msg = decode(&upload.bytes, &self.shapes).map_err(|e| match e {
             fedsoft_core::CoreError::NonFinite { .. } => Rejection::NonFiniteEncoded(e.to_string()),
             fedsoft_core::CoreError::Decode(_) => Rejection::Malformed(e.to_string()),
             other => Rejection::Malformed(format!("malformed upload: {other}")),
@@ -54,19 +75,14 @@ impl Experiment {
             return Err(Rejection::WrongSender { named: msg.client as usize, from: upload.client });
         }
         let nnz = msg.update.nnz();
-        let budget = self.cfg.method.name.upload_budget(&self.plan.shapes, task.rho, &self.cfg.method.options);
+        let budget = self.method.upload_budget(&self.shapes, task.rho, &self.options);
         if nnz > budget {
-            return Err(Rejection::OverBudget {
-                entries: nnz,
-                method: self.cfg.method.name,
-                rho: task.rho.get(),
-                budget,
-            });
+            return Err(Rejection::OverBudget { entries: nnz, method: self.method, rho: task.rho.get(), budget });
         }
         if msg.update.modules.iter().any(|m| m.values.iter().any(|v| !v.is_finite())) {
             return Err(Rejection::NonFiniteUpdate);
         }
-        let (hw, hb) = (self.backbone.spec.hidden * self.task.classes.len(), self.task.classes.len());
+        let (hw, hb) = (self.head.0 * self.head.1, self.head.1);
         if upload.head.weight.len() != hw || upload.head.bias.len() != hb {
             return Err(Rejection::HeadShape {
                 weights: upload.head.weight.len(),

@@ -2,7 +2,7 @@
 
 use fedsoft_core::budget::{DropRatio, total_budget};
 use fedsoft_core::sparsify::{MethodKind, MethodRules};
-use fedsoft_engine::engine::{Experiment, RunOptions};
+use fedsoft_engine::engine::{Client, Experiment, RunOptions};
 use fedsoft_engine::fixtures::{tiny_config, tiny_text_task};
 use fedsoft_engine::metrics::RoundRecord;
 use fedsoft_engine::{EngineError, ExperimentConfig};
@@ -743,7 +743,7 @@ fn records_round_trip_from_engine_to_files_to_report() {
     }
 }
 
-/// Every way `Experiment::accept` refuses an upload is its own `Rejection` variant, and an honest upload
+/// Every way `UploadCheck::accept` refuses an upload is its own `Rejection` variant, and an honest upload
 /// passes; the variant's text is what clients.jsonl and the network record.
 #[test]
 fn rejections_are_typed() {
@@ -756,9 +756,10 @@ fn rejections_are_typed() {
     let (hidden, classes) = exp.head_dims();
     let head = fedsoft_model::adapters::Head::init(hidden, classes, 1);
     let task = RoundTask { round: 3, global: &global, head: &head, rho: DropRatio::new(0.75).unwrap() };
-    let (upload, _) = exp.client_update(0, &task, Default::default()).unwrap();
-    assert!(exp.accept(&task, &upload).is_ok());
-    let reject = |u: &fedsoft_engine::engine::ClientUpload, t: &RoundTask<'_>| exp.accept(t, u).unwrap_err();
+    let upload = Client::new(&exp, 0, Default::default()).update(&task).unwrap();
+    assert!(exp.upload_check().accept(&task, &upload).is_ok());
+    let reject =
+        |u: &fedsoft_engine::engine::ClientUpload, t: &RoundTask<'_>| exp.upload_check().accept(t, u).unwrap_err();
 
     let later = RoundTask { round: 4, ..task };
     assert_eq!(reject(&upload, &later), Rejection::Stale { sent: 3, current: 4 });

@@ -3,7 +3,7 @@
 //!
 //! The server is the engine's own round loop ([`fedsoft_engine::engine::Experiment::run_with`]) with a
 //! [`server::RemoteClients`] pool; a client runs the engine's own client step
-//! ([`fedsoft_engine::engine::Experiment::client_update`]). Nothing of a round is implemented twice.
+//! ([`fedsoft_engine::engine::Client::update`]). Nothing of a round is implemented twice.
 
 pub mod auth;
 pub mod client;

@@ -2,7 +2,7 @@
 //!
 //! The gRPC handlers run on a small tokio runtime; the engine runs on the calling thread and, each round,
 //! opens the round in the shared [`Hub`], waits (up to the deadline) for the scheduled clients' uploads, and
-//! judges each one with the engine's own [`Experiment::accept`] before the client hears the verdict.
+//! judges each one with the engine's own [`fedsoft_engine::engine::UploadCheck::accept`] before the client hears the verdict.
 
 use crate::auth::Tokens;
 use crate::proto::federation_server::{Federation, FederationServer};
@@ -313,9 +313,9 @@ impl ClientPool for RemoteClients {
             let handed =
                 self.hub.lock().expect("hub").round.as_ref().and_then(|o| o.handed_out.get(&inc.client).copied());
             // Judged here too, with the engine's own check, so the client hears the verdict now; the round
-            // driver checks every upload again before it counts (validation has one home: `Experiment::accept`).
+            // driver checks every upload again before it counts (validation has one home: `UploadCheck::accept`).
             let upload = to_upload(exp, inc.client, &inc.request, handed.map(|h| inc.received.duration_since(h)))
-                .and_then(|u| exp.accept(task, &u).map(|_| u).map_err(|r| r.to_string()));
+                .and_then(|u| exp.upload_check().accept(task, &u).map(|_| u).map_err(|r| r.to_string()));
             let verdict = upload.as_ref().map(|_| ()).map_err(Clone::clone);
             if let Some(open) = self.hub.lock().expect("hub").round.as_mut() {
                 open.answered.insert(inc.client);

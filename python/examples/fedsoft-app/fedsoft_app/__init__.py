@@ -1,0 +1,1 @@
+"""A Flower app that runs any fedsoft experiment (see :mod:`fedsoft.app`)."""
