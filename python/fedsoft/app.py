@@ -108,9 +108,23 @@ def _serve(grid: Grid, context: Context) -> None:
     log(INFO, "fedsoft: %s", json.dumps(json.loads(summary), indent=1))
 
 
+def _cores() -> int | None:
+    """The CPUs Ray gave this client's actor (fedsoft's kernels then use as many threads), or None outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            return max(1, int(cpus)) if cpus else None
+    except ImportError:
+        pass
+    return None
+
+
 @client.train()
 def _train(msg: Message, context: Context) -> Message:
     record = msg.content[KEY]
-    reply = _native.client_work(str(record["config"]), bytes(record["task"]), cache=str(record["cache"]))
+    reply = _native.client_work(str(record["config"]), bytes(record["task"]), cache=str(record["cache"]),
+                                threads=_cores())
     content = RecordDict({KEY: ConfigRecord({"reply": reply})})
     return Message(content=content, reply_to=msg)

@@ -134,34 +134,52 @@ fn call_send(
     Ok(out)
 }
 
-/// The experiment this process's clients run, prepared once per config (a client process serves many
-/// rounds and clients of one run).
-static PREPARED: Mutex<Option<(String, Arc<Experiment>)>> = Mutex::new(None);
+/// The experiment this process's clients run, prepared once per config and thread count (a client process
+/// serves many rounds and clients of one run), with the digest of the config as the server resolved it.
+static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
 
-fn prepared(config_toml: &str, cache: PathBuf) -> Result<Arc<Experiment>, EngineError> {
-    let cfg = ExperimentConfig::from_toml(config_toml, "the server's experiment", &[])?;
+/// A prepared client experiment: the server's config digest, the thread count, the experiment.
+type Prepared = (String, Option<usize>, Arc<Experiment>);
+
+fn prepared(
+    config_toml: &str,
+    cache: PathBuf,
+    threads: Option<usize>,
+) -> Result<(String, Arc<Experiment>), EngineError> {
+    let mut cfg = ExperimentConfig::from_toml(config_toml, "the server's experiment", &[])?;
     let digest = cfg.digest();
     let mut slot = PREPARED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((d, exp)) = slot.as_ref()
+    if let Some((d, t, exp)) = slot.as_ref()
         && *d == digest
+        && *t == threads
     {
-        return Ok(exp.clone());
+        return Ok((digest, exp.clone()));
+    }
+    if threads.is_some() {
+        cfg.training.threads = threads;
     }
     let exp = Arc::new(Experiment::prepare(&cfg, &cache)?);
-    *slot = Some((digest, exp.clone()));
-    Ok(exp)
+    *slot = Some((digest.clone(), threads, exp.clone()));
+    Ok((digest, exp))
 }
 
 /// One client's round from a task made by `run_experiment`: local training with fedsoft's kernels, error
-/// feedback and sparsification, and the reply to send back. `config_toml` is the server's resolved config.
+/// feedback and sparsification, and the reply to send back. `config_toml` is the server's resolved config;
+/// `threads` the cores this client may use (its results do not depend on it; the config's when `None`).
 #[pyfunction]
-#[pyo3(signature = (config_toml, task, cache=None))]
-fn client_work(py: Python<'_>, config_toml: &str, task: &[u8], cache: Option<PathBuf>) -> PyResult<Py<PyBytes>> {
+#[pyo3(signature = (config_toml, task, cache=None, threads=None))]
+fn client_work(
+    py: Python<'_>,
+    config_toml: &str,
+    task: &[u8],
+    cache: Option<PathBuf>,
+    threads: Option<usize>,
+) -> PyResult<Py<PyBytes>> {
     let cache = cache.unwrap_or_else(fedsoft_data::assets::default_cache);
     let reply = py
         .detach(|| {
-            let exp = prepared(config_toml, cache)?;
-            work(&exp, task)
+            let (digest, exp) = prepared(config_toml, cache, threads)?;
+            work(&exp, &digest, task)
         })
         .map_err(value_error)?;
     Ok(PyBytes::new(py, &reply).unbind())

@@ -42,19 +42,20 @@ pub fn task_bytes(task: &RoundTask<'_>, client: usize, memory: &ClientMemory, co
 }
 
 /// The client's side of a handed-off task: the task read and checked against `exp`, the client's round
-/// ([`Client::update`]), and its reply.
-pub fn work(exp: &Experiment, task: &[u8]) -> Result<Vec<u8>, EngineError> {
+/// ([`Client::update`]), and its reply. `config_sha256` is the digest of the config `exp` was prepared from
+/// as the server resolved it: a client may change what only sets its speed (`training.threads`, to the cores
+/// it was given), which changes no result.
+pub fn work(exp: &Experiment, config_sha256: &str, task: &[u8]) -> Result<Vec<u8>, EngineError> {
     let path = Path::new(TASK);
     let st = SafeTensors::deserialize(task).map_err(|e| EngineError::file(path, e))?;
     let header = header(task, path)?;
     let digest = field(&header, "config_sha256", path)?;
-    if digest != exp.config().digest() {
+    if digest != config_sha256 {
         return Err(EngineError::file(
             path,
             format!(
-                "was made under config {digest}, but this client was prepared under {}: the server and its \
-                 clients must run one config",
-                exp.config().digest()
+                "was made under config {digest}, but this client was prepared under {config_sha256}: the server \
+                 and its clients must run one config"
             ),
         ));
     }
