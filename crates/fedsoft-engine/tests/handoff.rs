@@ -29,8 +29,16 @@ fn options(out: &Path, resume: bool, stop_after: Option<u64>) -> RunOptions {
     RunOptions { out_dir: out.to_path_buf(), resume, cache: PathBuf::from("/nonexistent-cache"), stop_after }
 }
 
-/// What two runs of one config must share: the records without their clocks, the summary, the adapter.
-fn outcome(out: &Path) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, Vec<(String, Vec<u8>)>) {
+/// What two runs of one config must share: the round and client records without their clocks, and the
+/// adapter's files.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    metrics: Vec<serde_json::Value>,
+    clients: Vec<serde_json::Value>,
+    adapter: Vec<(String, Vec<u8>)>,
+}
+
+fn outcome(out: &Path) -> Outcome {
     let clocks = ["time", "wall_s", "train_wall_s", "transfer_s"];
     let lines = |name: &str| -> Vec<serde_json::Value> {
         std::fs::read_to_string(out.join(name))
@@ -51,7 +59,7 @@ fn outcome(out: &Path) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, Vec<(
         .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
         .collect();
     adapter.sort();
-    (lines("metrics.jsonl"), lines("clients.jsonl"), adapter)
+    Outcome { metrics: lines("metrics.jsonl"), clients: lines("clients.jsonl"), adapter }
 }
 
 #[test]
