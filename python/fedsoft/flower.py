@@ -9,8 +9,9 @@ the chosen sparsifier (:class:`fedsoft.Compressor`), and answers with the encode
 wire format, checksummed). The server decodes and checks every upload (shapes, round, client, exact budget,
 finite values), splits the band, computes each client's delay (dropping those past the outage deadline),
 averages the two factors separately, tells the controller the round's delay, and reports ``rho``, ``a_t``,
-the delay, the queue, the band split, the entries and bits sent (paper count and encoded size, per round and
-as the run's ledger) and the covariance of the received factors as metrics.
+the delay, the queue, the band split, the entries and bits of the uploads kept after the outage (paper count
+and encoded size, per round and as the run's ledger, as the engine books them), the plain mean of the
+clients' training losses and the covariance of the received factors as metrics.
 
 The same Rust functions as ``fedsoft run`` do every step; only the transport is Flower's.
 """
@@ -248,15 +249,18 @@ class SoftStrategy(FedAvg):
         bits = [float(paper_bits(a.update.nnz, total, self.value_bits, self.index_overhead)) for a in arrived]
         tx = self.uplink.transmit(bits, [r["snr"][a.client] for a in arrived], self.outage_delay_s)
         kept = [arrived[i] for i in tx["kept"]]
-        entries = sum(a.update.nnz for a in arrived)
-        encoded = 8 * sum(a.encoded_bytes for a in arrived)
-        for key, value in (("uploads", len(arrived)), ("entries", entries), ("bits_paper", int(sum(bits))),
+        # As the engine books a round: what was sent by the uploads kept after the outage (a dropped upload
+        # never reached the server), the training loss a plain mean over every upload taken.
+        entries = sum(a.update.nnz for a in kept)
+        encoded = 8 * sum(a.encoded_bytes for a in kept)
+        paper = int(sum(bits[i] for i in tx["kept"]))
+        for key, value in (("uploads", len(kept)), ("entries", entries), ("bits_paper", paper),
                            ("bits_encoded", encoded)):
             self.ledger[key] += value
         metrics: dict[str, Any] = {
             "rho": rho, "a_t": r["a_t"], "delay_s": tx["round_delay_s"], "clients": len(kept),
             "refused": refused, "dropped": len(arrived) - len(kept), "entries": entries, "budget": budget,
-            "uplink_bits": int(sum(bits)), "uplink_bits_encoded": encoded,
+            "uplink_bits": paper, "uplink_bits_encoded": encoded,
             "client_ids": [a.client for a in arrived], "bandwidth_shares": list(tx["shares"]),
             **{f"ledger_{k}": v for k, v in self.ledger.items()},
         }
@@ -273,7 +277,8 @@ class SoftStrategy(FedAvg):
             for name in dense:
                 locals_ = [np.asarray(a.dense[name], dtype=np.float32) for a in kept]
                 dense[name] = move_toward_average(np.asarray(dense[name], dtype=np.float32), locals_, w)
-            metrics["train_loss"] = float(sum(wi * a.train_loss for wi, a in zip(w, kept)))
+        if arrived:
+            metrics["train_loss"] = float(np.mean([a.train_loss for a in arrived]))
         self.ratio.observe(t, self.total_rounds, r["a_t"], tx["round_delay_s"])
         metrics["queue"] = self.ratio.backlog
         if not global_.all_finite():
