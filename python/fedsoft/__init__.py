@@ -5,8 +5,9 @@ Every function calls the Rust crate function that ``fedsoft run`` calls, so resu
 the same inputs. LoRA factors follow PEFT's layout: ``B`` (``lora_B.weight``) is ``d x r`` and ``A``
 (``lora_A.weight``) is ``r x k``; inside a module, entries are numbered ``B`` row-major, then ``A``.
 
-The Flower integration is in :mod:`fedsoft.flower` (needs ``flwr``); PEFT models are read and written by
-:mod:`fedsoft.peft` (needs ``torch``).
+Any fedsoft experiment runs on Flower with fedsoft's own server and client through :mod:`fedsoft.app` (a
+ServerApp and a ClientApp; needs ``flwr``); :mod:`fedsoft.flower` is a strategy and client reply for your own
+PyTorch models; PEFT models are read and written by :mod:`fedsoft.peft` (needs ``torch``).
 """
 
 from __future__ import annotations
