@@ -5,7 +5,10 @@ head, cross-entropy + 0.01 x the orthogonality regulariser, as fedsoft trains. R
 depend on the values): the same work per step as the Rust bench, which uses the packaged MiniLM and DINOv2
 weights where it has them.
 
-    .venv-bench/bin/python bench/pytorch_step.py [CASE...] [--threads N]
+    .venv-bench/bin/python bench/pytorch_step.py [CASE...] [--threads N] [--device cuda] [--steps N]
+
+On a GPU (`--device cuda`) each step ends with a device synchronisation, so the time is the step's, not its
+launch's; peak memory is then the GPU's (torch.cuda.max_memory_allocated).
 """
 import argparse, math, resource, statistics, time
 
@@ -22,7 +25,11 @@ CASES = {
 p = argparse.ArgumentParser()
 p.add_argument("cases", nargs="*", default=list(CASES))
 p.add_argument("--threads", type=int, default=0)
+p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+p.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
 args = p.parse_args()
+DEVICE = torch.device(args.device)
+ON_GPU = DEVICE.type == "cuda"
 if args.threads:
     torch.set_num_threads(args.threads)
 RANK, SCALE, LAMBDA = 8, 16.0 / 8, 0.01
@@ -31,15 +38,16 @@ RANK, SCALE, LAMBDA = 8, 16.0 / 8, 0.01
 def run(case):
     h, layers, heads, inter, t, b, adapted, pre_ln, layer_scale = CASES[case]
     g = torch.Generator().manual_seed(1)
-    w = lambda *s: (torch.rand(*s, generator=g) * 2 - 1) / math.sqrt(s[0])
+    w = lambda *s: ((torch.rand(*s, generator=g) * 2 - 1) / math.sqrt(s[0])).to(DEVICE)
     blocks = [{k: w(h, h) for k in "qkvo"} | {"fc1": w(h, inter), "fc2": w(inter, h)} for _ in range(layers)]
     adapted = range(layers) if adapted is None else adapted
-    lora = {(l, k): [(torch.randn(RANK, h) * 0.02).requires_grad_(), (torch.randn(h, RANK) * 0.02).requires_grad_()]
+    leaf = lambda x: x.to(DEVICE).requires_grad_()
+    lora = {(l, k): [leaf(torch.randn(RANK, h) * 0.02), leaf(torch.randn(h, RANK) * 0.02)]
             for l in adapted for k in "qv"}
-    head = [(torch.randn(h, 10) * 0.05).requires_grad_(), torch.zeros(10, requires_grad=True)]
+    head = [leaf(torch.randn(h, 10) * 0.05), leaf(torch.zeros(10))]
     params = [p for ab in lora.values() for p in ab] + head
-    x0 = torch.randn(b, t, h)
-    y = torch.arange(b) % 10
+    x0 = torch.randn(b, t, h).to(DEVICE)
+    y = (torch.arange(b) % 10).to(DEVICE)
     ln = lambda x: F.layer_norm(x, (h,))
 
     def lin(x, l, k):
@@ -63,7 +71,7 @@ def run(case):
             m = m * 0.1 if layer_scale else m
             x = x + m if pre_ln else ln(x + m)
         z = ln(x)[:, 0] @ head[0] + head[1]
-        eye = torch.eye(RANK)
+        eye = torch.eye(RANK, device=DEVICE)
         orth = sum(((bb.t() @ bb) * (1 - eye)).pow(2).sum() + ((a @ a.t()) * (1 - eye)).pow(2).sum() for a, bb in lora.values())
         loss = F.cross_entropy(z, y) + LAMBDA * orth
         opt.zero_grad()
@@ -71,15 +79,20 @@ def run(case):
         opt.step()
 
     times = []
-    for i in range(6):
+    for i in range(args.steps + 1):
         opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2, eps=1e-8)
         s = time.perf_counter()
         step(opt)
+        if ON_GPU:
+            torch.cuda.synchronize(DEVICE)
         if i:
             times.append(time.perf_counter() - s)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{case:<11} torch {torch.__version__:<14} median step {statistics.median(times):8.3f} s   min {min(times):8.3f} s   "
-          f"peak RSS {rss:8.0f} MiB (process so far)")
+    if ON_GPU:
+        memory = f"peak GPU {torch.cuda.max_memory_allocated(DEVICE) / 2**20:8.0f} MiB (process so far)"
+    else:
+        memory = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.0f} MiB (process so far)"
+    print(f"{case:<11} torch {torch.__version__:<14} {args.device:<7} median step {statistics.median(times):8.3f} s   "
+          f"min {min(times):8.3f} s   {memory}")
 
 
 for c in args.cases:

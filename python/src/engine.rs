@@ -71,16 +71,7 @@ fn run_experiment(
                 EngineError::Transport { round: round + 1, detail }
             })
         }));
-        exp.run_with(&mut pool, &opts, |r| {
-            let accuracy = r.test_accuracy.map_or(String::new(), |a| format!(" accuracy {a:.4}"));
-            eprintln!(
-                "round {}: rho {:.3} delay {:.3} s dropped {}{accuracy}",
-                r.round + 1,
-                r.rho,
-                r.delay_s,
-                r.dropped
-            );
-        })
+        exp.run_with(&mut pool, &opts, |r| eprintln!("{}", r.progress_line()))
     });
     match result {
         Ok(summary) => {
@@ -99,8 +90,7 @@ fn run_experiment(
 }
 
 fn draw_report(run: &std::path::Path, cache: &std::path::Path) -> Result<(), String> {
-    let fonts = fedsoft_data::assets::ensure(cache, "dejavu-fonts").map_err(|e| e.to_string())?;
-    let ttf = std::fs::read(fonts.join("DejaVuSans.ttf")).map_err(|e| e.to_string())?;
+    let ttf = fedsoft_data::assets::report_font(cache).map_err(|e| e.to_string())?;
     fedsoft_report::register_font(ttf).map_err(|e| e.to_string())?;
     fedsoft_report::report(&[run.to_path_buf()], &run.join("report")).map_err(|e| e.to_string())?;
     Ok(())

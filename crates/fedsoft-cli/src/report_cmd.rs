@@ -20,8 +20,7 @@ pub struct ReportArgs {
 
 /// Makes the packaged font (fetched on first use) the one figures are drawn with.
 pub fn register_font(cache: &Path) -> Result<()> {
-    let font_dir = assets::ensure(cache, "dejavu-fonts").context("fetching the report font")?;
-    let ttf = std::fs::read(font_dir.join("DejaVuSans.ttf")).context("reading the report font")?;
+    let ttf = assets::report_font(cache).context("fetching the report font")?;
     Ok(fedsoft_report::register_font(ttf)?)
 }
 

@@ -70,15 +70,7 @@ fn on_round(bar: &ProgressBar, last_acc: &mut Option<f64>, r: &RoundRecord) {
 
 /// One line per round on stderr, for servers and logs (no progress bar).
 pub fn on_round_line(r: &RoundRecord) {
-    let acc = r.test_accuracy.map_or(String::new(), |a| format!(" accuracy {a:.4}"));
-    eprintln!(
-        "round {}: rho {:.3} delay {:.3} s (avg {:.3}) dropped {}{acc}",
-        r.round + 1,
-        r.rho,
-        r.delay_s,
-        r.avg_delay_s,
-        r.dropped
-    );
+    eprintln!("{}", r.progress_line());
 }
 
 pub(crate) fn execute(cfg: &ExperimentConfig, out: &Path, resume: bool, cache: &Path, label: &str) -> Result<Summary> {

@@ -192,6 +192,13 @@ pub fn ensure(cache: &Path, name: &str) -> Result<PathBuf, DataError> {
     })
 }
 
+/// The TrueType font figures are drawn with (the packaged DejaVu Sans, fetched on first use), so every front
+/// door that draws a report takes the same font from the same place.
+pub fn report_font(cache: &Path) -> Result<Vec<u8>, DataError> {
+    let file = ensure(cache, "dejavu-fonts")?.join("DejaVuSans.ttf");
+    std::fs::read(&file).map_err(|e| DataError::io(&file, e))
+}
+
 /// Fetches, verifies and unpacks one asset unless it is already installed and intact; an installed copy
 /// whose files changed is unpacked afresh from the verified package.
 pub fn fetch(cache: &Path, asset: &Asset) -> Result<Outcome, DataError> {

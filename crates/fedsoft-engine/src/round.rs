@@ -8,7 +8,7 @@ use crate::experiment::{Experiment, RunOptions};
 use crate::metrics::{RoundRecord, Summary, TimeSplit};
 use crate::pool::{ClientPool, LocalClients};
 use crate::runfiles::RunFiles;
-use crate::server::{Server, divergence_hint};
+use crate::server::Server;
 use std::time::Instant;
 
 impl Experiment {
@@ -92,7 +92,7 @@ impl Experiment {
                 return Err(EngineError::Diverged {
                     round,
                     what: format!("the global model's test loss is {loss}"),
-                    hint: divergence_hint(&self.cfg, &closed.runaway(), true),
+                    hint: server.rules().divergence_hint(&closed.runaway(), true),
                 });
             }
             split.eval_s += t.elapsed().as_secs_f64();

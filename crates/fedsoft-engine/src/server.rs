@@ -8,7 +8,7 @@
 
 use crate::ExperimentConfig;
 use crate::checkpoint::{ClientMemory, RunState};
-use crate::config::PayloadSize;
+use crate::config::{ControllerKind, PayloadSize, RobustConfig};
 use crate::error::EngineError;
 use crate::experiment::Experiment;
 use crate::metrics::{ClientRecord, RoundRecord, TimeSplit};
@@ -20,15 +20,72 @@ use fedsoft_core::feedback::FeedbackMode;
 use fedsoft_core::head::Head;
 use fedsoft_core::ledger::{BitModel, UploadCost};
 use fedsoft_core::lora::LoraState;
-use fedsoft_core::sparsify::SparseUpdate;
+use fedsoft_core::sparsify::{MethodKind, SparseUpdate};
 use fedsoft_wireless::control::{RatioController, RoundContext};
 use fedsoft_wireless::simulate::{RoundStart, Scenario};
 use fedsoft_wireless::uplink::{RoundUplink, Uplink};
 use std::collections::BTreeMap;
 
+/// What the server's round follows from the run's config, and nothing else of it: the server never sees
+/// the model, the data or the training settings.
+#[derive(Debug, Clone)]
+pub struct RoundRules {
+    /// The horizon the ratio controller plans over.
+    pub total_rounds: u64,
+    /// Named in the round's record.
+    pub method: MethodKind,
+    pub controller: ControllerKind,
+    /// Whether an upload is a change to the global factors or a sparse local model.
+    pub feedback_mode: FeedbackMode,
+    /// How an upload's bits are counted.
+    pub bits: BitModel,
+    /// Which count sets an upload's airtime.
+    pub payload: PayloadSize,
+    /// A client whose upload would take longer is lost to the simulated outage.
+    pub outage_delay_s: Option<f64>,
+    /// The bounds on what one upload may do.
+    pub robust: RobustConfig,
+    /// The clients' learning rate, named in the hint when their training diverges.
+    pub lr: f64,
+}
+
+impl RoundRules {
+    pub fn of(cfg: &ExperimentConfig) -> Self {
+        let w = &cfg.wireless;
+        RoundRules {
+            total_rounds: cfg.rounds.total,
+            method: cfg.method.name,
+            controller: cfg.controller.kind,
+            feedback_mode: cfg.method.feedback_mode,
+            bits: BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead },
+            payload: w.payload,
+            outage_delay_s: cfg.rounds.outage_delay_s,
+            robust: cfg.robust.clone(),
+            lr: cfg.training.lr,
+        }
+    }
+
+    /// What to change when the run diverged. When `runaway` clients' own training ran away, the learning
+    /// rate first; before any upload was aggregated (`aggregated_before` false) the model they trained from
+    /// is the initial one, so it is the only cause. Otherwise the bound on what one upload may do.
+    pub fn divergence_hint(&self, runaway: &[usize], aggregated_before: bool) -> String {
+        let lr = format!("lower training.lr (now {:e}) if it is too large", self.lr);
+        match (runaway.is_empty(), aggregated_before) {
+            (true, _) => self.robust.divergence_hint().to_string(),
+            (false, false) => {
+                format!("the local training of client(s) {runaway:?} diverged from the initial model: {lr}")
+            }
+            (false, true) => format!(
+                "the local training of client(s) {runaway:?} diverged: {lr}; if an earlier upload broke the model, {}",
+                self.robust.divergence_hint()
+            ),
+        }
+    }
+}
+
 /// The server of one run.
 pub struct Server {
-    cfg: ExperimentConfig,
+    rules: RoundRules,
     rank: usize,
     check: UploadCheck,
     /// Each client's sample count: the aggregation weights.
@@ -116,7 +173,7 @@ impl Server {
         let mut control = exp.planner.ratio_controller(exp.rank)?;
         control.restore(state.meta.queue);
         Ok(Server {
-            cfg: exp.cfg.clone(),
+            rules: RoundRules::of(&exp.cfg),
             rank: exp.rank,
             check: exp.upload_check().clone(),
             samples: exp.task.partition.clients.iter().map(Vec::len).collect(),
@@ -125,6 +182,11 @@ impl Server {
             scenario: exp.planner.scenario(exp.rank),
             state: RunState { memories: BTreeMap::new(), ..state },
         })
+    }
+
+    /// The rules this server's rounds follow.
+    pub fn rules(&self) -> &RoundRules {
+        &self.rules
     }
 
     /// The run's state as a checkpoint holds it, with the clients' `memories` (kept by whoever runs them).
@@ -156,7 +218,7 @@ impl Server {
     /// choose the ratio.
     pub fn open_round(&mut self, round: u64) -> Result<RoundPlan, EngineError> {
         let start = self.scenario.start(round)?;
-        let ctx = RoundContext { round, total_rounds: self.cfg.rounds.total, a_t: start.a_t };
+        let ctx = RoundContext { round, total_rounds: self.rules.total_rounds, a_t: start.a_t };
         let rho = DropRatio::new(self.control.choose(&ctx))?;
         Ok(RoundPlan { round, rho, start })
     }
@@ -175,8 +237,7 @@ impl Server {
         plan: &RoundPlan,
         results: Vec<Result<ClientUpload, String>>,
     ) -> Result<Admitted, EngineError> {
-        let w = &self.cfg.wireless;
-        let bit_model = BitModel { value_bits: w.value_bits, index_overhead: w.index_overhead };
+        let bit_model = self.rules.bits;
         let numel = LoraState::numel(&self.state.global);
         let task = self.task(plan);
         let mut arrived = Vec::new();
@@ -208,8 +269,8 @@ impl Server {
             arrived,
             &self.state.global,
             &self.state.head,
-            self.cfg.method.feedback_mode,
-            &self.cfg.robust,
+            self.rules.feedback_mode,
+            &self.rules.robust,
             &self.state.meta.robust_history,
         );
         failed.extend(bounded.dropped);
@@ -220,7 +281,7 @@ impl Server {
         let arrived = bounded.kept;
         if arrived.is_empty() && !non_finite.is_empty() && non_finite.len() == failed.len() {
             let what = format!("every upload of the round ({}) held non-finite values", failed.len());
-            let hint = divergence_hint(&self.cfg, &non_finite, self.state.meta.ledger.uploads > 0);
+            let hint = self.rules.divergence_hint(&non_finite, self.state.meta.ledger.uploads > 0);
             return Err(EngineError::Diverged { round: plan.round, what, hint });
         }
         Ok(Admitted { arrived, failed })
@@ -234,24 +295,24 @@ impl Server {
         let arrived = &admitted.arrived;
         let bits: Vec<f64> = arrived
             .iter()
-            .map(|a| match self.cfg.wireless.payload {
+            .map(|a| match self.rules.payload {
                 PayloadSize::Paper => a.cost.paper_bits as f64,
                 PayloadSize::Encoded => a.cost.encoded_bits as f64,
             })
             .collect();
         let snr: Vec<f64> = arrived.iter().map(|a| plan.start.channels[a.slot].snr).collect();
-        let uplink = self.uplink.transmit(&bits, &snr, self.cfg.rounds.outage_delay_s)?;
+        let uplink = self.uplink.transmit(&bits, &snr, self.rules.outage_delay_s)?;
         let covariance = covariance(arrived)?;
-        aggregate(&mut self.state.global, &mut self.state.head, arrived, &uplink.kept, self.cfg.method.feedback_mode)?;
+        aggregate(&mut self.state.global, &mut self.state.head, arrived, &uplink.kept, self.rules.feedback_mode)?;
         let (global, head) = (&self.state.global, &self.state.head);
         if !global.all_finite() || !head.weight.iter().chain(&head.bias).all(|v| v.is_finite()) {
             return Err(EngineError::Diverged {
                 round: plan.round,
                 what: "the global model became non-finite".into(),
-                hint: divergence_hint(&self.cfg, &runaway(arrived), true),
+                hint: self.rules.divergence_hint(&runaway(arrived), true),
             });
         }
-        self.control.observe(&plan.context(self.cfg.rounds.total), uplink.round_delay_s);
+        self.control.observe(&plan.context(self.rules.total_rounds), uplink.round_delay_s);
         Ok(ClosedRound { plan, admitted, uplink, covariance })
     }
 
@@ -287,8 +348,8 @@ impl Server {
         let losses: Vec<f64> = arrived.iter().map(|a| a.upload.train_loss).collect();
         let record = RoundRecord {
             round,
-            method: self.cfg.method.name,
-            controller: self.cfg.controller.kind,
+            method: self.rules.method,
+            controller: self.rules.controller,
             rank: self.rank,
             rho: plan.rho.get(),
             dense_delay_s: plan.start.a_t,
@@ -409,19 +470,4 @@ fn covariance(arrived: &[Arrival]) -> Result<Option<f64>, EngineError> {
 /// Clients whose own training ran away (a training loss that is not finite).
 fn runaway(arrived: &[Arrival]) -> Vec<usize> {
     arrived.iter().filter(|a| !a.upload.train_loss.is_finite()).map(|a| a.upload.client).collect()
-}
-
-/// What to change when the run diverged. When `runaway` clients' own training ran away, the learning rate
-/// first; before any upload was aggregated (`aggregated_before` false) the model they trained from is the
-/// initial one, so it is the only cause. Otherwise the bound on what one upload may do.
-pub(crate) fn divergence_hint(cfg: &ExperimentConfig, runaway: &[usize], aggregated_before: bool) -> String {
-    let lr = format!("lower training.lr (now {:e}) if it is too large", cfg.training.lr);
-    match (runaway.is_empty(), aggregated_before) {
-        (true, _) => cfg.robust.divergence_hint().to_string(),
-        (false, false) => format!("the local training of client(s) {runaway:?} diverged from the initial model: {lr}"),
-        (false, true) => format!(
-            "the local training of client(s) {runaway:?} diverged: {lr}; if an earlier upload broke the model, {}",
-            cfg.robust.divergence_hint()
-        ),
-    }
 }

@@ -147,6 +147,22 @@ pub struct RoundRecord {
     pub time: TimeSplit,
 }
 
+impl RoundRecord {
+    /// The one-line progress report a run prints as each round ends (1-based round number), the same from the
+    /// binary and from Python.
+    pub fn progress_line(&self) -> String {
+        let accuracy = self.test_accuracy.map_or(String::new(), |a| format!(" accuracy {a:.4}"));
+        format!(
+            "round {}: rho {:.3} delay {:.3} s (avg {:.3}) dropped {}{accuracy}",
+            self.round + 1,
+            self.rho,
+            self.delay_s,
+            self.avg_delay_s,
+            self.dropped
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientRecord {
     pub round: u64,
