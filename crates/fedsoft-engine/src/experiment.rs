@@ -76,6 +76,35 @@ impl Experiment {
     pub fn upload_check(&self) -> &UploadCheck {
         &self.check
     }
+    /// Floating-point operations of the products of one training sample's step ([`fedsoft_model::flops`]),
+    /// for image models, whose samples all have the same tokens; `None` for text, whose padded length varies
+    /// by batch.
+    pub fn training_flops_per_sample(&self) -> Option<f64> {
+        use fedsoft_model::flops::{AdaptedLinear, StepShape, training_flops_per_sample};
+        use fedsoft_model::spec::Family;
+        let spec = &self.backbone.spec;
+        if !matches!(spec.family, Family::Vit | Family::Dinov2) || spec.patch == 0 {
+            return None;
+        }
+        let side = self.cfg.data.image_size / spec.patch;
+        let lora = &self.cfg.lora;
+        let blocks =
+            fedsoft_model::geometry::adapted_modules(spec.layers, &lora.targets, lora.layers.as_deref()).ok()?;
+        let adapted: Vec<AdaptedLinear> = blocks
+            .iter()
+            .zip(&self.plan.shapes)
+            .map(|(&(block, _), shape)| AdaptedLinear { block, d: shape.d, k: shape.k })
+            .collect();
+        Some(training_flops_per_sample(&StepShape {
+            spec,
+            tokens: 1 + side * side,
+            patch_inputs: spec.channels * spec.patch * spec.patch,
+            adapted: &adapted,
+            rank: self.rank,
+            classes: self.task.classes.len(),
+            first_token_only: self.cfg.training.pooling == fedsoft_model::backbone::Pooling::Cls,
+        }))
+    }
 }
 
 impl Experiment {

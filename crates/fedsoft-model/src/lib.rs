@@ -12,6 +12,7 @@ pub mod adapters;
 pub mod backbone;
 pub mod device;
 pub mod error;
+pub mod flops;
 pub mod geometry;
 pub mod kernels;
 pub mod load;
