@@ -75,6 +75,41 @@ def test_flower_run_equals_fedsoft_run(tmp_path):
     assert (tmp_path / "flower" / "report" / "report.md").is_file()
 
 
+def readme_app_command() -> str:
+    """The README's ``flwr run`` command for the fedsoft app, as written (continuation lines joined)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("cd python/examples/fedsoft-app") :]
+    block = block[: block.index("```")]
+    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
+    return " ".join(line.rstrip("\\").strip() for line in lines)
+
+
+def test_the_readmes_flwr_run_command_writes_what_fedsoft_run_writes(tmp_path):
+    # The README's command, with this test's small overrides and output folder, run from the example's folder
+    # as a user would, Flower's own state (its local SuperLink) in a folder of its own so it can be stopped.
+    command = readme_app_command()
+    assert command.startswith("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1") and "flwr run ." in command
+    assert "set='rounds.total=5'" in command and "out='/tmp/fedsoft-flower'" in command, command
+    command = command.replace("set='rounds.total=5'", "set='" + "; ".join(SMALL) + "'")
+    command = command.replace("/tmp/fedsoft-flower", str(tmp_path / "flower"))
+    if "FEDSOFT_CACHE" in os.environ:  # the command points at the repository's cache, as a user's would
+        cache = os.environ["FEDSOFT_CACHE"]
+        command = command.replace('FEDSOFT_CACHE="$PWD/../../../.cache/fedsoft"', f'FEDSOFT_CACHE="{cache}"')
+    home = tmp_path / "flwr-home"
+    env = dict(os.environ, FLWR_HOME=str(home))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    try:
+        done = subprocess.run(["bash", "-c", command], cwd=ROOT / "python" / "examples" / "fedsoft-app", env=env,
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        subprocess.run(["pkill", "-f", str(home)], check=False)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and "Exit Code" not in log, log[-3000:]
+    got = records(tmp_path / "flower")
+    want = fedsoft_run(tmp_path / "fedsoft", SMALL)
+    assert got == want
+
+
 def test_a_bad_config_key_is_refused_naming_the_field():
     with pytest.raises(ValueError, match="rounds.totl"):
         _native.resolve_config(None, ["rounds.totl=3"])
