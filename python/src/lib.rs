@@ -18,6 +18,9 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // rayon's global pool flushes subnormals on its threads; Python's own threads are left as they are
+    // (training and evaluation flush only while they run: `fedsoft_engine::subnormals`).
+    fedsoft_engine::subnormals::init_global_pool();
     state::register(m)?;
     sparsify::register(m)?;
     aggregate::register(m)?;

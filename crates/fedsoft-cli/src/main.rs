@@ -103,6 +103,9 @@ pub struct PlanArgs {
 fn main() -> ExitCode {
     // Before any thread starts: the allocator's settings apply process-wide (see the function's note).
     fedsoft_model::memory::reuse_freed_buffers();
+    // Before any thread starts, so every thread of the process flushes subnormals (see the module's note).
+    fedsoft_model::subnormals::flush_on_this_thread();
+    fedsoft_model::subnormals::init_global_pool();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan_cmd::run(&args),

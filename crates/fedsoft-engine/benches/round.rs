@@ -113,6 +113,8 @@ fn config_path(arg: &str) -> PathBuf {
 
 fn main() {
     fedsoft_model::memory::reuse_freed_buffers();
+    fedsoft_model::subnormals::flush_on_this_thread();
+    fedsoft_model::subnormals::init_global_pool();
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let (mut config, mut rounds, mut sets) = (None, 3u64, Vec::new());
     while let Some(a) = args.next() {

@@ -34,3 +34,5 @@ pub use error::EngineError;
 /// The classifier head as plain numbers (what crosses the network beside the factors); re-exported so that
 /// the network layer reaches the model only through the engine.
 pub use fedsoft_model::adapters::Head;
+/// Subnormals flushed on the threads that train and evaluate, for front doors that start their own threads.
+pub use fedsoft_model::subnormals;

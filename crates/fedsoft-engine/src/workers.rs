@@ -77,7 +77,9 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     if let Some(pool) = all.get(&threads) {
         return Some(pool.clone());
     }
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().ok()?);
+    // Its threads flush subnormals (`fedsoft_model::subnormals`) for as long as they live.
+    let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
+    let pool = Arc::new(builder.start_handler(|_| fedsoft_model::subnormals::flush_on_this_thread()).build().ok()?);
     all.insert(threads, pool.clone());
     Some(pool)
 }

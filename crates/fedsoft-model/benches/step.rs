@@ -137,6 +137,8 @@ fn run_case(case: &str) {
 
 fn main() {
     fedsoft_model::memory::reuse_freed_buffers();
+    fedsoft_model::subnormals::flush_on_this_thread();
+    fedsoft_model::subnormals::init_global_pool();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     if let Some(pos) = std::env::args().position(|a| a == "--case") {
         run_case(&std::env::args().nth(pos + 1).expect("--case NAME"));

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod onnx;
 pub mod posembed;
 pub mod spec;
+pub mod subnormals;
 pub mod train;
 pub mod weights;
 

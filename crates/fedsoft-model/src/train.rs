@@ -93,6 +93,7 @@ pub fn train_steps<'a>(
     s: &TrainSettings,
     mut carried: Option<&mut OptimizerState>,
 ) -> Result<(Adapters, f64), ModelError> {
+    let _flush = crate::subnormals::Scoped::new();
     let mut opt = adamw(s).init();
     if let Some(state) = carried.as_deref_mut().filter(|st| !st.is_empty()) {
         // Taken, not copied: the state is written back after the last step.
@@ -151,6 +152,7 @@ pub fn gradients(
     labels: &[u32],
     s: &TrainSettings,
 ) -> Result<(GradientsParams, f64), ModelError> {
+    let _flush = crate::subnormals::Scoped::new();
     let n = batch.len();
     if labels.len() != n {
         return Err(ModelError::invalid("labels", format!("{} labels for a batch of {n} samples", labels.len())));
@@ -216,6 +218,7 @@ pub fn train_grouped(
     plan: &AdapterPlan,
     s: &TrainSettings,
 ) -> Result<Vec<GroupResult>, ModelError> {
+    let _flush = crate::subnormals::Scoped::new();
     let n = jobs.len();
     let steps = jobs.iter().map(|j| j.batches.len()).max().unwrap_or(0);
     let mut adapters = Vec::with_capacity(n);
@@ -314,6 +317,7 @@ pub fn score_batch(
     labels: &[u32],
     pooling: Pooling,
 ) -> Result<BatchScore, ModelError> {
+    let _flush = crate::subnormals::Scoped::new();
     let logits = backbone.logits(batch, frozen, plan, pooling)?;
     let pred: Vec<i64> = logits.clone().argmax(1).into_data().iter::<i64>().collect();
     Ok(BatchScore {
