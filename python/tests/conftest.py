@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -14,3 +16,16 @@ def random_factors(shapes, seed, scale=1.0):
     return fedsoft.factors(
         [(s.name, rng.normal(size=(s.d, s.r)) * scale, rng.normal(size=(s.r, s.k)) * scale) for s in shapes]
     )
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_command(first_line: str) -> str:
+    """The README's shell block from the line starting with ``first_line`` to the block's end, as one command:
+    comment lines left out, continuation lines joined, the first line (a ``cd``) dropped."""
+    text = README.read_text()
+    block = text[text.index(first_line) :]
+    block = block[: block.index("```")]
+    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
+    return " ".join(line.rstrip("\\").strip() for line in lines)

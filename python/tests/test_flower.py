@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fedsoft
+from conftest import readme_command
 
 flwr = pytest.importorskip("flwr")
 pytest.importorskip("ray")
@@ -68,20 +69,11 @@ def test_flower_simulation_budget_loss_and_reproducibility(tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
 
 
-def readme_flower_command() -> str:
-    """The README's ``flwr run`` command for the example, as written (continuation lines joined)."""
-    readme = (EXAMPLE.parents[2] / "README.md").read_text()
-    block = readme[readme.index("cd python/examples/flower-minilm") :]
-    block = block[: block.index("```")]
-    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
-    return " ".join(line.rstrip("\\").strip() for line in lines)
-
-
 def test_the_readmes_flower_command_finishes_and_cleans_up(tmp_path):
     import shutil
     import subprocess
 
-    command = readme_flower_command()
+    command = readme_command("cd python/examples/flower-minilm")
     assert command.startswith("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1") and "flwr run ." in command
     assert "num-server-rounds=8" in command and "--stream" in command
     # The README's command with two rounds and the output in this test's folder; Flower's own state (its local

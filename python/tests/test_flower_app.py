@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import readme_command
 from fedsoft import _native
 
 flwr = pytest.importorskip("flwr")
@@ -75,19 +76,10 @@ def test_flower_run_equals_fedsoft_run(tmp_path):
     assert (tmp_path / "flower" / "report" / "report.md").is_file()
 
 
-def readme_app_command() -> str:
-    """The README's ``flwr run`` command for the fedsoft app, as written (continuation lines joined)."""
-    readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("cd python/examples/fedsoft-app") :]
-    block = block[: block.index("```")]
-    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
-    return " ".join(line.rstrip("\\").strip() for line in lines)
-
-
 def test_the_readmes_flwr_run_command_writes_what_fedsoft_run_writes(tmp_path):
     # The README's command, with this test's small overrides and output folder, run from the example's folder
     # as a user would, Flower's own state (its local SuperLink) in a folder of its own so it can be stopped.
-    command = readme_app_command()
+    command = readme_command("cd python/examples/fedsoft-app")
     assert command.startswith("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1") and "flwr run ." in command
     assert "set='rounds.total=5'" in command and "out='/tmp/fedsoft-flower'" in command, command
     command = command.replace("set='rounds.total=5'", "set='" + "; ".join(SMALL) + "'")
