@@ -1,19 +1,21 @@
-"""fedsoft on Flower (flwr >= 1.42, Message API): a server :class:`SoftStrategy` and a client-side
-:func:`train_reply`.
+"""fedsoft on Flower (flwr >= 1.42, Message API) for your own PyTorch model: a server :class:`SoftStrategy`
+and a client-side :func:`train_reply`.
 
-Each round the strategy schedules ``per_round`` of the connected nodes with fedsoft's seeded sampler (node ``i``
-of the sorted node ids is client ``i``), draws their fading, lets the ratio rule pick ``rho`` from the
-round's dense-upload delay ``a_t`` (TSFA's Lyapunov controller, the finite-horizon rule, or a fixed ratio)
-and sends the global LoRA factors with ``rho``. A client trains, compresses its update with error feedback and
-the chosen sparsifier (:class:`fedsoft.Compressor`), and answers with the encoded upload (fedsoft's ``FSUP``
-wire format, checksummed). The server decodes and checks every upload (shapes, round, client, exact budget,
-finite values), splits the band, computes each client's delay (dropping those past the outage deadline),
-averages the two factors separately, tells the controller the round's delay, and reports ``rho``, ``a_t``,
-the delay, the queue, the band split, the entries and bits of the uploads kept after the outage (paper count
-and encoded size, per round and as the run's ledger, as the engine books them), the plain mean of the
-clients' training losses and the covariance of the received factors as metrics.
+The strategy is a Flower adapter over the engine's server half of a round (the Rust ``Server`` that ``fedsoft
+run`` drives, as :class:`fedsoft.RoundServer`): it schedules ``per_round`` of the connected nodes (node ``i``
+of the sorted node ids is client ``i``) with fedsoft's seeded sampler, draws their fading, lets the ratio rule
+pick ``rho`` from the round's dense-upload delay ``a_t`` (TSFA's Lyapunov controller, the finite-horizon rule,
+or a fixed ratio), checks every upload (wire format, round, sender, exact budget, finite values, the dense
+arrays' shapes, a positive sample count), splits the band, computes each client's delay (dropping those past
+the outage deadline), averages the two factors separately and books the round's record and the run's bit
+ledger, all in Rust, exactly as ``fedsoft run`` does. This module only turns Flower messages into the
+server's arguments and its answers back into messages.
 
-The same Rust functions as ``fedsoft run`` do every step; only the transport is Flower's.
+A client trains, compresses its update with error feedback and the chosen sparsifier
+(:class:`fedsoft.Compressor`) and answers with the encoded upload (fedsoft's ``FSUP`` wire format,
+checksummed) through :func:`train_reply`.
+
+To run a whole fedsoft experiment (fedsoft's model, data and trainer) on Flower, use :mod:`fedsoft.app`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import time
 from logging import WARNING
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
@@ -30,24 +32,7 @@ from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from . import (
-    Cell,
-    Compressor,
-    LoraFactors,
-    ModuleShape,
-    SparseUpdate,
-    Uplink,
-    aggregation_weights,
-    apply_deltas,
-    average_sparse_models,
-    covariance_norm,
-    factors,
-    methods,
-    move_toward_average,
-    paper_bits,
-    plan_tsfa,
-    upload_budget,
-)
+from . import Compressor, LoraFactors, RoundServer, Uplink, _options, factors
 
 log = logging.getLogger("fedsoft.flower")
 
@@ -83,17 +68,6 @@ def record_to_factors(record: ArrayRecord) -> tuple[LoraFactors, dict[str, np.nd
     return lora, dense
 
 
-class Arrival(NamedTuple):
-    """One accepted upload of a round."""
-
-    client: int
-    update: SparseUpdate
-    samples: int
-    dense: dict[str, np.ndarray]
-    train_loss: float
-    encoded_bytes: int
-
-
 class SoftStrategy(FedAvg):
     """Wireless federated LoRA fine-tuning with sparsified uploads under a latency budget (SOFT + TSFA).
 
@@ -107,8 +81,8 @@ class SoftStrategy(FedAvg):
     method:
         One of :func:`fedsoft.methods` (``"soft"`` by default).
     controller:
-        ``"tsfa"`` (rank from the offline stage, ratio by Lyapunov drift-plus-penalty), ``"osfa"`` (the online
-        stage at ``rank``), or ``"fixed"`` (ratio ``rho`` at ``rank``).
+        ``"tsfa"`` (rank from the offline stage, ratio by the online rule), ``"osfa"`` (the online stage at
+        ``rank``), or ``"fixed"`` (ratio ``rho`` at ``rank``).
     online:
         The online rule of TSFA/OSFA: ``"lyapunov"`` (the paper) or ``"horizon"`` (finite horizon).
     seed:
@@ -121,6 +95,13 @@ class SoftStrategy(FedAvg):
     node_wait_s:
         How long the first round waits for ``num_clients`` nodes to connect before it fails, saying how many
         came (a simulation started with fewer SuperNodes would otherwise wait for ever).
+
+    Each round's :class:`MetricRecord` is the engine's round record (``rho``, ``dense_delay_s`` (``a_t``),
+    ``delay_s``, ``avg_delay_s``, ``queue``, ``uplink_bits_paper``, ``uplink_bits_encoded``,
+    ``kept_entries``, ``clients``, ``dropped``, ``train_loss``, ``wall_s``, ...) with ``refused``, ``budget``,
+    ``bandwidth_shares`` and the run's ``ledger_*`` totals; :meth:`client_records` gives the round's
+    per-client records as ``clients.jsonl`` holds them. The covariance of the local models is absent, as for
+    any networked client: they are never sent.
     """
 
     def __init__(
@@ -153,69 +134,58 @@ class SoftStrategy(FedAvg):
             min_evaluate_nodes=per_round if fraction_evaluate > 0 else 0,
             min_available_nodes=num_clients,
         )
-        if method not in methods():
-            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(methods())}")
-        if controller not in ("tsfa", "osfa", "fixed"):
-            raise ValueError(f"controller must be 'tsfa', 'osfa' or 'fixed', got {controller!r}")
-        if not modules:
-            raise ValueError("modules is empty: give (name, d, k) of every adapted layer")
         if not node_wait_s > 0:
             raise ValueError(f"node_wait_s must be a positive number of seconds, got {node_wait_s!r}")
         self.node_wait_s = float(node_wait_s)
-        self.modules = [(str(n), int(d), int(k)) for n, d, k in modules]
-        self.num_clients, self.per_round = num_clients, per_round
+        self.num_clients = int(num_clients)
         self.method, self.seed, self.feedback_mode = method, seed, feedback_mode
         self.sparsifier_options = sparsifier_options
-        self.value_bits, self.index_overhead, self.outage_delay_s = value_bits, index_overhead, outage_delay_s
-        self.uplink = uplink or Uplink()
-        channel = {"mean_snr_db": 10.0} if channel is None else channel
-        self.cell = Cell(num_clients, self.uplink.bandwidth_hz, seed, **channel)
-        params_per_rank = sum(d + k for _, d, k in self.modules)
-        settings = dict(tsfa or {})
-        settings.setdefault("online", online)
-        self.plan = plan_tsfa(
-            self.cell, self.uplink, params_per_rank, per_round, seed,
-            value_bits=value_bits, index_overhead=index_overhead, **settings,
+        self.server = RoundServer(
+            [(str(n), int(d), int(k)) for n, d, k in modules], int(num_clients), int(per_round), int(seed),
+            uplink or Uplink(),
+            channel=_options({"mean_snr_db": 10.0} if channel is None else channel),
+            tsfa=_options({"online": online, **(tsfa or {})}),
+            method=method, controller=controller, rank=int(rank), rho=float(rho), feedback_mode=feedback_mode,
+            value_bits=int(value_bits), index_overhead=bool(index_overhead), outage_delay_s=outage_delay_s,
+            options=_options(sparsifier_options),
         )
-        self.rank = self.plan.best_rank if controller == "tsfa" else rank
+        self.plan = self.server.plan
+        self.rank = self.server.rank
         self.controller_kind = controller
-        self.ratio = self.plan.controller(rho if controller == "fixed" else settings["online"], self.rank)
-        self.shapes = [ModuleShape(n, d, k, self.rank) for n, d, k in self.modules]
+        self.shapes = self.server.shapes
         self.total_rounds = 1
-        self._round: dict[str, Any] = {}
-        # The run's bit ledger: uploads, entries, paper bits and encoded bits so far.
-        self.ledger = {"uploads": 0, "entries": 0, "bits_paper": 0, "bits_encoded": 0}
+        self._nodes_of: dict[int, int] = {}
 
     def initial_factors(self) -> LoraFactors:
         """The engine's initial global factors at this rank: ``B = 0``, ``A ~ N(0, 1/r^2)`` from the seed."""
-        return LoraFactors.init_gaussian(self.shapes, self.seed)
+        return self.server.initial_factors()
+
+    def client_records(self) -> list[dict[str, Any]]:
+        """The last round's per-client records (a refused or dropped client's ``reason`` says why)."""
+        return self.server.client_records()
 
     def summary(self) -> None:
         log.info(
-            "SoftStrategy: method=%s controller=%s rank=%d K=%d of N=%d tau_bar=%.4fs V=%.4g",
-            self.method, self.controller_kind, self.rank, self.per_round, self.num_clients,
-            self.plan.tau_bar, self.plan.v_wsp,
+            "SoftStrategy: method=%s controller=%s rank=%d of N=%d tau_bar=%.4fs V=%.4g",
+            self.method, self.controller_kind, self.rank, self.num_clients, self.plan.tau_bar, self.plan.v_wsp,
         )
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, **kwargs: Any) -> Any:
-        """Runs ``num_rounds`` rounds (the horizon the finite-horizon rule plans over)."""
+        """Runs ``num_rounds`` rounds (the horizon the finite-horizon rule plans over) from ``initial_arrays``."""
         self.total_rounds = num_rounds
+        lora, dense = record_to_factors(initial_arrays)
+        self.server.begin(lora, list(dense.items()), int(num_rounds))
         return super().start(grid, initial_arrays, num_rounds=num_rounds, **kwargs)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         nodes = self._nodes(grid)
-        self._global = record_to_factors(arrays)
-        t = server_round - 1
-        start = self.plan.start_round(t, self.rank)
-        clients, a_t = start["clients"], start["a_t"]
-        snr = [ch["snr"] for ch in start["channels"]]
-        rho = self.ratio.choose(t, self.total_rounds, a_t)
-        self._round = {"t": t, "clients": clients, "snr": dict(zip(clients, snr)), "a_t": a_t, "rho": rho,
-                       "nodes": {nodes[c]: c for c in clients}}
+        opened = self.server.open_round(server_round - 1)
+        t, rho = opened["round"], opened["rho"]
+        self._nodes_of = {nodes[c]: c for c in opened["clients"]}
         messages = []
-        for c in clients:
+        for c in opened["clients"]:
             cfg = ConfigRecord(dict(config))
             cfg.update({
                 "server-round": server_round, "fedsoft.round": t, "fedsoft.client": c, "fedsoft.rho": rho,
@@ -229,65 +199,24 @@ class SoftStrategy(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        r = self._round
-        t, rho = r["t"], r["rho"]
-        budget = upload_budget(self.method, self.shapes, rho, **self.sparsifier_options)
-        arrived: list[Arrival] = []
-        refused = 0
+        uploads, failures = [], []
         for msg in replies:
-            try:
-                arrived.append(self._check(msg, t, budget))
-            except ValueError as e:
-                refused += 1
-                log.warning("round %d: upload from node %s refused: %s", server_round, msg.metadata.src_node_id, e)
-        # Replies come in arrival order; aggregation sums in client order, so a seed fixes every bit.
-        arrived.sort(key=lambda a: a.client)
-        if self._global is None:
-            raise RuntimeError("aggregate_train before configure_train")
-        global_, dense = self._global
-        total = sum(s.numel for s in self.shapes)
-        bits = [float(paper_bits(a.update.nnz, total, self.value_bits, self.index_overhead)) for a in arrived]
-        tx = self.uplink.transmit(bits, [r["snr"][a.client] for a in arrived], self.outage_delay_s)
-        kept = [arrived[i] for i in tx["kept"]]
-        # As the engine books a round: what was sent by the uploads kept after the outage (a dropped upload
-        # never reached the server), the training loss a plain mean over every upload taken.
-        entries = sum(a.update.nnz for a in kept)
-        encoded = 8 * sum(a.encoded_bytes for a in kept)
-        paper = int(sum(bits[i] for i in tx["kept"]))
-        for key, value in (("uploads", len(kept)), ("entries", entries), ("bits_paper", paper),
-                           ("bits_encoded", encoded)):
-            self.ledger[key] += value
-        metrics: dict[str, Any] = {
-            "rho": rho, "a_t": r["a_t"], "delay_s": tx["round_delay_s"], "clients": len(kept),
-            "refused": refused, "dropped": len(arrived) - len(kept), "entries": entries, "budget": budget,
-            "uplink_bits": paper, "uplink_bits_encoded": encoded,
-            "client_ids": [a.client for a in arrived], "bandwidth_shares": list(tx["shares"]),
-            **{f"ledger_{k}": v for k, v in self.ledger.items()},
-        }
-        if kept:
-            w = aggregation_weights([a.samples for a in kept])
-            ups = [a.update for a in kept]
-            received = [u.to_dense(global_).add_scaled(global_, 1.0) if self.feedback_mode == "delta"
-                        else average_sparse_models(global_, [u], [1.0]) for u in ups]
-            metrics["covariance"] = covariance_norm(received, w)
-            if self.feedback_mode == "delta":
-                global_ = apply_deltas(global_, ups, w)
+            client = self._nodes_of.get(msg.metadata.src_node_id)
+            if client is None:
+                log.warning("round %d: a reply from node %s, which was not scheduled, is ignored",
+                            server_round, msg.metadata.src_node_id)
+                continue
+            reply = _read_reply(msg)
+            if isinstance(reply, str):
+                failures.append((client, reply))
             else:
-                global_ = average_sparse_models(global_, ups, w)
-            for name in dense:
-                locals_ = [np.asarray(a.dense[name], dtype=np.float32) for a in kept]
-                dense[name] = move_toward_average(np.asarray(dense[name], dtype=np.float32), locals_, w)
-        if arrived:
-            metrics["train_loss"] = float(np.mean([a.train_loss for a in arrived]))
-        self.ratio.observe(t, self.total_rounds, r["a_t"], tx["round_delay_s"])
-        metrics["queue"] = self.ratio.backlog
-        if not global_.all_finite():
-            raise RuntimeError(f"round {server_round}: the global factors are no longer finite")
-        self._global = (global_, dense)
-        return factors_to_record(global_, dense), MetricRecord(metrics)
-
-    # The round's global factors, decoded once in configure_train for aggregate_train.
-    _global: tuple[LoraFactors, dict[str, np.ndarray]] | None = None
+                uploads.append((client, *reply))
+        metrics = self.server.close_round(uploads, failures)
+        for record in self.server.client_records():
+            if record.get("reason"):
+                log.warning("round %d: client %d: %s", server_round, record["client"], record["reason"])
+        lora, dense = self.server.global_model()
+        return factors_to_record(lora, dict(dense)), MetricRecord(metrics)
 
     def _nodes(self, grid: Grid) -> list[int]:
         started, next_note = time.monotonic(), 0.0
@@ -309,37 +238,22 @@ class SoftStrategy(FedAvg):
             time.sleep(0.5)
         return nodes[: self.num_clients]
 
-    def _check(self, msg: Message, t: int, budget: int) -> Arrival:
-        if msg.has_error():
-            raise ValueError(f"client error: {msg.error.reason}")
-        client = self._round["nodes"].get(msg.metadata.src_node_id)
-        if client is None:
-            raise ValueError("the node was not scheduled this round")
-        content = msg.content
-        if UPLOAD not in content.array_records or METRICS not in content.metric_records:
-            raise ValueError(f"reply lacks the {UPLOAD!r} arrays or the {METRICS!r} metrics")
-        upload = content.array_records[UPLOAD]
-        data = upload["upload"].numpy()
-        if data.dtype != np.uint8 or data.ndim != 1:
-            raise ValueError(f"upload must be a 1-D uint8 array, got {data.dtype} {data.shape}")
-        round_, sender, update = SparseUpdate.decode(data.tobytes(), self.shapes)
-        if round_ != t or sender != client:
-            raise ValueError(f"upload is for round {round_} client {sender}, expected round {t} client {client}")
-        if update.nnz > budget:
-            raise ValueError(f"{update.nnz} entries sent, the budget is {budget}")
-        values = [v for _, v in update.modules()]
-        if not all(np.isfinite(v).all() for v in values):
-            raise ValueError("non-finite values in the upload")
-        m = content.metric_records[METRICS]
-        n = int(m.get("num-examples", 0))
-        if n <= 0:
-            raise ValueError(f"num-examples must be positive, got {n}")
-        dense = {k[len(_DENSE):]: upload[k].numpy() for k in upload if k.startswith(_DENSE)}
-        _, global_dense = self._global or (None, {})
-        for name, x in dense.items():
-            if name not in global_dense or x.shape != global_dense[name].shape or not np.isfinite(x).all():
-                raise ValueError(f"dense array {name!r} does not match the global one or is not finite")
-        return Arrival(client, update, n, dense, float(m.get("train_loss", 0.0)), int(data.size))
+
+def _read_reply(msg: Message) -> tuple[bytes, int, float, list[tuple[str, np.ndarray]]] | str:
+    """A client's reply as the server's arguments (upload bytes, reported samples, training loss, dense
+    arrays), or why the message holds none. The server checks what the arrays hold."""
+    if msg.has_error():
+        return f"client error: {msg.error.reason}"
+    content = msg.content
+    if UPLOAD not in content.array_records or METRICS not in content.metric_records:
+        return f"reply lacks the {UPLOAD!r} arrays or the {METRICS!r} metrics"
+    upload = content.array_records[UPLOAD]
+    data = upload["upload"].numpy() if "upload" in upload else np.zeros(0, np.uint8)
+    m = content.metric_records[METRICS]
+    dense = [(k[len(_DENSE):], np.ascontiguousarray(upload[k].numpy(), dtype=np.float32))
+             for k in upload if k.startswith(_DENSE)]
+    return (np.ascontiguousarray(data).tobytes(), int(m.get("num-examples", 0)), float(m.get("train_loss", "nan")),
+            dense)
 
 
 def train_reply(

@@ -9,6 +9,7 @@ mod aggregate;
 mod convert;
 mod data;
 mod engine;
+mod round_server;
 mod sparsify;
 mod state;
 mod wireless;
@@ -27,5 +28,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     data::register(m)?;
     wireless::register(m)?;
     engine::register(m)?;
+    round_server::register(m)?;
     Ok(())
 }

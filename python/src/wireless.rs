@@ -70,7 +70,7 @@ impl PyCell {
 /// The band and how payloads turn into delays.
 #[pyclass(name = "Uplink", module = "fedsoft", frozen, from_py_object)]
 #[derive(Clone)]
-pub struct PyUplink(Uplink);
+pub struct PyUplink(pub Uplink);
 
 #[pymethods]
 impl PyUplink {
@@ -118,7 +118,7 @@ impl PyUplink {
 
 /// The TSFA plan: the average channel, the budget, the offline table and the calibrated `V`.
 #[pyclass(name = "TsfaPlan", module = "fedsoft", frozen)]
-pub struct Plan(TsfaPlan);
+pub struct Plan(pub TsfaPlan);
 
 #[pymethods]
 impl Plan {

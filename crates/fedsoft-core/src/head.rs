@@ -28,6 +28,13 @@ impl Head {
         }
     }
 
+    /// Dense values with no row structure of their own (a front door's extra arrays beside the factors, such
+    /// as a PEFT classifier's weight and bias end to end), held as the bias of a head without weight rows: the
+    /// server averages them element-wise like any head, and the average does not depend on the layout.
+    pub fn flat(values: Vec<f32>) -> Self {
+        Head { hidden: 0, classes: values.len(), weight: Vec::new(), bias: values }
+    }
+
     pub fn numel(&self) -> usize {
         self.weight.len() + self.bias.len()
     }

@@ -134,6 +134,7 @@ impl<'e> Client<'e> {
             head,
             train_loss,
             local: Some(local),
+            samples: None,
             train_s,
             sparsify_s: t.elapsed().as_secs_f64(),
             transfer_s: None,

@@ -110,6 +110,7 @@ fn read_reply(exp: &Experiment, client: usize, bytes: &[u8]) -> Result<(ClientUp
         head: read_head(&st, exp.head_dims(), path).map_err(|e| e.to_string())?,
         train_loss: scalar("train_loss")?,
         local,
+        samples: None,
         train_s: scalar("train_s")?,
         sparsify_s: scalar("sparsify_s")?,
         transfer_s: None,

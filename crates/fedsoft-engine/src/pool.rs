@@ -31,6 +31,9 @@ pub struct ClientUpload {
     pub train_loss: f64,
     /// The dense local factors, known only in process (for the covariance metric).
     pub local: Option<LoraState>,
+    /// The client's own count of its training samples, for a server that does not know the partition (a
+    /// Flower strategy over a user's model); a server that knows it weighs by its own count.
+    pub samples: Option<usize>,
     /// Seconds of local training and of sparsification + encoding, as the client measured them.
     pub train_s: f64,
     pub sparsify_s: f64,

@@ -13,7 +13,7 @@ use crate::error::EngineError;
 use crate::experiment::Experiment;
 use crate::metrics::{ClientRecord, RoundRecord, TimeSplit};
 use crate::pool::{ClientUpload, RoundTask};
-use crate::validate::UploadCheck;
+use crate::validate::{Rejection, UploadCheck};
 use fedsoft_core::aggregate::{apply_deltas, average_sparse_models, covariance_norm, move_toward_average, weights};
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::feedback::FeedbackMode;
@@ -88,12 +88,29 @@ pub struct Server {
     rules: RoundRules,
     rank: usize,
     check: UploadCheck,
-    /// Each client's sample count: the aggregation weights.
-    samples: Vec<usize>,
+    /// Each client's sample count (the aggregation weights), or `None` where clients report their own.
+    samples: Option<Vec<usize>>,
     uplink: Uplink,
     control: Box<dyn RatioController>,
     scenario: Scenario,
     state: RunState,
+}
+
+/// Everything a [`Server`] is made of, for a front door without a fedsoft [`Experiment`] (a Flower strategy
+/// over a user's own model, which knows the adapted modules' shapes but not the model or the data).
+pub struct ServerParts {
+    pub rules: RoundRules,
+    pub rank: usize,
+    pub check: UploadCheck,
+    /// Each client's sample count where the server knows the partition; `None` takes the count each upload
+    /// reports ([`ClientUpload::samples`]) and refuses an upload without a positive one.
+    pub samples: Option<Vec<usize>>,
+    pub uplink: Uplink,
+    /// The ratio rule at `rank`; it resumes from `state`'s queue.
+    pub control: Box<dyn RatioController>,
+    /// The schedule and channels at `rank`.
+    pub scenario: Scenario,
+    pub state: RunState,
 }
 
 /// A round the server opened: whom it scheduled, on what channels, and the ratio its controller chose.
@@ -170,18 +187,53 @@ impl Server {
     /// The server of `exp`'s run, continuing `state` (a fresh one, or a checkpoint's); the controller resumes
     /// from the state's queue.
     pub fn new(exp: &Experiment, state: RunState) -> Result<Self, EngineError> {
-        let mut control = exp.planner.ratio_controller(exp.rank)?;
-        control.restore(state.meta.queue);
-        Ok(Server {
+        Self::from_parts(ServerParts {
             rules: RoundRules::of(&exp.cfg),
             rank: exp.rank,
             check: exp.upload_check().clone(),
-            samples: exp.task.partition.clients.iter().map(Vec::len).collect(),
+            samples: Some(exp.task.partition.clients.iter().map(Vec::len).collect()),
             uplink: exp.planner.tsfa.uplink,
-            control,
+            control: exp.planner.ratio_controller(exp.rank)?,
             scenario: exp.planner.scenario(exp.rank),
+            state,
+        })
+    }
+
+    /// A server from its parts; the clients' memories in `state` are left to whoever runs the clients.
+    pub fn from_parts(parts: ServerParts) -> Result<Self, EngineError> {
+        let ServerParts { rules, rank, check, samples, uplink, mut control, scenario, state } = parts;
+        if let Some(s) = &samples
+            && s.len() != scenario.cell.mean_snr.len()
+        {
+            return Err(EngineError::invalid(
+                "clients",
+                format!("{} sample counts for a cell of {} clients", s.len(), scenario.cell.mean_snr.len()),
+            ));
+        }
+        control.restore(state.meta.queue);
+        Ok(Server {
+            rules,
+            rank,
+            check,
+            samples,
+            uplink,
+            control,
+            scenario,
             state: RunState { memories: BTreeMap::new(), ..state },
         })
+    }
+
+    /// What an upload must be for this server to take it.
+    pub fn upload_check(&self) -> &UploadCheck {
+        &self.check
+    }
+
+    /// Client `client`'s aggregation weight: the server's own count, or the one the upload reports.
+    fn samples_of(&self, client: usize, upload: &ClientUpload) -> Result<usize, Rejection> {
+        match &self.samples {
+            Some(known) => Ok(known[client]),
+            None => upload.samples.filter(|&n| n > 0).ok_or(Rejection::NoSamples),
+        }
     }
 
     /// The rules this server's rounds follow.
@@ -245,7 +297,11 @@ impl Server {
         let mut non_finite = Vec::new();
         for (slot, (&client, result)) in plan.start.clients.iter().zip(results).enumerate() {
             let checked = result.and_then(|u| {
-                self.check.accept(&task, &u).map(|update| (u, update)).map_err(|r| {
+                let accepted = self.check.accept(&task, &u).and_then(|update| {
+                    let samples = self.samples_of(client, &u)?;
+                    Ok((update, samples))
+                });
+                accepted.map(|(update, samples)| (u, update, samples)).map_err(|r| {
                     if r.is_non_finite() {
                         non_finite.push(client);
                     }
@@ -253,13 +309,12 @@ impl Server {
                 })
             });
             match checked {
-                Ok((upload, update)) => {
+                Ok((upload, update, samples)) => {
                     let cost = UploadCost {
                         entries: update.nnz() as u64,
                         paper_bits: bit_model.paper_bits(update.nnz(), numel),
                         encoded_bits: 8 * upload.bytes.len() as u64,
                     };
-                    let samples = self.samples[client];
                     arrived.push(Arrival { slot, samples, cost, upload, update, note: None });
                 }
                 Err(reason) => failed.push((slot, reason)),
@@ -408,7 +463,7 @@ impl Server {
             records.push(ClientRecord {
                 round,
                 client,
-                samples: self.samples[client],
+                samples: self.samples.as_ref().map_or(0, |s| s[client]),
                 fading: channels[*slot].fading,
                 snr_db: 10.0 * channels[*slot].snr.log10(),
                 bandwidth_share: 0.0,

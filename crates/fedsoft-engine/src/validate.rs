@@ -27,6 +27,9 @@ pub enum Rejection {
     HeadShape { weights: usize, biases: usize, want_weights: usize, want_biases: usize },
     #[error("non-finite values in the head")]
     NonFiniteHead,
+    /// A client that reports its own sample count (the aggregation weight) reported none that is positive.
+    #[error("no positive sample count reported (num-examples): the aggregate weighs each upload by it")]
+    NoSamples,
 }
 
 impl Rejection {
@@ -49,13 +52,14 @@ pub struct UploadCheck {
 }
 
 impl UploadCheck {
-    pub(crate) fn new(
-        shapes: Vec<ModuleShape>,
-        method: MethodKind,
-        options: SparsifierOptions,
-        head: (usize, usize),
-    ) -> Self {
+    /// The check for these modules, `method` with its budget `options`, and a head of `(hidden, classes)`.
+    pub fn new(shapes: Vec<ModuleShape>, method: MethodKind, options: SparsifierOptions, head: (usize, usize)) -> Self {
         UploadCheck { shapes, method, options, head }
+    }
+
+    /// The entries one upload may carry at ratio `rho`.
+    pub fn budget(&self, rho: fedsoft_core::budget::DropRatio) -> usize {
+        self.method.upload_budget(&self.shapes, rho, &self.options)
     }
 
     /// The server's check of one upload before it may reach the aggregate: the wire format (lengths,
@@ -75,7 +79,7 @@ impl UploadCheck {
             return Err(Rejection::WrongSender { named: msg.client as usize, from: upload.client });
         }
         let nnz = msg.update.nnz();
-        let budget = self.method.upload_budget(&self.shapes, task.rho, &self.options);
+        let budget = self.budget(task.rho);
         if nnz > budget {
             return Err(Rejection::OverBudget { entries: nnz, method: self.method, rho: task.rho.get(), budget });
         }

@@ -374,6 +374,7 @@ fn to_upload(
         head,
         train_loss: r.train_loss,
         local: None,
+        samples: None,
         train_s: r.train_s.max(0.0),
         sparsify_s: r.sparsify_s.max(0.0),
         transfer_s: since_task.map(|d| d.as_secs_f64()),
