@@ -6,8 +6,10 @@ of every upload, the simulated uplink, the per-factor aggregate, evaluation, the
 (``metrics.jsonl``, ``clients.jsonl``, ``summary.json``), checkpoints and the PEFT export are the engine's,
 so a seed gives the numbers and adapter bytes that ``fedsoft run`` gives. A client trains with fedsoft's
 kernels from the task it receives: the global factors and head, the ratio, and its error-feedback memory,
-which travels with the task and comes back with the reply, so any node may train any client (client ``c``
-goes to node ``c mod nodes``) and the server's checkpoint holds every memory. ``fedsoft join`` is the
+which travels with the task and comes back with the reply, so any node may train any client: the round's
+``i``-th task goes to node ``i mod nodes``, an equal share for every node whichever clients were scheduled
+(assigning by client id left one of two nodes with up to 8 of 10 clients in a round, and the round waiting on
+it), and the server's checkpoint holds every memory. ``fedsoft join`` is the
 deployment that keeps the memory on the device instead.
 
 Run config (``flwr run ... --run-config``):
@@ -76,10 +78,10 @@ def _serve(grid: Grid, context: Context) -> None:
     def send(round_: int, tasks: list[tuple[int, bytes]], config_toml: str) -> list[bytes | str]:
         nodes = _nodes(grid, wait_s)
         messages = []
-        for client_id, task in tasks:
+        for slot, (_client, task) in enumerate(tasks):
             record = ConfigRecord({"task": task, "config": config_toml, "cache": cache})
             messages.append(Message(content=RecordDict({KEY: record}), message_type=MessageType.TRAIN,
-                                    dst_node_id=nodes[client_id % len(nodes)], group_id=str(round_)))
+                                    dst_node_id=nodes[slot % len(nodes)], group_id=str(round_)))
         # Each reply is matched to its task by the id Flower gave the task's message.
         slots = {msg_id: slot for slot, msg_id in enumerate(grid.push_messages(messages))}
         replies: list[bytes | str] = [f"no reply within round-timeout-s ({timeout_s:.0f} s)"] * len(tasks)

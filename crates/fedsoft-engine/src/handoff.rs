@@ -66,7 +66,11 @@ pub fn work(exp: &Experiment, config_sha256: &str, task: &[u8]) -> Result<Vec<u8
     let head = read_head(&st, exp.head_dims(), path)?;
     let memory = read_memory(&st, client, exp.shapes(), path)?;
     let mut worker = Client::new(exp, client, memory);
-    let upload = worker.update(&RoundTask { round, global: &global, head: &head, rho })?;
+    // On the experiment's own threads (`training.threads`; one under a Ray actor's one CPU), as `fedsoft run`
+    // trains a client: from the caller's thread the kernels spread over the process-wide pool instead, a thread
+    // per core in every actor, and two actors' clients trained 25-30% slower on 2 cores, fighting for them.
+    let task = RoundTask { round, global: &global, head: &head, rho };
+    let upload = exp.workers().install(|| worker.update(&task))?;
     Ok(reply_bytes(&upload, &worker.into_memory()))
 }
 

@@ -68,6 +68,18 @@ impl Workers {
     }
 }
 
+impl Workers {
+    /// Runs one `job` on the pool, as a job of [`Workers::map`] runs: the pieces its kernels offer stay on the
+    /// pool's threads. Called from a thread of no pool, the kernels would spread over the process-wide pool,
+    /// which has a thread per core in every process (every Ray actor of a Flower simulation, say).
+    pub fn install<R: Send>(&self, job: impl FnOnce() -> R + Send) -> R {
+        match pool(self.threads) {
+            Some(pool) => pool.install(job),
+            None => job(),
+        }
+    }
+}
+
 /// The rayon pool of `threads` threads, made once per process for each size and reused by every round.
 /// Pools made afresh each round would start their threads before the last round's had exited, and every
 /// such thread takes a malloc arena of its own: the default run's peak memory grew by half that way.
@@ -133,6 +145,13 @@ mod tests {
             ids.len()
         });
         assert_eq!(threads_seen, vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn an_installed_job_runs_on_the_pool_of_the_threads_asked_for() {
+        assert_eq!(Workers::new(Some(1)).install(rayon::current_num_threads), 1);
+        assert_eq!(Workers::new(Some(3)).install(rayon::current_num_threads), 3);
+        assert!(Workers::new(Some(3)).install(rayon::current_thread_index).is_some());
     }
 
     #[test]
