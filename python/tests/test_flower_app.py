@@ -1,6 +1,7 @@
 """The Flower app of python/examples/fedsoft-app runs a fedsoft config with fedsoft's own server and client in
-Flower's simulation engine (Ray): the run directory it writes holds the same records as ``fedsoft run``'s for
-the same config (wall-clock times aside) and the same exported adapter, byte for byte."""
+Flower's simulation engine (Ray; one node, and a two-node cluster) and on its deployment engine (a SuperLink
+over TLS and two SuperNodes): the run directory it writes holds the same records as ``fedsoft run``'s for the
+same config (wall-clock times aside) and the same exported adapter, byte for byte."""
 
 import json
 import os
@@ -180,3 +181,88 @@ def test_flower_run_on_a_two_node_ray_cluster_equals_fedsoft_run(tmp_path, two_n
     assert got["adapter"] == want["adapter"]
     # The clients' work was spread over both nodes of the cluster.
     assert len(set(seen.read_text().split())) == 2, seen.read_text()
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it, written to ``folder``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedsoft test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+              .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+              .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                             critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.crt", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_flower_deployment_over_tls_equals_fedsoft_run(tmp_path):
+    """Flower's deployment engine as the README runs it: a SuperLink with a TLS certificate, two SuperNodes
+    that trust its CA, and `flwr run` of the app against that SuperLink, all on loopback; the run directory
+    holds `fedsoft run`'s records and adapter."""
+    import signal
+    import time
+
+    ca, cert, key = _tls_files(tmp_path)
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    link, nodes = "127.0.0.1:18000", (19094, 19095)
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n\n'
+        f'[superlink.fedsoft-tls]\naddress = "{link}"\nroot-certificates = "{ca}"\n'
+    )
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, FLWR_HOME=str(home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+               PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]))
+    started = []
+    try:
+        started.append(subprocess.Popen(
+            [bin_dir / "flower-superlink", "--port", "18000", "--ssl-ca-certfile", ca, "--ssl-certfile", cert,
+             "--ssl-keyfile", key, "--database", tmp_path / "state.db"],
+            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True))
+        for port in nodes:
+            started.append(subprocess.Popen(
+                [bin_dir / "flower-supernode", "--superlink", link, "--root-certificates", ca, "--port", str(port)],
+                env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True))
+        time.sleep(5)
+        out = tmp_path / "flower"
+        cache = os.environ.get("FEDSOFT_CACHE", str(ROOT / ".cache" / "fedsoft"))
+        run_config = f"set='{'; '.join(SMALL)}' out='{out}' cache='{cache}'"
+        done = subprocess.run(
+            [bin_dir / "flwr", "run", ".", "fedsoft-tls", "--run-config", run_config, "--stream"],
+            cwd=ROOT / "python" / "examples" / "fedsoft-app", env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0 and (out / "summary.json").exists(), (done.stdout + done.stderr)[-3000:]
+    finally:
+        for proc in started:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in started:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    want = fedsoft_run(tmp_path / "fedsoft", SMALL)
+    got = records(out)
+    assert (got["metrics"], got["clients"], got["summary"]) == (want["metrics"], want["clients"], want["summary"])
+    assert got["adapter"] == want["adapter"]
