@@ -7,7 +7,9 @@ the same inputs. LoRA factors follow PEFT's layout: ``B`` (``lora_B.weight``) is
 
 Any fedsoft experiment runs on Flower with fedsoft's own server and client through :mod:`fedsoft.app` (a
 ServerApp and a ClientApp; needs ``flwr``); :mod:`fedsoft.flower` is a strategy and client reply for your own
-PyTorch models; PEFT models are read and written by :mod:`fedsoft.peft` (needs ``torch``).
+PyTorch models, over :class:`RoundServer` (the engine's server half of a round); :class:`Client` is the
+engine's client half (a fedsoft config's model, data and trainer) on numpy arrays, for loops or Ray tasks of
+your own; PEFT models are read and written by :mod:`fedsoft.peft` (needs ``torch``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from . import _native
 from ._native import (
     Cell as _Cell,
+    Client,
     LoraFactors,
     ModuleShape,
     RatioController,
@@ -47,6 +50,7 @@ __version__: str = _native.__version__
 
 __all__ = [
     "Cell",
+    "Client",
     "Compressor",
     "LoraFactors",
     "ModuleShape",

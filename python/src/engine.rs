@@ -4,11 +4,17 @@
 //! checkpoints, export — is the engine's; Python only moves the bytes.
 
 use crate::convert::value_error;
+use crate::state::Factors;
+use fedsoft_core::budget::DropRatio;
+use fedsoft_engine::checkpoint::ClientMemory;
+use fedsoft_engine::engine::RoundTask;
 use fedsoft_engine::engine::{Experiment, RunOptions};
-use fedsoft_engine::handoff::{HandoffPool, work};
-use fedsoft_engine::{EngineError, ExperimentConfig};
+use fedsoft_engine::handoff::{HandoffPool, train_one, work};
+use fedsoft_engine::{EngineError, ExperimentConfig, Head};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +25,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resolve_config, m)?)?;
     m.add_function(wrap_pyfunction!(run_experiment, m)?)?;
     m.add_function(wrap_pyfunction!(client_work, m)?)?;
+    m.add_class::<PyClient>()?;
     Ok(())
 }
 
@@ -173,4 +180,151 @@ fn client_work(
         })
         .map_err(value_error)?;
     Ok(PyBytes::new(py, &reply).unbind())
+}
+
+/// The client's half of a fedsoft experiment from Python, on numpy arrays: the model and data of a fedsoft
+/// config, local training with fedsoft's kernels, error feedback and the config's sparsifier, the encoded
+/// upload. Each client's memory (error-feedback residual, kept AdamW moments) stays in this object between
+/// its rounds, as in `fedsoft run`'s own clients, so a Python loop (or a Ray task of your own) that hands it
+/// the rounds `fedsoft run` would reproduces `fedsoft run`'s uploads bit for bit.
+#[pyclass(name = "Client", module = "fedsoft")]
+pub struct PyClient {
+    exp: Arc<Experiment>,
+    memories: Mutex<BTreeMap<usize, ClientMemory>>,
+}
+
+type HeadArrays<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>);
+
+/// Global factors, head weight and head bias.
+type Model<'py> = (Factors, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>);
+
+fn head_arrays<'py>(py: Python<'py>, head: &Head) -> PyResult<HeadArrays<'py>> {
+    let weight = PyArray1::from_slice(py, &head.weight).reshape([head.hidden, head.classes])?;
+    Ok((weight, PyArray1::from_slice(py, &head.bias)))
+}
+
+/// A head from numpy arrays of exactly the experiment's shapes: a transposed weight of the same size would
+/// otherwise be read with its rows and columns swapped.
+fn head_of(exp: &Experiment, weight: &PyReadonlyArray2<'_, f32>, bias: &PyReadonlyArray1<'_, f32>) -> PyResult<Head> {
+    let (hidden, classes) = exp.head_dims();
+    if weight.shape() != [hidden, classes] || bias.shape() != [classes] {
+        return Err(value_error(format!(
+            "head: weight {:?} and bias {:?}; this experiment's are [{hidden}, {classes}] and [{classes}]",
+            weight.shape(),
+            bias.shape()
+        )));
+    }
+    Ok(Head {
+        hidden,
+        classes,
+        weight: weight.as_array().iter().copied().collect(),
+        bias: bias.as_array().iter().copied().collect(),
+    })
+}
+
+#[pymethods]
+impl PyClient {
+    /// The clients of the experiment of `config` (the embedded default when `None`) with `--set`-style
+    /// `overrides`, its assets read from `cache`; `threads` cores for each client's training (the config's
+    /// `training.threads` when `None`; results do not depend on it).
+    #[new]
+    #[pyo3(signature = (config=None, overrides=Vec::new(), cache=None, threads=None))]
+    fn new(
+        py: Python<'_>,
+        config: Option<PathBuf>,
+        overrides: Vec<String>,
+        cache: Option<PathBuf>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let mut cfg = load(config, &overrides)?;
+        if threads.is_some() {
+            cfg.training.threads = threads;
+        }
+        let cache = cache.unwrap_or_else(fedsoft_data::assets::default_cache);
+        let exp = py.detach(|| Experiment::prepare(&cfg, &cache)).map_err(value_error)?;
+        Ok(PyClient { exp: Arc::new(exp), memories: Mutex::new(BTreeMap::new()) })
+    }
+
+    /// The config as resolved, as a run directory's `config.toml` holds it.
+    #[getter]
+    fn config_toml(&self) -> String {
+        self.exp.config().to_toml()
+    }
+
+    /// The LoRA rank the clients train at (TSFA's `r*` under the `tsfa` controller).
+    #[getter]
+    fn rank(&self) -> usize {
+        self.exp.rank()
+    }
+
+    /// The adapted modules, in wire order.
+    #[getter]
+    fn shapes(&self) -> Vec<crate::state::Shape> {
+        self.exp.shapes().iter().cloned().map(crate::state::Shape).collect()
+    }
+
+    /// Each client's number of training samples (its aggregation weight), by client id.
+    #[getter]
+    fn samples(&self) -> Vec<usize> {
+        self.exp.client_samples()
+    }
+
+    /// The run's model before its first round: the seeded initial factors and the head's weight
+    /// (`hidden x classes`) and bias, as `fedsoft run` starts from.
+    fn initial_model<'py>(&self, py: Python<'py>) -> PyResult<Model<'py>> {
+        let state = self.exp.fresh_state().map_err(value_error)?;
+        let (weight, bias) = head_arrays(py, &state.head)?;
+        Ok((Factors(state.global), weight, bias))
+    }
+
+    /// Client `client`'s round `round` from the broadcast model (`global_`, `head_weight`, `head_bias`) at
+    /// drop ratio `rho`: a dict of the encoded `upload` (fedsoft's wire format), the trained `head_weight`
+    /// and `head_bias`, the dense `local` factors, `train_loss`, `samples`, and `train_s`/`sparsify_s`.
+    #[allow(clippy::too_many_arguments)]
+    fn train<'py>(
+        &self,
+        py: Python<'py>,
+        client: usize,
+        round: u64,
+        global_: &Factors,
+        head_weight: PyReadonlyArray2<'py, f32>,
+        head_bias: PyReadonlyArray1<'py, f32>,
+        rho: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let rho = DropRatio::new(rho).map_err(value_error)?;
+        let head = head_of(&self.exp, &head_weight, &head_bias)?;
+        let memory = self.memories.lock().map_err(value_error)?.remove(&client).unwrap_or_default();
+        let exp = &self.exp;
+        let global = &global_.0;
+        let (upload, memory) = py
+            .detach(|| train_one(exp, client, memory, &RoundTask { round, global, head: &head, rho }))
+            .map_err(value_error)?;
+        if !memory.is_empty() {
+            self.memories.lock().map_err(value_error)?.insert(client, memory);
+        }
+        let out = PyDict::new(py);
+        out.set_item("upload", PyBytes::new(py, &upload.bytes))?;
+        let (weight, bias) = head_arrays(py, &upload.head)?;
+        out.set_item("head_weight", weight)?;
+        out.set_item("head_bias", bias)?;
+        out.set_item("local", upload.local.map(Factors))?;
+        out.set_item("train_loss", upload.train_loss)?;
+        out.set_item("samples", self.exp.client_samples().get(client).copied())?;
+        out.set_item("train_s", upload.train_s)?;
+        out.set_item("sparsify_s", upload.sparsify_s)?;
+        Ok(out)
+    }
+
+    /// Test accuracy and loss of a global model on the experiment's test set, as `fedsoft run` evaluates.
+    fn evaluate(
+        &self,
+        py: Python<'_>,
+        global_: &Factors,
+        head_weight: PyReadonlyArray2<'_, f32>,
+        head_bias: PyReadonlyArray1<'_, f32>,
+    ) -> PyResult<(f64, f64)> {
+        let head = head_of(&self.exp, &head_weight, &head_bias)?;
+        let exp = &self.exp;
+        py.detach(|| exp.evaluate(&global_.0, &head)).map_err(value_error)
+    }
 }

@@ -40,6 +40,9 @@ pub enum EngineError {
     /// What carries tasks to clients that are reached by messages failed as a whole (not one client).
     #[error("round {round}: the clients could not be reached: {detail}")]
     Transport { round: u64, detail: String },
+    /// A value a front door hands in (a client's broadcast from Python, say) that does not fit the experiment.
+    #[error("{what}: {detail}")]
+    Argument { what: String, detail: String },
 }
 
 impl EngineError {

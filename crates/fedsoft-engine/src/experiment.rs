@@ -141,7 +141,8 @@ impl Experiment {
         Self::prepare(&cfg, &opts.cache)
     }
 
-    pub(crate) fn fresh_state(&self) -> Result<RunState, EngineError> {
+    /// The run's state before its first round: the seeded initial factors and head, no memories.
+    pub fn fresh_state(&self) -> Result<RunState, EngineError> {
         let global = LoraState::init_gaussian(&self.plan.shapes, self.cfg.seed)
             .map_err(|e| EngineError::invalid("lora", e.to_string()))?;
         let head = Head::init(self.backbone.spec.hidden, self.task.classes.len(), self.cfg.seed);
@@ -187,6 +188,11 @@ impl Experiment {
             orthogonality: self.cfg.orthogonality(),
             pooling: t.pooling,
         }
+    }
+
+    /// Each client's number of training samples (the aggregation weights), by client id.
+    pub fn client_samples(&self) -> Vec<usize> {
+        self.task.partition.clients.iter().map(Vec::len).collect()
     }
 
     /// The cores this experiment's clients and evaluation run on (`training.threads`).

@@ -65,13 +65,49 @@ pub fn work(exp: &Experiment, config_sha256: &str, task: &[u8]) -> Result<Vec<u8
     let global = read_state(&st, "global", exp.shapes(), path)?;
     let head = read_head(&st, exp.head_dims(), path)?;
     let memory = read_memory(&st, client, exp.shapes(), path)?;
+    let (upload, memory) = train_one(exp, client, memory, &RoundTask { round, global: &global, head: &head, rho })?;
+    Ok(reply_bytes(&upload, &memory))
+}
+
+/// One client's round on `exp` from plain values, for front doors that hold the model and the memories
+/// themselves (the handed-off task above, `fedsoft.Client` in Python): the broadcast checked against `exp`'s
+/// modules and head, then [`Client::update`]. Returns the upload and what the client carries to its next round.
+pub fn train_one(
+    exp: &Experiment,
+    client: usize,
+    memory: ClientMemory,
+    task: &RoundTask<'_>,
+) -> Result<(ClientUpload, ClientMemory), EngineError> {
+    if task.global.shapes != exp.shapes() {
+        let names = |s: &[fedsoft_core::lora::ModuleShape]| {
+            s.iter().map(|m| format!("{} {}x{} r={}", m.name, m.d, m.k, m.r)).collect::<Vec<_>>().join(", ")
+        };
+        return Err(EngineError::Argument {
+            what: "global factors".into(),
+            detail: format!(
+                "the factors' modules are [{}]; this experiment's are [{}]",
+                names(&task.global.shapes),
+                names(exp.shapes())
+            ),
+        });
+    }
+    let (hidden, classes) = exp.head_dims();
+    if task.head.weight.len() != hidden * classes || task.head.bias.len() != classes {
+        return Err(EngineError::Argument {
+            what: "head".into(),
+            detail: format!(
+                "{} weights and {} biases; this experiment's head has {hidden} x {classes} weights and {classes} biases",
+                task.head.weight.len(),
+                task.head.bias.len()
+            ),
+        });
+    }
     let mut worker = Client::new(exp, client, memory);
     // On the experiment's own threads (`training.threads`; one under a Ray actor's one CPU), as `fedsoft run`
     // trains a client: from the caller's thread the kernels spread over the process-wide pool instead, a thread
     // per core in every actor, and two actors' clients trained 25-30% slower on 2 cores, fighting for them.
-    let task = RoundTask { round, global: &global, head: &head, rho };
-    let upload = exp.workers().install(|| worker.update(&task))?;
-    Ok(reply_bytes(&upload, &worker.into_memory()))
+    let upload = exp.workers().install(|| worker.update(task))?;
+    Ok((upload, worker.into_memory()))
 }
 
 fn reply_bytes(upload: &ClientUpload, memory: &ClientMemory) -> Vec<u8> {

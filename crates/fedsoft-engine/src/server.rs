@@ -191,7 +191,7 @@ impl Server {
             rules: RoundRules::of(&exp.cfg),
             rank: exp.rank,
             check: exp.upload_check().clone(),
-            samples: Some(exp.task.partition.clients.iter().map(Vec::len).collect()),
+            samples: Some(exp.client_samples()),
             uplink: exp.planner.tsfa.uplink,
             control: exp.planner.ratio_controller(exp.rank)?,
             scenario: exp.planner.scenario(exp.rank),
