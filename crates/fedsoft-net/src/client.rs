@@ -12,7 +12,8 @@ use crate::{AUTH_KEY, CLIENT_KEY, NetError, SESSION_KEY};
 use fedsoft_core::budget::DropRatio;
 use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::Head;
-use fedsoft_engine::engine::{Client as EngineClient, Experiment, RoundTask};
+use fedsoft_engine::engine::{Experiment, RoundTask};
+use fedsoft_engine::handoff::train_one;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -315,9 +316,7 @@ fn work(
     let rho = DropRatio::new(task.rho).map_err(|e| bad(e.to_string()))?;
     let round_task = RoundTask { round: task.round, global: &global, head: &head, rho };
     let previous = memory.before(task.round, exp.shapes())?;
-    let mut worker = EngineClient::new(exp, client as usize, previous);
-    let upload = worker.update(&round_task)?;
-    let new_memory = worker.into_memory();
+    let (upload, new_memory) = train_one(exp, client as usize, previous, &round_task)?;
     if !new_memory.is_empty() {
         memory.save(task.round, &new_memory)?;
     }
