@@ -10,7 +10,7 @@ use crate::wireless::{Plan, PyUplink};
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::head::Head;
 use fedsoft_core::ledger::BitModel;
-use fedsoft_core::lora::{LoraState, ModuleShape};
+use fedsoft_core::lora::{LoraState, ModuleShape, describe_shapes};
 use fedsoft_core::sparsify::{MethodKind, SparsifierOptions};
 use fedsoft_engine::checkpoint::{Meta, RunState};
 use fedsoft_engine::config::{ControllerKind, PayloadSize, RobustConfig};
@@ -105,7 +105,8 @@ pub struct RoundServer {
     pending: Pending,
     server: Option<Server>,
     dense: Option<DenseLayout>,
-    open: Option<(RoundPlan, Instant)>,
+    /// The open round, its upload budget and when it opened.
+    open: Option<(RoundPlan, usize, Instant)>,
     last_clients: Vec<Value>,
 }
 
@@ -234,8 +235,8 @@ impl RoundServer {
         if got.len() != p.shapes.len() || got.iter().zip(&p.shapes).any(|(a, b)| *a != b) {
             return Err(value_error(format!(
                 "the initial factors' modules ({}) are not the strategy's ({}) at rank {}",
-                describe(got.iter().copied()),
-                describe(p.shapes.iter()),
+                describe_shapes(got.iter().copied()),
+                describe_shapes(&p.shapes),
                 p.rank
             )));
         }
@@ -288,7 +289,7 @@ impl RoundServer {
             "rho": plan.rho.get(),
             "budget": budget,
         });
-        self.open = Some((plan, Instant::now()));
+        self.open = Some((plan, budget, Instant::now()));
         to_python(py, &answer)
     }
 
@@ -306,7 +307,8 @@ impl RoundServer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let server = self.server.as_mut().ok_or_else(|| value_error("close_round before begin"))?;
         let layout = self.dense.as_ref().expect("begin sets the layout");
-        let (plan, opened) = self.open.take().ok_or_else(|| value_error("close_round without an open round"))?;
+        let (plan, budget, opened) =
+            self.open.take().ok_or_else(|| value_error("close_round without an open round"))?;
         let mut by_client: BTreeMap<usize, Result<ClientUpload, String>> = BTreeMap::new();
         for (client, reason) in failures {
             by_client.insert(client, Err(reason));
@@ -336,7 +338,6 @@ impl RoundServer {
         if let Some(c) = by_client.keys().next() {
             return Err(value_error(format!("client {c} replied but was not scheduled in round {}", plan.round)));
         }
-        let budget = server.upload_check().budget(plan.rho);
         let admitted = server.admit(&plan, results).map_err(value_error)?;
         let refused = admitted.failed.len();
         let closed = server.close_round(plan, admitted).map_err(value_error)?;
@@ -371,10 +372,6 @@ impl RoundServer {
         let (global, head) = server.global();
         Ok((Factors(global.clone()), layout.unpack(py, head)?))
     }
-}
-
-fn describe<'a>(shapes: impl Iterator<Item = &'a ModuleShape>) -> String {
-    shapes.map(|s| format!("{} {}x{} r={}", s.name, s.d, s.k, s.r)).collect::<Vec<_>>().join(", ")
 }
 
 /// The numeric fields of a record (what a Flower `MetricRecord` can hold): numbers and lists of numbers.

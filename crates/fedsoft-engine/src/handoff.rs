@@ -17,6 +17,7 @@ use crate::pool::{ClientPool, ClientUpload, RoundTask};
 use fedsoft_core::budget::DropRatio;
 use fedsoft_core::head::Head;
 use fedsoft_core::le::f32_to_le;
+use fedsoft_core::lora::describe_shapes;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -79,15 +80,12 @@ pub fn train_one(
     task: &RoundTask<'_>,
 ) -> Result<(ClientUpload, ClientMemory), EngineError> {
     if task.global.shapes != exp.shapes() {
-        let names = |s: &[fedsoft_core::lora::ModuleShape]| {
-            s.iter().map(|m| format!("{} {}x{} r={}", m.name, m.d, m.k, m.r)).collect::<Vec<_>>().join(", ")
-        };
         return Err(EngineError::Argument {
             what: "global factors".into(),
             detail: format!(
                 "the factors' modules are [{}]; this experiment's are [{}]",
-                names(&task.global.shapes),
-                names(exp.shapes())
+                describe_shapes(&task.global.shapes),
+                describe_shapes(exp.shapes())
             ),
         });
     }
