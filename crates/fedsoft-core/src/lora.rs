@@ -126,12 +126,12 @@ impl ModuleFactors {
     }
 }
 
-/// LoRA factors of every adapted module of a model.
 /// Module shapes as errors name them: `name dxk r=R`, comma-separated.
 pub fn describe_shapes<'a>(shapes: impl IntoIterator<Item = &'a ModuleShape>) -> String {
     shapes.into_iter().map(|s| format!("{} {}x{} r={}", s.name, s.d, s.k, s.r)).collect::<Vec<_>>().join(", ")
 }
 
+/// LoRA factors of every adapted module of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraState {
     pub shapes: Vec<ModuleShape>,
