@@ -57,6 +57,18 @@ impl Metric {
             Metric::OffDiagonal => run.off_diagonal,
         }
     }
+
+    /// A margin on this metric in the unit the page shows its differences in: percentage points for
+    /// accuracies (the registry keeps them as fractions), the metric's own unit otherwise.
+    pub fn margin_text(self, margin: f64) -> String {
+        match self {
+            Metric::FinalAccuracy => {
+                let p = 100.0 * margin;
+                if (p - 1.0).abs() < 1e-9 { "1 point".into() } else { format!("{p} points") }
+            }
+            _ => format!("{margin}"),
+        }
+    }
 }
 
 /// How variant A's metric is claimed to compare with variant B's.
@@ -72,17 +84,6 @@ pub enum Relation {
     Close {
         margin: f64,
     },
-}
-
-impl Relation {
-    pub fn symbol(self) -> String {
-        match self {
-            Relation::Greater => ">".into(),
-            Relation::Less => "<".into(),
-            Relation::NotWorse { margin } => format!("≥ (within {margin})"),
-            Relation::Close { margin } => format!("≈ (within ±{margin})"),
-        }
-    }
 }
 
 /// One comparison of the registry.
@@ -114,6 +115,18 @@ impl Verdict {
             Verdict::DoesNotHold => "does not hold",
             Verdict::Inconclusive => "inconclusive",
             Verdict::NotJudged => "not judged",
+        }
+    }
+}
+
+impl Claim {
+    /// The relation as the page's metric column shows it, its margin in the unit of the differences beside it.
+    pub fn relation_text(&self) -> String {
+        match self.relation {
+            Relation::Greater => ">".into(),
+            Relation::Less => "<".into(),
+            Relation::NotWorse { margin } => format!("≥ (at most {} below)", self.metric.margin_text(margin)),
+            Relation::Close { margin } => format!("≈ (within ±{})", self.metric.margin_text(margin)),
         }
     }
 }
@@ -211,5 +224,17 @@ mod tests {
         // An interval straddling the margin is inconclusive.
         let edge = [0.79, 0.80, 0.78, 0.81, 0.79];
         assert_eq!(verdict(Relation::Close { margin: 0.01 }, &edge, &b), Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn accuracy_margins_are_shown_in_the_points_the_differences_are_shown_in() {
+        let claim = |metric, relation| Claim { text: "t", quote: "", metric, a: "a", b: "b", relation };
+        let dense = claim(Metric::FinalAccuracy, Relation::NotWorse { margin: 0.02 });
+        assert_eq!(dense.relation_text(), "≥ (at most 2 points below)");
+        let close = claim(Metric::FinalAccuracy, Relation::Close { margin: 0.01 });
+        assert_eq!(close.relation_text(), "≈ (within ±1 point)");
+        let delay = claim(Metric::AvgDelay, Relation::Close { margin: 0.5 });
+        assert_eq!(delay.relation_text(), "≈ (within ±0.5)");
+        assert_eq!(claim(Metric::MeanCovariance, Relation::Less).relation_text(), "<");
     }
 }
