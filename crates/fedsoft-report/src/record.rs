@@ -170,17 +170,6 @@ impl FigureRecord {
     pub fn variant(&self, label: &str) -> Option<&VariantRecord> {
         self.variants.iter().find(|v| v.label == label)
     }
-
-    /// The record cut to its first `n` seeds, every variant alike (their runs are in the figure's seed
-    /// order), so the page can show what the figure said before later seeds were added.
-    pub fn first_seeds(&self, n: usize) -> FigureRecord {
-        let mut rec = self.clone();
-        rec.seeds.truncate(n);
-        for v in &mut rec.variants {
-            v.runs.truncate(n);
-        }
-        rec
-    }
 }
 
 /// The runs of a figure finished so far, kept in `<page dir>/results/progress/<figure>.json` until the figure's
