@@ -39,6 +39,7 @@ def installed_by_readme_before(marker: str) -> list[Requirement]:
     """What a reader who runs the README's `pip install` lines from the top has asked for by the line holding
     ``marker``: `./python[extras]` stands for fedsoft's own dependencies and those extras."""
     text = README.read_text()
+    assert marker in text, f"the README never runs `{marker}`"
     project = tomllib.loads((ROOT / "python" / "pyproject.toml").read_text())["project"]
     wanted = []
     for line in text[: text.index(marker)].splitlines():
@@ -46,10 +47,14 @@ def installed_by_readme_before(marker: str) -> list[Requirement]:
         if not line.startswith("pip install "):
             continue
         for token in shlex.split(line)[2:]:
+            if token.startswith("-"):  # pip's own options
+                continue
             if token.startswith("./python"):
                 extras = token[len("./python") :].strip("[]")
                 wanted += [Requirement(r) for r in project["dependencies"]]
                 for extra in filter(None, extras.split(",")):
+                    known = project["optional-dependencies"]
+                    assert extra in known, f"the README installs ./python[{extra}]; the extras are {sorted(known)}"
                     wanted += [Requirement(r) for r in project["optional-dependencies"][extra]]
             else:
                 wanted.append(Requirement(token))
