@@ -18,7 +18,8 @@ def random_factors(shapes, seed, scale=1.0):
     )
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 
 
 def readme_command(first_line: str) -> str:

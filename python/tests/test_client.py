@@ -6,14 +6,13 @@ an error that names what was wrong."""
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import fedsoft
 
-ROOT = Path(__file__).resolve().parents[2]
 CACHE = os.environ.get("FEDSOFT_CACHE", str(ROOT / ".cache" / "fedsoft"))
 SMALL = ["rounds.total=1", "rounds.eval_every=1", "clients.per_round=3", "data.samples_per_client=8",
          "data.test_samples=32"]

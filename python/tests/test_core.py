@@ -2,15 +2,13 @@
 error feedback's identity, aggregation and covariance against numpy, the wire format, partitions."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_factors
+from conftest import ROOT, random_factors
 
 import fedsoft
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def dense(f):

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import readme_command
+from conftest import ROOT, readme_command
 from fedsoft import _native
 
 flwr = pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = [
     "rounds.total=3", "rounds.eval_every=1", "clients.per_round=3", "data.samples_per_client=8",
     "data.test_samples=32",

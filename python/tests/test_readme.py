@@ -2,13 +2,10 @@
 
 import shlex
 import tomllib
-from pathlib import Path
 
+from conftest import README, ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
 
 
 def python_blocks(text: str) -> list[str]:
@@ -41,6 +38,7 @@ def installed_by_readme_before(marker: str) -> list[Requirement]:
     text = README.read_text()
     assert marker in text, f"the README never runs `{marker}`"
     project = tomllib.loads((ROOT / "python" / "pyproject.toml").read_text())["project"]
+    known = project["optional-dependencies"]
     wanted = []
     for line in text[: text.index(marker)].splitlines():
         line = line.split("#", 1)[0].strip()
@@ -53,9 +51,8 @@ def installed_by_readme_before(marker: str) -> list[Requirement]:
                 extras = token[len("./python") :].strip("[]")
                 wanted += [Requirement(r) for r in project["dependencies"]]
                 for extra in filter(None, extras.split(",")):
-                    known = project["optional-dependencies"]
                     assert extra in known, f"the README installs ./python[{extra}]; the extras are {sorted(known)}"
-                    wanted += [Requirement(r) for r in project["optional-dependencies"][extra]]
+                    wanted += [Requirement(r) for r in known[extra]]
             else:
                 wanted.append(Requirement(token))
     return wanted
