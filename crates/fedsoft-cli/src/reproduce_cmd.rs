@@ -19,7 +19,7 @@ use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::config::ControllerKind;
 use fedsoft_report::page;
 use fedsoft_report::record::{FigureRecord, Progress, RunRecord, SCHEMA, Setting, VariantRecord, VariantSetting};
-use fedsoft_report::registry::{self, FigureSpec};
+use fedsoft_report::registry::{self, FigureSpec, VariantSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,9 +29,11 @@ pub struct ReproduceArgs {
     /// Figures to run: fig3-power (the sweep that chooses fig3's setting), fig3, fig3-harsh, fig3c, fig4, fig5-6,
     /// fig7, or `all`.
     pub figures: Vec<String>,
-    /// Paired seeds per variant (1, 2, ...); verdicts need at least 5.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
-    pub seeds: u64,
+    /// Paired seeds per variant (1, 2, ...); verdicts need at least 5. Default: as many as the figure's stored
+    /// runs reach (so the tracked page is reproduced as it stands), or 5 for a figure with none. Fewer than a
+    /// stored run of the same config reaches is refused: it would drop that finished run.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub seeds: Option<u64>,
     /// Where the runs go.
     #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
@@ -51,6 +53,9 @@ pub struct ReproduceArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
 }
+
+/// Seeds for a figure with no stored record: the fewest on which a claim is judged.
+const DEFAULT_SEEDS: u64 = fedsoft_report::stats::MIN_SEEDS as u64;
 
 fn finished(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("summary.json"))
@@ -238,24 +243,80 @@ fn variant_setting(cfg: &ExperimentConfig) -> VariantSetting {
     }
 }
 
+/// One variant's config at one seed, validated.
+fn config_at(fig: &FigureSpec, v: &VariantSpec, seed: u64, extra: &[String]) -> Result<ExperimentConfig> {
+    let mut o: Vec<String> = fig.base.iter().chain(v.overrides).map(|s| s.to_string()).collect();
+    o.extend(extra.iter().cloned());
+    o.push(format!("seed={seed}"));
+    let cfg =
+        ExperimentConfig::load(Path::new(fig.preset), &o).with_context(|| format!("{} variant {}", fig.id, v.label))?;
+    cfg.validate_run().with_context(|| format!("{} variant {}", fig.id, v.label))?;
+    check_whole_components(fig, v.label, &cfg)?;
+    Ok(cfg)
+}
+
 /// Every variant's config at every seed, all validated before anything trains.
 fn configs(fig: &FigureSpec, seeds: u64, extra: &[String]) -> Result<Vec<Vec<ExperimentConfig>>> {
-    let mut out = Vec::new();
-    for v in &fig.variants {
-        let mut per_seed = Vec::new();
-        for seed in 1..=seeds {
-            let mut o: Vec<String> = fig.base.iter().chain(v.overrides).map(|s| s.to_string()).collect();
-            o.extend(extra.iter().cloned());
-            o.push(format!("seed={seed}"));
-            let cfg = ExperimentConfig::load(Path::new(fig.preset), &o)
-                .with_context(|| format!("{} variant {}", fig.id, v.label))?;
-            cfg.validate_run().with_context(|| format!("{} variant {}", fig.id, v.label))?;
-            check_whole_components(fig, v.label, &cfg)?;
-            per_seed.push(cfg);
+    fig.variants.iter().map(|v| (1..=seeds).map(|seed| config_at(fig, v, seed, extra)).collect()).collect()
+}
+
+/// How many seeds `fig` runs. Asked: that many, unless a finished run at a higher seed is still this config's
+/// (in the figure's record or its progress file), which is refused: the record is rewritten with the seeds asked
+/// for and the progress file removed, so that run (hours of a figure, on two cores) would be lost. Not asked: up
+/// to the highest such run, and at least as many as the record holds (5 for a figure with neither).
+fn seeds_for(
+    fig: &FigureSpec,
+    asked: Option<u64>,
+    earlier: Option<&FigureRecord>,
+    progress: &Progress,
+    results: &Path,
+    extra: &[String],
+) -> Result<u64> {
+    let (record_path, progress_path) = (FigureRecord::path(results, fig.id), Progress::path(results, fig.id));
+    let in_record = earlier.into_iter().flat_map(|r| {
+        r.variants.iter().flat_map(|v| v.runs.iter().map(|r| (v.label.as_str(), r, record_path.as_path())))
+    });
+    let in_progress = progress.runs.iter().map(|s| (s.variant.as_str(), &s.run, progress_path.as_path()));
+    // (seed, the file holding it) of every stored run that is still this config's.
+    let mut valid: Vec<(u64, &Path)> = Vec::new();
+    for (label, run, file) in in_record.chain(in_progress) {
+        let Some(v) = fig.variants.iter().find(|v| v.label == label) else { continue };
+        if !valid.contains(&(run.seed, file))
+            && config_at(fig, v, run.seed, extra).is_ok_and(|c| c.digest() == run.config_sha256)
+        {
+            valid.push((run.seed, file));
         }
-        out.push(per_seed);
     }
-    Ok(out)
+    let highest = valid.iter().map(|&(seed, _)| seed).max().unwrap_or(0);
+    let Some(asked) = asked else {
+        let recorded = earlier.map_or(0, |r| r.seeds.len() as u64);
+        return Ok(match highest.max(recorded) {
+            0 => DEFAULT_SEEDS,
+            n => n,
+        });
+    };
+    let mut dropped: Vec<u64> = valid.iter().map(|&(seed, _)| seed).filter(|&s| s > asked).collect();
+    dropped.sort_unstable();
+    dropped.dedup();
+    if let (Some(&first), Some(&last)) = (dropped.first(), dropped.last()) {
+        let which = match dropped.len() {
+            1 => format!("seed {first}"),
+            n if n as u64 == last - first + 1 => format!("seeds {first}-{last}"),
+            _ => format!("seeds {}", dropped.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+        };
+        let mut files: Vec<String> =
+            valid.iter().filter(|&&(s, _)| s > asked).map(|(_, f)| f.display().to_string()).collect();
+        files.sort();
+        files.dedup();
+        bail!(
+            "{}: {} holds finished runs of {which} under this same config, and --seeds {asked} would drop them from \
+             the record and the page; give --seeds {highest} or leave it out (stored runs are reused, nothing runs \
+             again), or write another page with --page",
+            fig.id,
+            files.join(" and ")
+        );
+    }
+    Ok(asked)
 }
 
 /// The runs of `fig` kept in its complete record from an earlier `reproduce`, if it has one (a damaged one is
@@ -274,19 +335,23 @@ fn earlier_record(results: &Path, fig: &FigureSpec) -> Option<FigureRecord> {
     }
 }
 
-fn reproduce(
-    fig: &FigureSpec,
-    cfgs: &[Vec<ExperimentConfig>],
-    args: &ReproduceArgs,
-    cache: &Path,
-    results: &Path,
-    twins: &mut Twins,
-) -> Result<()> {
+/// One figure to reproduce, resolved before anything runs.
+struct Planned {
+    fig: FigureSpec,
+    /// Its complete record from an earlier `reproduce`, whose runs are reused by seed and config digest.
+    earlier: Option<FigureRecord>,
+    /// Its runs finished since (`results/progress/<figure>.json`), reused the same way.
+    progress: Progress,
+    /// Per variant, per seed (1, 2, ...).
+    cfgs: Vec<Vec<ExperimentConfig>>,
+}
+
+fn reproduce(plan: &Planned, args: &ReproduceArgs, cache: &Path, results: &Path, twins: &mut Twins) -> Result<()> {
+    let Planned { fig, earlier, progress, cfgs } = plan;
     let started = Instant::now();
     let (mut ran, mut reused, mut stored) = (0, 0, 0);
-    let earlier = earlier_record(results, fig);
     let progress_path = Progress::path(results, fig.id);
-    let mut progress = Progress::read(&progress_path, fig.id)?;
+    let mut progress = progress.clone();
     let mut variants = Vec::new();
     for (v, per_seed) in fig.variants.iter().zip(cfgs) {
         let mut runs = Vec::new();
@@ -330,7 +395,7 @@ fn reproduce(
         figure: fig.id.into(),
         preset: fig.preset.into(),
         overrides: args.overrides.clone(),
-        seeds: (1..=args.seeds).collect(),
+        seeds: (1..=cfgs[0].len() as u64).collect(),
         setting: setting(&cfgs[0][0]),
         variants,
     };
@@ -353,6 +418,59 @@ fn reproduce(
     Ok(())
 }
 
+/// Checks that every stored run was made under the config its figure's preset, variant and overrides resolve to
+/// today, and returns how many runs there are. A page whose runs were made under an older config describes a
+/// setting the presets no longer run, and `fedsoft reproduce` would make all of them again (hours each figure);
+/// the digests alone show it, with no run.
+fn check_runs_match_presets(results: &Path) -> Result<usize> {
+    let mut total = 0;
+    let mut stale = Vec::new();
+    for rec in fedsoft_report::record::read_all(results)? {
+        let fig = registry::figure(&rec.figure).context("read_all keeps the registry's figures only")?;
+        let path = FigureRecord::path(results, fig.id);
+        let (mut changed, mut first) = (0, None);
+        for v in &fig.variants {
+            let Some(stored) = rec.variant(v.label) else {
+                bail!(
+                    "{}: holds no runs of variant {:?}; run `{}` again",
+                    path.display(),
+                    v.label,
+                    page::command(&rec)
+                );
+            };
+            for run in &stored.runs {
+                total += 1;
+                let now = config_at(&fig, v, run.seed, &rec.overrides)?.digest();
+                if now != run.config_sha256 {
+                    changed += 1;
+                    first.get_or_insert_with(|| {
+                        let stored = run.config_sha256.get(..12).unwrap_or(&run.config_sha256);
+                        format!(
+                            "{} seed {}, stored digest {stored}, the preset's now {}",
+                            v.label,
+                            run.seed,
+                            &now[..12]
+                        )
+                    });
+                }
+            }
+        }
+        if let Some(first) = first {
+            let runs = if changed == 1 { "run" } else { "runs" };
+            stale.push(format!("{}: {changed} {runs} (first: {first}); `{}`", path.display(), page::command(&rec)));
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "stored runs made under another config than their preset resolves to now (a preset, a figure's variants \
+             or a config default changed since they ran), so the page describes a setting the presets no longer \
+             run; run each figure again, or restore the config:\n  {}",
+            stale.join("\n  ")
+        );
+    }
+    Ok(total)
+}
+
 pub fn run(args: &ReproduceArgs) -> Result<()> {
     let cache = args.cache.clone().unwrap_or_else(assets::default_cache);
     let page_path = args.page.clone().unwrap_or_else(|| args.out.join("results.md"));
@@ -362,7 +480,12 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         }
         register_font(&cache)?;
         page::check(&page_path)?;
-        println!("{}: every line and figure is what its stored runs give", page_path.display());
+        let runs = check_runs_match_presets(&page::results_dir(&page_path))?;
+        println!(
+            "{}: every line and figure is what its stored runs give, and all {runs} stored runs are what the \
+             presets run now",
+            page_path.display()
+        );
         return Ok(());
     }
     let all = registry::figures();
@@ -381,13 +504,19 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
             chosen.push(f.clone());
         }
     }
-    // Every figure's configs are resolved and checked before the first run.
-    let resolved: Vec<Vec<Vec<ExperimentConfig>>> =
-        chosen.iter().map(|fig| configs(fig, args.seeds, &args.overrides)).collect::<Result<_>>()?;
+    // Every figure's seeds and configs are resolved and checked before the first run.
     let results = page::results_dir(&page_path);
+    let mut plans = Vec::new();
+    for fig in chosen {
+        let earlier = earlier_record(&results, &fig);
+        let progress = Progress::read(&Progress::path(&results, fig.id), fig.id)?;
+        let seeds = seeds_for(&fig, args.seeds, earlier.as_ref(), &progress, &results, &args.overrides)?;
+        let cfgs = configs(&fig, seeds, &args.overrides)?;
+        plans.push(Planned { fig, earlier, progress, cfgs });
+    }
     let mut twins = Twins::default();
-    for (fig, cfgs) in chosen.iter().zip(&resolved) {
-        reproduce(fig, cfgs, args, &cache, &results, &mut twins)?;
+    for plan in &plans {
+        reproduce(plan, args, &cache, &results, &mut twins)?;
     }
     register_font(&cache)?;
     page::write(&page_path)?;

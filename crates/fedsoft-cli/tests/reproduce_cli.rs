@@ -1,6 +1,7 @@
 //! `fedsoft reproduce` as a user runs it, shrunk with `--set` to a few seconds: runs per variant and seed, a
-//! record per figure, a page written only from the records, `--check` catching a hand edit and damaged
-//! markers, runs reused only under the same config, and ratios FedLoDrop cannot keep whole refused.
+//! record per figure, a page written only from the records, `--check` catching a hand edit, damaged markers and
+//! runs of a config the presets no longer give, runs reused only under the same config, fewer seeds than a
+//! record holds refused, and ratios FedLoDrop cannot keep whole refused.
 
 mod common;
 
@@ -64,6 +65,17 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
     let (ok, stdout, err) = fedsoft(&check);
     assert!(ok && stdout.contains("every line and figure"), "{err}");
 
+    // A stored run made under another config than its preset and overrides resolve to now is named: the page
+    // would describe a setting that `reproduce` no longer runs.
+    let record_path = results.join("fig4.json");
+    let record = std::fs::read_to_string(&record_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&record).unwrap();
+    edited["variants"][1]["runs"][1]["config_sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&record_path, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    let (ok, _, err) = fedsoft(&check);
+    assert!(!ok && err.contains("fig4.json: 1 run (first: without seed 2, stored digest 000000000000,"), "{err}");
+    std::fs::write(&record_path, record).unwrap();
+
     // One verdict edited by hand: the check names the line.
     let line = text.lines().position(|l| l.starts_with("| fig4 |") && l.contains("**not judged**")).unwrap() + 1;
     let edited: Vec<String> = text
@@ -85,9 +97,43 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
     let (ok, _, err) = fedsoft(&check);
     assert!(!ok && err.contains("fig7.png: has no record behind it"), "{err}");
 
-    // Again under the same config: nothing is retrained and the page is whole again.
+    // Fewer seeds than the record holds under the same config would drop finished runs from it: refused before
+    // anything is written, naming the record and the seed it would lose.
+    assert_eq!(argv[2..4], ["--seeds", "2"]);
+    let mut fewer = argv.clone();
+    fewer[3] = "1";
+    let refused = |err: &str, file: &str| {
+        err.contains(&format!("fig4: {file} holds finished runs of seed 2 under this same config"))
+            && err.contains("--seeds 1 would drop them")
+    };
+    let (ok, _, err) = fedsoft(&fewer);
+    assert!(!ok && refused(&err, results.join("fig4.json").to_str().unwrap()), "{err}");
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), text);
+    // The same where the runs are only in the progress file of an unfinished figure (which completing it at
+    // fewer seeds would remove).
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let stored: Vec<serde_json::Value> = record["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| {
+            v["runs"].as_array().unwrap().iter().map(|r| serde_json::json!({"variant": v["label"], "run": r}))
+        })
+        .collect();
+    let progress = serde_json::json!({"schema": record["schema"], "figure": "fig4", "runs": stored});
+    std::fs::create_dir_all(results.join("progress")).unwrap();
+    std::fs::write(results.join("progress/fig4.json"), progress.to_string()).unwrap();
+    std::fs::rename(&record_path, tmp.path().join("fig4.json")).unwrap();
+    let (ok, _, err) = fedsoft(&fewer);
+    assert!(!ok && refused(&err, results.join("progress/fig4.json").to_str().unwrap()), "{err}");
+    std::fs::rename(tmp.path().join("fig4.json"), &record_path).unwrap();
+    std::fs::remove_dir_all(results.join("progress")).unwrap();
+
+    // Again under the same config, with --seeds left out: the record's 2 seeds, nothing retrained, and the page
+    // whole again.
     let stamp = std::fs::metadata(out.join("fig4/with/seed-1/metrics.jsonl")).unwrap().modified().unwrap();
-    let (ok, stdout, err) = fedsoft(&argv);
+    let seeds_left_out: Vec<&str> = argv[..2].iter().chain(&argv[4..]).copied().collect();
+    let (ok, stdout, err) = fedsoft(&seeds_left_out);
     assert!(
         ok && stdout.contains("0 runs made, 0 reused from run directories, 4 from stored records"),
         "{stdout}{err}"

@@ -106,7 +106,8 @@ pub(crate) fn describe(s: &Setting) -> String {
 
 const INTRO: &str = "Every line of this page is written by `fedsoft reproduce` from the stored runs in `results/*.json` \
 (per run: seed, config digest, per-round test metrics, summary); `fedsoft reproduce --check` re-derives every table, \
-verdict and figure from those files and fails if the page differs.";
+verdict and figure from those files and fails if the page differs, or if any stored run was made under another \
+config than its figure's preset resolves to now (so the page never describes a setting the presets no longer run).";
 
 fn method_text() -> String {
     format!(
