@@ -12,7 +12,7 @@
 //! of the registry, fixed before any run.
 
 use crate::record::RunRecord;
-use crate::stats::{Interval, MIN_SEEDS, paired};
+use crate::stats::{Interval, MIN_SEEDS, p_above, p_below, paired};
 
 /// Evaluations averaged into a run's final accuracy: the last few, not the last one, so one noisy
 /// evaluation does not decide a claim.
@@ -151,13 +151,28 @@ pub fn judge(relation: Relation, interval: Option<&Interval>) -> Verdict {
     }
 }
 
-/// A claim's per-seed values, interval and verdict.
+/// The one-sided p-value of the test whose rejection is "holds": below `stats::one_sided_level()` exactly when
+/// [`judge`] says the claim holds, so it can be corrected for many claims at once (`stats::holm`). A claim of
+/// closeness is two one-sided tests (one per margin), and its p the larger. `None` where no verdict is given.
+pub fn p_holds(relation: Relation, interval: Option<&Interval>) -> Option<f64> {
+    let i = interval.filter(|i| i.n >= MIN_SEEDS)?;
+    Some(match relation {
+        Relation::Greater => p_above(i, 0.0),
+        Relation::Less => p_below(i, 0.0),
+        Relation::NotWorse { margin } => p_above(i, -margin),
+        Relation::Close { margin } => p_above(i, -margin).max(p_below(i, margin)),
+    })
+}
+
+/// A claim's per-seed values, interval, verdict and the p-value behind a "holds".
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judged {
     pub a: Vec<f64>,
     pub b: Vec<f64>,
     pub interval: Option<Interval>,
     pub verdict: Verdict,
+    /// [`p_holds`].
+    pub p: Option<f64>,
 }
 
 /// Judges a claim on two variants' runs (paired by position, i.e. by seed); `Err` names what is missing.
@@ -175,7 +190,8 @@ pub fn evaluate(claim: &Claim, a: &[RunRecord], b: &[RunRecord]) -> Result<Judge
     let (a, b) = (values(claim.a, a)?, values(claim.b, b)?);
     let interval = paired(&a, &b);
     let verdict = judge(claim.relation, interval.as_ref());
-    Ok(Judged { a, b, interval, verdict })
+    let p = p_holds(claim.relation, interval.as_ref());
+    Ok(Judged { a, b, interval, verdict, p })
 }
 
 #[cfg(test)]
@@ -224,6 +240,33 @@ mod tests {
         // An interval straddling the margin is inconclusive.
         let edge = [0.79, 0.80, 0.78, 0.81, 0.79];
         assert_eq!(verdict(Relation::Close { margin: 0.01 }, &edge, &b), Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_claim_holds_exactly_when_its_p_is_below_the_one_sided_level() {
+        let b = [0.80; 6];
+        let cases: [&[f64]; 5] = [
+            &[0.801, 0.799, 0.802, 0.800, 0.798, 0.801],
+            &[0.79, 0.80, 0.78, 0.81, 0.79, 0.80],
+            &[0.81, 0.812, 0.809, 0.811, 0.810, 0.813],
+            &[0.70, 0.71, 0.69, 0.70, 0.70, 0.72],
+            &[0.805, 0.795, 0.812, 0.79, 0.80, 0.808],
+        ];
+        let relations = [
+            Relation::Greater,
+            Relation::Less,
+            Relation::NotWorse { margin: 0.01 },
+            Relation::Close { margin: 0.01 },
+            Relation::Close { margin: 0.005 },
+        ];
+        for a in cases {
+            for r in relations {
+                let i = paired(a, &b);
+                let p = p_holds(r, i.as_ref()).unwrap();
+                assert_eq!(judge(r, i.as_ref()) == Verdict::Holds, p < crate::stats::one_sided_level(), "{r:?} {a:?}");
+            }
+        }
+        assert_eq!(p_holds(Relation::Greater, paired(&[1.0; 4], &[0.0; 4]).as_ref()), None);
     }
 
     #[test]
