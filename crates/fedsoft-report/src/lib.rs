@@ -70,11 +70,13 @@ pub fn register_font(ttf: Vec<u8>) -> Result<(), ReportError> {
 /// `inputs` are run directories (holding `metrics.jsonl`) or directories of runs (what `fedsoft compare`
 /// writes). [`register_font`] must have been called.
 pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportFiles, ReportError> {
+    claim_report_dir(out)?;
     if FONT.get().is_none() {
         return Err(ReportError::Font("no font registered".into()));
     }
     let runs = load_runs(inputs)?;
     std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
+    write_atomic(&out.join(REPORT_MARKER), b"a fedsoft report: `fedsoft report` may write over this directory\n")?;
     let mut files = ReportFiles::default();
     let mut sections = Vec::new();
     for draw in figures::all() {
@@ -87,6 +89,35 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportFiles, ReportError
     write_atomic(&path, md.as_bytes())?;
     files.markdown = path;
     Ok(files)
+}
+
+/// Marks a directory as a fedsoft report's, written before its first figure so that an interrupted report is
+/// still recognised as one.
+pub const REPORT_MARKER: &str = ".fedsoft-report";
+
+/// Refuses to draw into a directory that holds anything but an earlier fedsoft report: the figures and
+/// `report.md` would be written over files of the same names (`--out .`, `--out ~/notes`). A new or empty
+/// directory, one with [`REPORT_MARKER`], and one whose `report.md` is fedsoft's (reports drawn before the marker
+/// existed) are the report's to write.
+fn claim_report_dir(out: &Path) -> Result<(), ReportError> {
+    let mut entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ReportError::output(out, format!("{e} (the report needs a directory here)"))),
+    };
+    if entries.next().is_none() || out.join(REPORT_MARKER).is_file() {
+        return Ok(());
+    }
+    let md = out.join("report.md");
+    if std::fs::read_to_string(&md).is_ok_and(|t| t.starts_with(markdown::HEADER)) {
+        return Ok(());
+    }
+    Err(ReportError::output(
+        out,
+        "holds files that are not a fedsoft report's (no .fedsoft-report marker, no report.md written by fedsoft); \
+         a report goes only into a new or empty directory or over an earlier report, so that nothing else is \
+         written over: choose another --out",
+    ))
 }
 
 /// Writes whole or not at all (`fedsoft_records::write_atomic`), naming the file on failure.

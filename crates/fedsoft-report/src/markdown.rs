@@ -9,8 +9,11 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.filter(|x| x.is_finite()).map_or_else(|| "–".into(), |x| format!("{x:.digits$}"))
 }
 
+/// The first line of every `report.md`, by which an earlier report's directory is recognised.
+pub(crate) const HEADER: &str = "# fedsoft report\n";
+
 pub fn render(runs: &[Run], sections: &[Section], out: &Path) -> String {
-    let mut md = String::from("# fedsoft report\n\n");
+    let mut md = format!("{HEADER}\n");
     md.push_str(
         "| run | directory | rank | λ | rounds | final accuracy | avg delay (s) | τ̄ (s) | uplink Mbit (paper) | \
          uplink Mbit (encoded) | wall (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",

@@ -214,3 +214,53 @@ fn bad_inputs_name_the_file_and_line() {
     std::fs::remove_file(run.join("summary.json")).unwrap();
     assert!(load_runs(&[run]).unwrap_err().to_string().contains("summary.json"));
 }
+
+#[test]
+fn a_report_is_not_drawn_over_files_that_are_not_a_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    write_run(&run, "soft", "tsfa", 3, 1.0);
+    // `--out` at a directory of the user's: refused before anything is written, naming the directory.
+    let notes = tmp.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("report.md"), "# my notes\n").unwrap();
+    std::fs::write(notes.join("accuracy.png"), b"my figure").unwrap();
+    let e = report(std::slice::from_ref(&run), &notes).unwrap_err().to_string();
+    assert!(e.contains("notes") && e.contains("holds files that are not a fedsoft report's"), "{e}");
+    assert_eq!(std::fs::read_to_string(notes.join("report.md")).unwrap(), "# my notes\n");
+    assert_eq!(std::fs::read(notes.join("accuracy.png")).unwrap(), b"my figure");
+    assert!(!notes.join(".fedsoft-report").exists());
+    // A file where the directory would go.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let e = report(std::slice::from_ref(&run), &file).unwrap_err().to_string();
+    assert!(e.contains("file") && e.contains("the report needs a directory here"), "{e}");
+}
+
+#[test]
+#[ignore = "reads the packaged assets: ./scripts/test fetches them and includes this test"]
+fn a_report_is_drawn_again_over_an_earlier_report_and_into_new_or_empty_directories() {
+    font();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    write_run(&run, "soft", "tsfa", 3, 1.0);
+    let runs = std::slice::from_ref(&run);
+    let out = tmp.path().join("report");
+    let first = report(runs, &out).unwrap();
+    assert!(out.join(".fedsoft-report").is_file());
+    // Again over itself; over an interrupted one (marker and a figure, no report.md); over one drawn before the
+    // marker existed (its report.md is fedsoft's); into an empty directory.
+    report(runs, &out).unwrap();
+    std::fs::remove_file(&first.markdown).unwrap();
+    report(runs, &out).unwrap();
+    std::fs::remove_file(out.join(".fedsoft-report")).unwrap();
+    report(runs, &out).unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    report(runs, &empty).unwrap();
+    // A report.md that is not fedsoft's still stops it.
+    std::fs::remove_file(out.join(".fedsoft-report")).unwrap();
+    std::fs::write(out.join("report.md"), "# mine\n").unwrap();
+    assert!(report(runs, &out).is_err());
+    assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), "# mine\n");
+}
