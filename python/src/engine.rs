@@ -186,7 +186,7 @@ fn client_work(
 /// config, local training with fedsoft's kernels, error feedback and the config's sparsifier, the encoded
 /// upload. Each client's memory (error-feedback residual, kept AdamW moments) stays in this object between
 /// its rounds, as in `fedsoft run`'s own clients, so a Python loop (or a Ray task of your own) that hands it
-/// the rounds `fedsoft run` would reproduces `fedsoft run`'s uploads bit for bit.
+/// the same rounds as `fedsoft run` does reproduces its uploads bit for bit.
 #[pyclass(name = "Client", module = "fedsoft")]
 pub struct PyClient {
     exp: Arc<Experiment>,
