@@ -180,7 +180,7 @@ fn ensure_run(
             None => eprintln!("{label}: {} holds no readable config.toml; running it again", dir.display()),
         }
         if !resume {
-            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+            fedsoft_engine::rundir::discard(dir).with_context(|| label.to_string())?;
         }
     }
     if let Some(from) = if resume { None } else { twins.find(out, digest, dir) } {

@@ -1,7 +1,8 @@
 //! `fedsoft reproduce` as a user runs it, shrunk with `--set` to a few seconds: runs per variant and seed, a
 //! record per figure, a page written only from the records, `--check` catching a hand edit, damaged markers and
 //! runs of a config the presets no longer give, runs reused only under the same config, fewer seeds than a
-//! record holds refused, and ratios FedLoDrop cannot keep whole refused.
+//! record holds refused, a user's directory where a run goes left alone, and ratios FedLoDrop cannot keep whole
+//! refused.
 
 mod common;
 
@@ -39,6 +40,15 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
     let args = with_rounds("2");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let results = page.parent().unwrap().join("results");
+    // Where a run goes, a directory fedsoft did not write: refused, naming it, and left as it was.
+    let theirs = out.join("fig4/with/seed-1");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("notes.txt"), "mine").unwrap();
+    let (ok, _, err) = fedsoft(&argv);
+    assert!(!ok && err.contains("seed-1") && err.contains("holds no fedsoft-run.json, so fedsoft did not"), "{err}");
+    assert_eq!(std::fs::read_to_string(theirs.join("notes.txt")).unwrap(), "mine");
+    std::fs::remove_dir_all(&theirs).unwrap();
+
     let (ok, stdout, err) = fedsoft(&argv);
     assert!(ok, "{err}");
     assert!(stdout.contains("4 runs made, 0 reused") && stdout.contains("page written"), "{stdout}");

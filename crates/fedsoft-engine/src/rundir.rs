@@ -140,6 +140,23 @@ pub fn claim(dir: &Path, config_sha256: &str, resume: bool) -> Result<RunDirLock
     Ok(held)
 }
 
+/// Removes a run directory that is to be made again (`fedsoft reproduce`, where its config changed or it never
+/// reached a checkpoint). Only a fedsoft run's directory (its marker) is removed, and only while no process
+/// writes it (the lock): a user's directory or a run in progress elsewhere is refused, naming it.
+pub fn discard(dir: &Path) -> Result<(), EngineError> {
+    // The marker first: a user's directory gets no lock file of ours.
+    if marker(dir)?.is_none() {
+        return Err(EngineError::run_directory(
+            dir,
+            format!("is to be made again but holds no {MARKER}, so fedsoft did not write it: move it away"),
+        ));
+    }
+    let held = lock(dir)?;
+    std::fs::remove_dir_all(dir).map_err(|e| EngineError::io("remove", dir, e))?;
+    drop(held);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +230,29 @@ mod tests {
         assert!(claim(tmp.path(), A, false).is_err());
         claim(tmp.path(), A, true).unwrap();
         assert_eq!(marker(tmp.path()).unwrap().unwrap().config_sha256, A);
+    }
+
+    #[test]
+    fn only_a_fedsoft_run_no_process_writes_is_discarded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        drop(claim(&run, A, false).unwrap());
+        std::fs::write(run.join("metrics.jsonl"), "{}\n").unwrap();
+        // Being written: refused, nothing removed.
+        let writing = claim(&run, A, false).unwrap();
+        let err = discard(&run).unwrap_err().to_string();
+        assert!(err.contains("is being written by another fedsoft run"), "{err}");
+        assert!(run.join("metrics.jsonl").is_file());
+        drop(writing);
+        discard(&run).unwrap();
+        assert!(!run.exists());
+        // A directory fedsoft did not write: refused, its files kept.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+        let err = discard(&mine).unwrap_err().to_string();
+        assert!(err.contains("holds no fedsoft-run.json, so fedsoft did not write it"), "{err}");
+        assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "mine");
+        assert!(!mine.join(LOCK).exists());
     }
 }
