@@ -488,6 +488,8 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         );
         return Ok(());
     }
+    // Before any run: hours later is no time to find that --page names someone's file.
+    page::claim(&page_path)?;
     let all = registry::figures();
     let ids: Vec<&str> = all.iter().map(|f| f.id).collect();
     if args.figures.is_empty() {

@@ -175,6 +175,16 @@ fn a_small_reproduction_writes_a_page_that_only_its_records_can_pass() {
     let metrics = std::fs::read_to_string(out.join("fig4/without/seed-2/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 3);
 
+    // A --page naming a file that is not a results page is refused before any run, and the file kept.
+    let notes = tmp.path().join("notes.md");
+    std::fs::write(&notes, "# my notes\n").unwrap();
+    let mut on_notes = args3.clone();
+    on_notes[7] = notes.to_str().unwrap().into();
+    let argv_notes: Vec<&str> = on_notes.iter().map(String::as_str).collect();
+    let (ok, _, err) = fedsoft(&argv_notes);
+    assert!(!ok && err.contains("notes.md") && err.contains("is not a results page"), "{err}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "# my notes\n");
+
     let (ok, _, err) = fedsoft(&["reproduce", "fig9", "--out", out_s, "--page", page_s]);
     assert!(!ok && err.contains("unknown figure \"fig9\"") && err.contains("fig5-6"), "{err}");
 }

@@ -11,6 +11,25 @@ use crate::{ReportError, write_atomic};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// The page's first line, by which a file is known to be a results page that `fedsoft reproduce` may rewrite.
+const TITLE: &str = "# Which of the paper's claims hold at CPU scale";
+
+/// Refuses a `--page` path holding a file that is not a results page (`--page README.md`): writing the page would
+/// replace it whole. A missing file is the page's to write.
+pub fn claim(page: &Path) -> Result<(), ReportError> {
+    match std::fs::read(page) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ReportError::output(page, e)),
+        Ok(bytes) if bytes.starts_with(TITLE.as_bytes()) => Ok(()),
+        Ok(_) => Err(ReportError::output(
+            page,
+            format!(
+                "is not a results page (its first line is not {TITLE:?}), and writing one would replace it: give --page a new file or an earlier page"
+            ),
+        )),
+    }
+}
+
 /// The page's figure folder: `<page dir>/results`.
 pub fn results_dir(page: &Path) -> PathBuf {
     page.parent().unwrap_or(Path::new(".")).join("results")
@@ -359,7 +378,7 @@ pub fn render(records: &[FigureRecord]) -> Result<String, ReportError> {
     let figs = registry::figures();
     let find = |id: &str| records.iter().find(|r| r.figure == id);
     let mut md = String::new();
-    let _ = writeln!(md, "# Which of the paper's claims hold at CPU scale\n");
+    let _ = writeln!(md, "{TITLE}\n");
     let _ = writeln!(md, "{INTRO}\n");
     let _ = writeln!(md, "{}\n", method_text());
     let _ = writeln!(md, "## The paper's claims\n");
@@ -446,6 +465,7 @@ fn stale_figures(dir: &Path, records: &[FigureRecord]) -> Vec<PathBuf> {
 /// Renders the page and every figure from the records in `<page dir>/results/` and writes them atomically.
 /// [`crate::register_font`] must have been called.
 pub fn write(page: &Path) -> Result<(), ReportError> {
+    claim(page)?;
     let dir = results_dir(page);
     let records = read_all(&dir)?;
     let md = render(&records)?;
