@@ -24,7 +24,8 @@ pub fn claim(page: &Path) -> Result<(), ReportError> {
         Ok(_) => Err(ReportError::output(
             page,
             format!(
-                "is not a results page (its first line is not {TITLE:?}), and writing one would replace it: give --page a new file or an earlier page"
+                "is not a results page (its first line is not {TITLE:?}), and writing one would replace it: give \
+                 --page a new file or an earlier page"
             ),
         )),
     }
@@ -154,15 +155,19 @@ fn method_text() -> String {
 struct Family {
     /// `(figure, claim text, p, kept)`, in page order.
     members: Vec<(&'static str, &'static str, f64, bool)>,
+    /// How many of them hold on their own.
+    holding: usize,
 }
 
 impl Family {
     fn of(figs: &[FigureSpec], records: &[FigureRecord]) -> Result<Self, ReportError> {
-        let mut members = Vec::new();
+        let (mut members, mut holding) = (Vec::new(), 0);
         for f in figs {
             let Some(rec) = records.iter().find(|r| r.figure == f.id) else { continue };
             for c in &f.claims {
-                if let Some(p) = judged(rec, c)?.p {
+                let j = judged(rec, c)?;
+                holding += usize::from(j.verdict == Verdict::Holds);
+                if let Some(p) = j.p {
                     members.push((f.id, c.text, p, false));
                 }
             }
@@ -171,7 +176,7 @@ impl Family {
         for (m, kept) in members.iter_mut().zip(holm(&p, one_sided_level())) {
             m.3 = kept;
         }
-        Ok(Family { members })
+        Ok(Family { members, holding })
     }
 
     fn get(&self, fig: &str, claim: &str) -> Option<(f64, bool)> {
@@ -179,7 +184,7 @@ impl Family {
     }
 
     /// What the correction changes, in a paragraph under the table.
-    fn paragraph(&self, holding: usize) -> String {
+    fn paragraph(&self) -> String {
         let kept = self.members.iter().filter(|m| m.3).count();
         let dropped: Vec<String> = self
             .members
@@ -194,7 +199,8 @@ impl Family {
              (one family, because \"the paper's claims hold\" is one statement about all of them; the strictest \
              usual choice), which holds the chance of even one wrong **holds** among them to {level}% whatever \
              their dependence, keeps {kept} of the {holding} that hold (last column).",
-            n = self.members.len()
+            n = self.members.len(),
+            holding = self.holding
         );
         if !dropped.is_empty() {
             let _ = write!(text, " Not kept: {}.", dropped.join("; "));
@@ -388,17 +394,11 @@ pub fn render(records: &[FigureRecord]) -> Result<String, ReportError> {
         "| figure | claim | metric | mean A − B [95 % CI] | seeds | verdict | p (one-sided) | with all claims \
          corrected (Holm) |\n|---|---|---|---|---|---|---|---|"
     );
-    let mut holding = 0;
     for f in figs.iter().filter(|f| !f.claims.is_empty()) {
         summary_rows(&mut md, f, find(f.id), &f.claims, Some(&family))?;
-        if let Some(rec) = find(f.id) {
-            for c in &f.claims {
-                holding += usize::from(judged(rec, c)?.verdict == Verdict::Holds);
-            }
-        }
     }
     if !family.members.is_empty() {
-        let _ = writeln!(md, "\n{}", family.paragraph(holding));
+        let _ = writeln!(md, "\n{}", family.paragraph());
     }
     let _ = writeln!(md, "\n## Beyond the paper\n\nComparisons the paper does not make, judged by the same rule.\n");
     let _ = writeln!(
