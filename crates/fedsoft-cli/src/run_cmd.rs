@@ -6,6 +6,8 @@ use fedsoft_data::assets;
 use fedsoft_engine::ExperimentConfig;
 use fedsoft_engine::engine::{Experiment, RunOptions};
 use fedsoft_engine::metrics::{RoundRecord, Summary};
+use fedsoft_report::record::RunRecord;
+use fedsoft_report::seeds::SeedVariant;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,11 @@ pub struct CompareArgs {
     /// Methods to compare under identical seeds, samples and channels.
     #[arg(long, value_delimiter = ',', default_value = "soft,flasc,rlora,hetlora,fedlodrop,ilora")]
     pub methods: Vec<String>,
+    /// Paired seeds (the config's seed, seed + 1, ...): every method runs on each, and each method is compared
+    /// with the first by the per-seed differences of final accuracy (95 % interval, one-sided p, and a verdict
+    /// from 5 seeds on), as on the results page.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub seeds: u64,
 }
 
 pub fn load_config(args: &RunArgs) -> Result<ExperimentConfig> {
@@ -165,26 +172,68 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
         anyhow::bail!("--resume needs --out DIR: the directory of the comparison to continue");
     }
     let out = args.run.out.clone().unwrap_or_else(|| default_out(&format!("{}-compare", base.name)));
-    // Validate every variant before training any.
+    // Validate every variant at every seed before training any.
+    let seeds: Vec<u64> = (0..args.seeds).map(|k| base.seed + k).collect();
     let mut cfgs = Vec::new();
     for m in &methods {
-        let mut o = args.run.overrides.clone();
-        o.push(format!("method.name=\"{m}\""));
-        let cfg = match &args.run.config {
-            Some(p) => ExperimentConfig::load(p, &o)?,
-            None => ExperimentConfig::from_toml(DEFAULT_CONFIG, "the embedded default", &o)?,
-        };
-        cfg.validate_run()?;
-        cfgs.push(cfg);
+        let mut per_seed = Vec::new();
+        for &seed in &seeds {
+            let mut o = args.run.overrides.clone();
+            o.push(format!("method.name=\"{m}\""));
+            if args.seeds > 1 {
+                o.push(format!("seed={seed}"));
+            }
+            let cfg = match &args.run.config {
+                Some(p) => ExperimentConfig::load(p, &o)?,
+                None => ExperimentConfig::from_toml(DEFAULT_CONFIG, "the embedded default", &o)?,
+            };
+            cfg.validate_run()?;
+            per_seed.push(cfg);
+        }
+        cfgs.push(per_seed);
     }
+    // One seed keeps the layout it always had: a directory per method.
+    let dir = |m: &MethodKind, seed: u64| {
+        if args.seeds == 1 { out.join(m.as_str()) } else { out.join(m.as_str()).join(format!("seed-{seed}")) }
+    };
     let mut rows = Vec::new();
-    for (m, cfg) in methods.iter().zip(&cfgs) {
-        rows.push(execute(cfg, &out.join(m.as_str()), args.run.resume, &cache, m.as_str())?);
+    for (k, &seed) in seeds.iter().enumerate() {
+        for (m, per_seed) in methods.iter().zip(&cfgs) {
+            let label = if args.seeds == 1 { m.to_string() } else { format!("{m} seed {seed}") };
+            rows.push(execute(&per_seed[k], &dir(m, seed), args.run.resume, &cache, &label)?);
+        }
     }
-    print_table(&rows);
     let table = serde_json::to_string_pretty(&rows)?;
     fedsoft_engine::checkpoint::write_atomic(&out.join("comparison.json"), table.as_bytes())?;
-    println!("\nresults in {} (one directory per method, comparison.json)", out.display());
-    announce_report(std::slice::from_ref(&out), &out.join("report"), &cache);
+    if args.seeds == 1 {
+        print_table(&rows);
+        println!("\nresults in {} (one directory per method, comparison.json)", out.display());
+        announce_report(std::slice::from_ref(&out), &out.join("report"), &cache);
+        return Ok(());
+    }
+    let variants = methods
+        .iter()
+        .zip(&cfgs)
+        .map(|(m, per_seed)| {
+            let runs = per_seed
+                .iter()
+                .zip(&seeds)
+                .map(|(cfg, &seed)| {
+                    let run = fedsoft_report::load_runs(&[dir(m, seed)])?.remove(0);
+                    Ok(RunRecord::from_run(&run, seed, cfg.digest())?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(SeedVariant { label: m.to_string(), runs })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    println!("\n{}", fedsoft_report::seeds::table(&variants)?);
+    println!("results in {} (a directory per method and seed; every run's summary in comparison.json)", out.display());
+    let report = out.join("report");
+    match crate::report_cmd::register_font(&cache)
+        .and_then(|()| Ok(fedsoft_report::seeds::write(&variants, &base.name, &report)?))
+    {
+        Ok(files) => println!("plots and summary in {}", files.markdown.display()),
+        Err(e) => eprintln!("warning: no report drawn ({e:#}); the table above is the comparison"),
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod plot;
 pub mod record;
 pub mod registry;
 mod runs;
+pub mod seeds;
 pub mod stats;
 mod sweep;
 

@@ -422,12 +422,18 @@ pub fn render(records: &[FigureRecord]) -> Result<String, ReportError> {
 
 /// The figure of a record: each variant's test accuracy, mean ± one standard deviation over seeds.
 pub fn chart(fig: &FigureSpec, rec: &FigureRecord) -> LineChart {
-    let series = rec
-        .variants
+    let variants: Vec<(&str, &[RunRecord])> = rec.variants.iter().map(|v| (v.label.as_str(), &v.runs[..])).collect();
+    accuracy_over_seeds(format!("{}: test accuracy, mean ± sd over {} seeds", fig.id, rec.seeds.len()), &variants)
+}
+
+/// Test accuracy per round of each variant, its mean over the variant's runs with a band of one standard
+/// deviation, over the rounds every run evaluated.
+pub(crate) fn accuracy_over_seeds(title: String, variants: &[(&str, &[RunRecord])]) -> LineChart {
+    let series = variants
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            let curves: Vec<Vec<(f64, f64)>> = v.runs.iter().map(RunRecord::accuracy).collect();
+        .map(|(i, (label, runs))| {
+            let curves: Vec<Vec<(f64, f64)>> = runs.iter().map(RunRecord::accuracy).collect();
             let points = curves.iter().map(Vec::len).min().unwrap_or(0);
             let (mut mean, mut band) = (Vec::new(), Vec::new());
             for k in 0..points {
@@ -437,11 +443,11 @@ pub fn chart(fig: &FigureSpec, rec: &FigureRecord) -> LineChart {
                 mean.push((x, m));
                 band.push((x, m - s, m + s));
             }
-            Series { label: v.label.clone(), points: mean, colour: colour(i), faint: false, dashed: false, band }
+            Series { label: label.to_string(), points: mean, colour: colour(i), faint: false, dashed: false, band }
         })
         .collect();
     LineChart {
-        title: format!("{}: test accuracy, mean ± sd over {} seeds", fig.id, rec.seeds.len()),
+        title,
         x_label: "round".into(),
         y_label: "test accuracy".into(),
         series,

@@ -1,0 +1,127 @@
+//! A comparison over paired seeds for any config (`fedsoft compare --seeds N`): the results page's statistics,
+//! applied to variants of the user's own choosing. Every variant is compared with the first (the method listed
+//! first), through the per-seed differences of final accuracy, as the page compares a claim's two variants.
+
+use crate::claims::{Metric, Relation, Verdict, judge, p_holds};
+use crate::page::accuracy_over_seeds;
+use crate::plot::line_chart;
+use crate::record::RunRecord;
+use crate::stats::{Interval, mean_sd, paired};
+use crate::{REPORT_MARKER, ReportError, ReportFiles, claim_report_dir, markdown, write_atomic};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One variant's runs, in seed order (the same seeds for every variant).
+#[derive(Debug, Clone)]
+pub struct SeedVariant {
+    pub label: String,
+    pub runs: Vec<RunRecord>,
+}
+
+/// The first variant against another: per-seed differences `first − other` of final accuracy.
+#[derive(Debug, Clone)]
+pub struct AgainstFirst {
+    pub label: String,
+    pub interval: Option<Interval>,
+    /// One-sided p that the first is above (`claims::p_holds`); `None` below the seeds a verdict needs.
+    pub p: Option<f64>,
+    /// "The first above this one", by the page's rule.
+    pub verdict: Verdict,
+}
+
+fn final_accuracies(v: &SeedVariant) -> Result<Vec<f64>, ReportError> {
+    v.runs
+        .iter()
+        .map(|r| {
+            Metric::FinalAccuracy.of(r).ok_or_else(|| ReportError::Input {
+                path: r.summary.out_dir.clone(),
+                detail: format!("{} seed {}: no test accuracy was recorded", v.label, r.seed),
+            })
+        })
+        .collect()
+}
+
+/// Every variant after the first, judged against it.
+pub fn against_first(variants: &[SeedVariant]) -> Result<Vec<AgainstFirst>, ReportError> {
+    let Some(first) = variants.first() else { return Ok(Vec::new()) };
+    let a = final_accuracies(first)?;
+    variants[1..]
+        .iter()
+        .map(|v| {
+            let interval = paired(&a, &final_accuracies(v)?);
+            Ok(AgainstFirst {
+                label: v.label.clone(),
+                interval,
+                p: p_holds(Relation::Greater, interval.as_ref()),
+                verdict: judge(Relation::Greater, interval.as_ref()),
+            })
+        })
+        .collect()
+}
+
+fn points(x: f64) -> String {
+    format!("{:+.2}", 100.0 * x)
+}
+
+/// The comparison as a Markdown table (readable as plain text too).
+pub fn table(variants: &[SeedVariant]) -> Result<String, ReportError> {
+    let Some(first) = variants.first() else { return Ok(String::new()) };
+    let judged = against_first(variants)?;
+    let mut md = format!(
+        "| method | seeds | final accuracy (mean ± sd) | average delay [s] | uplink Mbit | {0} − method [95 % CI], \
+         points | p ({0} above, one-sided) | {0} above |\n|---|---|---|---|---|---|---|---|\n",
+        first.label
+    );
+    for (i, v) in variants.iter().enumerate() {
+        let (am, asd) = mean_sd(&final_accuracies(v)?);
+        let (dm, _) = mean_sd(&v.runs.iter().map(|r| r.summary.avg_delay_s).collect::<Vec<_>>());
+        let (bits, _) = mean_sd(&v.runs.iter().map(|r| r.summary.uplink_bits_paper as f64 / 1e6).collect::<Vec<_>>());
+        let against = match i.checked_sub(1).map(|k| &judged[k]) {
+            None => "– | – | –".to_string(),
+            Some(j) => {
+                let ci = j
+                    .interval
+                    .map_or("–".into(), |c| format!("{} [{}, {}]", points(c.mean), points(c.lo), points(c.hi)));
+                let p = j.p.map_or("–".into(), |p| if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") });
+                format!("{ci} | {p} | **{}**", j.verdict.word())
+            }
+        };
+        let _ =
+            writeln!(md, "| {} | {} | {am:.4} ± {asd:.4} | {dm:.3} | {bits:.1} | {against} |", v.label, v.runs.len());
+    }
+    Ok(md)
+}
+
+/// Writes `report.md` (the table and how to read it) and the accuracy figure, mean ± sd over seeds, as PNG and
+/// SVG, into `out`, under the same rule as a run's report: only a new or empty directory or an earlier report's.
+/// [`crate::register_font`] must have been called.
+pub fn write(variants: &[SeedVariant], title: &str, out: &Path) -> Result<ReportFiles, ReportError> {
+    claim_report_dir(out)?;
+    if crate::FONT.get().is_none() {
+        return Err(ReportError::Font("no font registered".into()));
+    }
+    let table = table(variants)?;
+    std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
+    write_atomic(&out.join(REPORT_MARKER), b"a fedsoft report: `fedsoft report` may write over this directory\n")?;
+    let seeds = variants.first().map_or(0, |v| v.runs.len());
+    let lines: Vec<(&str, &[RunRecord])> = variants.iter().map(|v| (v.label.as_str(), &v.runs[..])).collect();
+    let chart = accuracy_over_seeds(format!("{title}: test accuracy, mean ± sd over {seeds} seeds"), &lines);
+    let mut files = ReportFiles::default();
+    line_chart(out, "accuracy_over_seeds", &chart, &mut files.figures)?;
+    let first = variants.first().map_or("", |v| v.label.as_str());
+    let md = format!(
+        "{}\n{title}: every method on the same {seeds} seeds (a seed fixes the data split, the test set, the \
+         scheduled clients and the channels, so each seed's runs are paired). Final accuracy is the mean of a run's \
+         last {} evaluations; each method is compared with {first} through the per-seed differences, their mean \
+         with a 95 % Student t interval; **holds** when the interval lies wholly above 0, **does not hold** when \
+         wholly below, **inconclusive** otherwise, **not judged** with fewer than {} seeds.\n\n{table}\n\
+         ![test accuracy, mean ± sd over seeds](accuracy_over_seeds.png)\n",
+        markdown::HEADER,
+        crate::claims::FINAL_EVALUATIONS,
+        crate::stats::MIN_SEEDS,
+    );
+    let path = out.join("report.md");
+    write_atomic(&path, md.as_bytes())?;
+    files.markdown = path;
+    Ok(files)
+}
