@@ -76,8 +76,7 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportFiles, ReportError
         return Err(ReportError::Font("no font registered".into()));
     }
     let runs = load_runs(inputs)?;
-    std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
-    write_atomic(&out.join(REPORT_MARKER), b"a fedsoft report: `fedsoft report` may write over this directory\n")?;
+    mark_report_dir(out)?;
     let mut files = ReportFiles::default();
     let mut sections = Vec::new();
     for draw in figures::all() {
@@ -119,6 +118,12 @@ fn claim_report_dir(out: &Path) -> Result<(), ReportError> {
          a report goes only into a new or empty directory or over an earlier report, so that nothing else is \
          written over: choose another --out",
     ))
+}
+
+/// Creates `out` (claimed first with [`claim_report_dir`]) and marks it as a report's before anything is drawn.
+fn mark_report_dir(out: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
+    write_atomic(&out.join(REPORT_MARKER), b"a fedsoft report: `fedsoft report` may write over this directory\n")
 }
 
 /// Writes whole or not at all (`fedsoft_records::write_atomic`), naming the file on failure.

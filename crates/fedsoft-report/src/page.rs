@@ -49,7 +49,7 @@ pub fn command(rec: &FigureRecord) -> String {
     format!("fedsoft reproduce {} --seeds {}{extra}", rec.figure, rec.seeds.len())
 }
 
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     format!("{:+.2}", 100.0 * x)
 }
 
@@ -210,7 +210,7 @@ impl Family {
 }
 
 /// `0.0123`, or `< 0.0001`.
-fn p_text(p: f64) -> String {
+pub(crate) fn p_text(p: f64) -> String {
     if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
 }
 

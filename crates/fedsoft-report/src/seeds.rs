@@ -3,11 +3,11 @@
 //! first), through the per-seed differences of final accuracy, as the page compares a claim's two variants.
 
 use crate::claims::{Metric, Relation, Verdict, judge, p_holds};
-use crate::page::accuracy_over_seeds;
+use crate::page::{accuracy_over_seeds, p_text, pct};
 use crate::plot::line_chart;
 use crate::record::RunRecord;
 use crate::stats::{Interval, mean_sd, paired};
-use crate::{REPORT_MARKER, ReportError, ReportFiles, claim_report_dir, markdown, write_atomic};
+use crate::{ReportError, ReportFiles, claim_report_dir, mark_report_dir, markdown, write_atomic};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -59,10 +59,6 @@ pub fn against_first(variants: &[SeedVariant]) -> Result<Vec<AgainstFirst>, Repo
         .collect()
 }
 
-fn points(x: f64) -> String {
-    format!("{:+.2}", 100.0 * x)
-}
-
 /// The comparison as a Markdown table (readable as plain text too).
 pub fn table(variants: &[SeedVariant]) -> Result<String, ReportError> {
     let Some(first) = variants.first() else { return Ok(String::new()) };
@@ -79,10 +75,8 @@ pub fn table(variants: &[SeedVariant]) -> Result<String, ReportError> {
         let against = match i.checked_sub(1).map(|k| &judged[k]) {
             None => "– | – | –".to_string(),
             Some(j) => {
-                let ci = j
-                    .interval
-                    .map_or("–".into(), |c| format!("{} [{}, {}]", points(c.mean), points(c.lo), points(c.hi)));
-                let p = j.p.map_or("–".into(), |p| if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") });
+                let ci = j.interval.map_or("–".into(), |c| format!("{} [{}, {}]", pct(c.mean), pct(c.lo), pct(c.hi)));
+                let p = j.p.map_or("–".into(), p_text);
                 format!("{ci} | {p} | **{}**", j.verdict.word())
             }
         };
@@ -101,8 +95,7 @@ pub fn write(variants: &[SeedVariant], title: &str, out: &Path) -> Result<Report
         return Err(ReportError::Font("no font registered".into()));
     }
     let table = table(variants)?;
-    std::fs::create_dir_all(out).map_err(|e| ReportError::output(out, e))?;
-    write_atomic(&out.join(REPORT_MARKER), b"a fedsoft report: `fedsoft report` may write over this directory\n")?;
+    mark_report_dir(out)?;
     let seeds = variants.first().map_or(0, |v| v.runs.len());
     let lines: Vec<(&str, &[RunRecord])> = variants.iter().map(|v| (v.label.as_str(), &v.runs[..])).collect();
     let chart = accuracy_over_seeds(format!("{title}: test accuracy, mean ± sd over {seeds} seeds"), &lines);
@@ -124,4 +117,33 @@ pub fn write(variants: &[SeedVariant], title: &str, out: &Path) -> Result<Report
     write_atomic(&path, md.as_bytes())?;
     files.markdown = path;
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::tests::run;
+
+    fn variant(label: &str, acc: &[f64]) -> SeedVariant {
+        SeedVariant { label: label.into(), runs: acc.iter().zip(1..).map(|(&a, s)| run(s, a, 0.1)).collect() }
+    }
+
+    #[test]
+    fn each_method_is_judged_against_the_first_by_its_per_seed_differences() {
+        let first = variant("soft", &[0.80, 0.81, 0.79, 0.82, 0.80]);
+        // One point below on every seed but the fourth (two): mean 1.2 points, an interval wholly above 0.
+        let lower = variant("rlora", &[0.79, 0.80, 0.78, 0.80, 0.79]);
+        let same = variant("flasc", &[0.80, 0.81, 0.79, 0.82, 0.80]);
+        let rows = table(&[first.clone(), lower.clone(), same]).unwrap();
+        let row = rows.lines().find(|l| l.starts_with("| rlora |")).unwrap();
+        assert!(row.contains("| +1.20 [+0.64, +1.76] |") && row.ends_with("| **holds** |"), "{row}");
+        let row = rows.lines().find(|l| l.starts_with("| flasc |")).unwrap();
+        assert!(row.ends_with("| +0.00 [+0.00, +0.00] | 1.0000 | **inconclusive** |"), "{row}");
+        assert!(rows.lines().find(|l| l.starts_with("| soft |")).unwrap().ends_with("| – | – | – |"), "{rows}");
+        // Four seeds: the interval is shown, but no p and no verdict.
+        let four = |v: &SeedVariant| SeedVariant { label: v.label.clone(), runs: v.runs[..4].to_vec() };
+        let judged = against_first(&[four(&first), four(&lower)]).unwrap();
+        assert!(judged[0].interval.is_some() && judged[0].p.is_none());
+        assert_eq!(judged[0].verdict, Verdict::NotJudged);
+    }
 }
