@@ -187,11 +187,13 @@ pub fn evaluate(claim: &Claim, a: &[RunRecord], b: &[RunRecord]) -> Result<Judge
             })
             .collect()
     };
-    let (a, b) = (values(claim.a, a)?, values(claim.b, b)?);
+    Ok(judge_paired(claim.relation, values(claim.a, a)?, values(claim.b, b)?))
+}
+
+/// Judges per-seed values of A and B, paired by position, under `relation`: interval, verdict and p.
+pub fn judge_paired(relation: Relation, a: Vec<f64>, b: Vec<f64>) -> Judged {
     let interval = paired(&a, &b);
-    let verdict = judge(claim.relation, interval.as_ref());
-    let p = p_holds(claim.relation, interval.as_ref());
-    Ok(Judged { a, b, interval, verdict, p })
+    Judged { verdict: judge(relation, interval.as_ref()), p: p_holds(relation, interval.as_ref()), a, b, interval }
 }
 
 #[cfg(test)]

@@ -209,6 +209,15 @@ impl Family {
     }
 }
 
+/// A verdict once Holm's correction has been applied: a **holds** it keeps, one it does not, or nothing to keep.
+pub(crate) fn after_correction(verdict: Verdict, kept: bool) -> &'static str {
+    match (verdict, kept) {
+        (Verdict::Holds, true) => "**holds**",
+        (Verdict::Holds, false) => "not kept",
+        _ => "–",
+    }
+}
+
 /// `0.0123`, or `< 0.0001`.
 pub(crate) fn p_text(p: f64) -> String {
     if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
@@ -234,12 +243,7 @@ fn summary_rows(
         let corrected = match family.map(|f| (f.get(fig.id, c.text), j.verdict)) {
             None => String::new(),
             Some((Some((p, kept)), verdict)) => {
-                let after = match (verdict, kept) {
-                    (Verdict::Holds, true) => "**holds**",
-                    (Verdict::Holds, false) => "not kept",
-                    _ => "–",
-                };
-                format!(" {} | {after} |", p_text(p))
+                format!(" {} | {} |", p_text(p), after_correction(verdict, kept))
             }
             Some((None, _)) => " – | – |".into(),
         };

@@ -2,11 +2,11 @@
 //! applied to variants of the user's own choosing. Every variant is compared with the first (the method listed
 //! first), through the per-seed differences of final accuracy, as the page compares a claim's two variants.
 
-use crate::claims::{Metric, Relation, Verdict, judge, p_holds};
-use crate::page::{accuracy_over_seeds, p_text, pct};
+use crate::claims::{Judged, Metric, Relation, judge_paired};
+use crate::page::{accuracy_over_seeds, after_correction, p_text, pct};
 use crate::plot::line_chart;
 use crate::record::RunRecord;
-use crate::stats::{Interval, holm, mean_sd, one_sided_level, paired};
+use crate::stats::{holm, mean_sd, one_sided_level};
 use crate::{ReportError, ReportFiles, claim_report_dir, mark_report_dir, markdown, write_atomic};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -18,15 +18,12 @@ pub struct SeedVariant {
     pub runs: Vec<RunRecord>,
 }
 
-/// The first variant against another: per-seed differences `first − other` of final accuracy.
+/// The first variant against another, judged as the claim "the first above this one" on final accuracy (the
+/// page's interval, verdict and one-sided p of `first − other`).
 #[derive(Debug, Clone)]
 pub struct AgainstFirst {
     pub label: String,
-    pub interval: Option<Interval>,
-    /// One-sided p that the first is above (`claims::p_holds`); `None` below the seeds a verdict needs.
-    pub p: Option<f64>,
-    /// "The first above this one", by the page's rule.
-    pub verdict: Verdict,
+    pub judged: Judged,
 }
 
 fn final_accuracies(v: &SeedVariant) -> Result<Vec<f64>, ReportError> {
@@ -48,13 +45,8 @@ pub fn against_first(variants: &[SeedVariant]) -> Result<Vec<AgainstFirst>, Repo
     variants[1..]
         .iter()
         .map(|v| {
-            let interval = paired(&a, &final_accuracies(v)?);
-            Ok(AgainstFirst {
-                label: v.label.clone(),
-                interval,
-                p: p_holds(Relation::Greater, interval.as_ref()),
-                verdict: judge(Relation::Greater, interval.as_ref()),
-            })
+            let judged = judge_paired(Relation::Greater, a.clone(), final_accuracies(v)?);
+            Ok(AgainstFirst { label: v.label.clone(), judged })
         })
         .collect()
 }
@@ -64,7 +56,7 @@ pub fn table(variants: &[SeedVariant]) -> Result<String, ReportError> {
     let Some(first) = variants.first() else { return Ok(String::new()) };
     let judged = against_first(variants)?;
     // Several methods against one are several tests: Holm over those with a p, as on the results page.
-    let with_p: Vec<(usize, f64)> = judged.iter().enumerate().filter_map(|(k, j)| j.p.map(|p| (k, p))).collect();
+    let with_p: Vec<(usize, f64)> = judged.iter().enumerate().filter_map(|(k, j)| j.judged.p.map(|p| (k, p))).collect();
     let p: Vec<f64> = with_p.iter().map(|&(_, p)| p).collect();
     let mut kept = vec![false; judged.len()];
     for (&(k, _), keep) in with_p.iter().zip(holm(&p, one_sided_level())) {
@@ -82,15 +74,10 @@ pub fn table(variants: &[SeedVariant]) -> Result<String, ReportError> {
         let against = match i.checked_sub(1) {
             None => "– | – | – | –".to_string(),
             Some(k) => {
-                let j = &judged[k];
+                let j = &judged[k].judged;
                 let ci = j.interval.map_or("–".into(), |c| format!("{} [{}, {}]", pct(c.mean), pct(c.lo), pct(c.hi)));
                 let p = j.p.map_or("–".into(), p_text);
-                let corrected = match (j.verdict, kept[k]) {
-                    (Verdict::Holds, true) => "**holds**",
-                    (Verdict::Holds, false) => "not kept",
-                    _ => "–",
-                };
-                format!("{ci} | {p} | **{}** | {corrected}", j.verdict.word())
+                format!("{ci} | {p} | **{}** | {}", j.verdict.word(), after_correction(j.verdict, kept[k]))
             }
         };
         let _ =
@@ -137,6 +124,7 @@ pub fn write(variants: &[SeedVariant], title: &str, out: &Path) -> Result<Report
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::Verdict;
     use crate::page::tests::run;
 
     fn variant(label: &str, acc: &[f64]) -> SeedVariant {
@@ -159,7 +147,7 @@ mod tests {
         // Four seeds: the interval is shown, but no p and no verdict.
         let four = |v: &SeedVariant| SeedVariant { label: v.label.clone(), runs: v.runs[..4].to_vec() };
         let judged = against_first(&[four(&first), four(&lower)]).unwrap();
-        assert!(judged[0].interval.is_some() && judged[0].p.is_none());
-        assert_eq!(judged[0].verdict, Verdict::NotJudged);
+        assert!(judged[0].judged.interval.is_some() && judged[0].judged.p.is_none());
+        assert_eq!(judged[0].judged.verdict, Verdict::NotJudged);
     }
 }
